@@ -1,0 +1,183 @@
+"""``lmeval-prune``: thin command line over the modules of this package."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import textwrap
+from pathlib import Path
+
+from . import __version__
+
+DEMO_TASKS = "arith_probe"
+DEMO_DROP = "20-25"
+
+
+def _cmd_eval(argv: list[str]) -> int:
+    """Run lm-eval's own CLI with our models and tasks registered."""
+    from lm_eval.__main__ import cli_evaluate
+
+    from .plugin import register
+
+    register()
+    sys.argv = ["lm-eval", *argv]
+    cli_evaluate()
+    return 0
+
+
+def _cmd_embedded_model(_args: argparse.Namespace) -> int:
+    from .embedded import embedded_model_dir
+
+    print(embedded_model_dir())
+    return 0
+
+
+def _cmd_archs(_args: argparse.Namespace) -> int:
+    from .arch import ARCHITECTURES
+
+    width = max(map(len, ARCHITECTURES))
+    for name, info in sorted(ARCHITECTURES.items()):
+        extras = ", ".join([*info.lists, *info.index_lists, *info.thresholds])
+        print(f"{name:<{width}}  layers at {info.layers}" + (f"; per-layer config: {extras}" if extras else ""))
+    return 0
+
+
+def _cmd_resolve(args: argparse.Namespace) -> int:
+    from transformers import AutoConfig
+
+    from .arch import num_layers
+    from .embedded import resolve_pretrained
+    from .spec import DropSpec, format_indices
+
+    path = str(resolve_pretrained(args.model))
+    spec = DropSpec.parse(args.drop)
+    config = AutoConfig.from_pretrained(path)
+    n = num_layers(config)
+    if spec.needs_scores:
+        from .slicing import load_pruned_model
+
+        model = load_pruned_model(path, spec, calib=args.calib)
+        drop = model.config.layer_pruning["drop"]
+    else:
+        drop = spec.resolve(n)
+    print(json.dumps({"model": args.model, "num_layers": n, "drop": list(drop), "spec": format_indices(drop)}))
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    """The main job on the embedded model: evaluate it with and without a drop spec."""
+    import lm_eval
+    from lm_eval.tasks import TaskManager
+
+    from .plugin import register
+
+    register()
+    out_dir = Path(args.output_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tasks = args.tasks.split(",")
+    runs = {"base": "none", f"drop={args.drop}": args.drop}
+    scores: dict[str, dict[str, float]] = {}
+    for label, drop in runs.items():
+        print(f"\n=== {args.model} ({label}) ===", flush=True)
+        results = lm_eval.simple_evaluate(
+            model="pruned-hf",
+            model_args={"pretrained": args.model, "drop": drop, "dtype": "float32"},
+            tasks=tasks,
+            limit=args.limit,
+            device=args.device,
+            batch_size=args.batch_size,
+            task_manager=TaskManager(),
+        )
+        from lm_eval.utils import make_table
+
+        print(make_table(results))
+        name = "base" if drop == "none" else "pruned"
+        path = out_dir / f"results_{name}.json"
+        path.write_text(json.dumps(results, indent=2, default=str))
+        print(f"results JSON: {path}")
+        scores[label] = {
+            f"{task}/{metric}": value
+            for task, metrics in results["results"].items()
+            for metric, value in metrics.items()
+            if isinstance(value, float) and "_stderr" not in metric
+        }
+    print("\n=== comparison ===")
+    keys = sorted({k for s in scores.values() for k in s})
+    labels = list(scores)
+    width = max(map(len, keys)) if keys else 10
+    print(f"{'task/metric':<{width}}  " + "  ".join(f"{lbl:>14}" for lbl in labels))
+    for k in keys:
+        print(f"{k:<{width}}  " + "  ".join(f"{scores[lbl].get(k, float('nan')):>14.3f}" for lbl in labels))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="lmeval-prune",
+        description="Evaluate, choose, heal and ship depth-pruned LLMs with lm-evaluation-harness.",
+        epilog=textwrap.dedent(
+            """\
+            examples:
+              lmeval-prune demo                                   # the main job on the embedded model
+              lmeval-prune eval --model pruned-hf --model_args pretrained=embedded,drop=20-25 \\
+                  --tasks arith_probe --limit 20 --device cpu     # exactly lm_eval's arguments
+              lmeval-prune resolve embedded --drop last:25%       # which layers a spec removes
+              lmeval-prune embedded-model                         # path of the embedded checkpoint
+            """
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    sub.add_parser(
+        "eval",
+        help="run lm_eval with pruned-hf and the bundled tasks registered (takes exactly lm_eval's arguments)",
+        add_help=False,
+    )
+
+    p = sub.add_parser("embedded-model", help="print the embedded model's checkpoint directory (converts on first use)")
+    p.set_defaults(func=_cmd_embedded_model)
+
+    p = sub.add_parser("archs", help="list the supported architectures (model_type values)")
+    p.set_defaults(func=_cmd_archs)
+
+    p = sub.add_parser("resolve", help="print the original layer indices a drop spec removes from a model")
+    p.add_argument("model", help="checkpoint directory, Hub id, or 'embedded'")
+    p.add_argument("--drop", required=True, help="drop spec, e.g. 20-25, 3+7, last:25%%, bi:8, angular:8, plan:PATH")
+    p.add_argument("--calib", default=None, help="calibration file for bi:/angular: (default: bundled text)")
+    p.set_defaults(func=_cmd_resolve)
+
+    p = sub.add_parser("demo", help="main job: evaluate the embedded model with and without a drop spec")
+    p.add_argument("--model", default="embedded", help="model to evaluate (default: embedded)")
+    p.add_argument("--drop", default=DEMO_DROP, help=f"drop spec for the pruned run (default: {DEMO_DROP})")
+    p.add_argument("--tasks", default=DEMO_TASKS, help=f"comma-separated lm-eval tasks (default: {DEMO_TASKS})")
+    p.add_argument("--limit", type=float, default=40, help="items per task (default: 40)")
+    p.add_argument("--device", default="cpu", help="device (default: cpu)")
+    p.add_argument("--batch-size", default="8", help="lm-eval batch size (default: 8)")
+    p.add_argument("--output-dir", default="lmeval_layerprune_demo", help="where results JSON files go")
+    p.set_defaults(func=_cmd_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "eval":
+        return _cmd_eval(argv[1:])
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not hasattr(args, "func"):
+        parser.print_help()
+        return 0
+    from .spec import DropSpecError
+
+    try:
+        return args.func(args)
+    except (DropSpecError, FileNotFoundError, ValueError) as e:
+        print(f"lmeval-prune: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,260 @@
+"""Keep only some decoder layers of a model: in memory, or while loading.
+
+Two entry points, which agree by construction (both use
+:func:`lmeval_layerprune.arch.sliced_config_values`):
+
+* :func:`prune_model` removes layers from a live model, renumbering every
+  ``layer_idx`` so the KV cache indexes the right slots.
+* :func:`load_only_kept_layers` is a context manager around ``from_pretrained``
+  (called with :func:`pruned_config`) that hands transformers only the kept
+  layers' tensors, renamed to their new indices. The dropped layers' tensors
+  are never read from disk, so peak memory follows the kept size.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import logging
+import re
+import threading
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import torch
+
+from .arch import ArchInfo, arch_for, sliced_config_values
+
+logger = logging.getLogger(__name__)
+
+#: config attribute where the plan is recorded (saved into config.json).
+PLAN_ATTR = "layer_pruning"
+
+
+def keep_from_drop(num_layers: int, drop: Sequence[int]) -> list[int]:
+    """The kept original indices, ascending."""
+    dropped = set(drop)
+    return [i for i in range(num_layers) if i not in dropped]
+
+
+def _original_plan(config: Any) -> dict[str, Any] | None:
+    return getattr(config, PLAN_ATTR, None)
+
+
+def compose_plan(config: Any, drop: Sequence[int], **meta: Any) -> dict[str, Any]:
+    """The plan record for dropping ``drop`` (indices of ``config``'s layers).
+
+    If ``config`` is itself already pruned, the indices are mapped back to the
+    original model so the record always speaks of the unpruned parent.
+    """
+    n = int(config.num_hidden_layers)
+    prev = _original_plan(config)
+    if prev:
+        kept_before = list(prev["kept"])
+        drop_orig = sorted(set(prev["drop"]) | {kept_before[i] for i in drop})
+        total = int(prev["num_layers"])
+        base = prev.get("base_model")
+    else:
+        drop_orig = sorted(set(drop))
+        total = n
+        base = getattr(config, "_name_or_path", None) or None
+    plan = {
+        "base_model": base,
+        "num_layers": total,
+        "drop": drop_orig,
+        "kept": keep_from_drop(total, drop_orig),
+    }
+    plan.update({k: v for k, v in meta.items() if v is not None})
+    return plan
+
+
+def _apply_config(config: Any, keep: Sequence[int], plan: dict[str, Any] | None) -> None:
+    for name, value in sliced_config_values(config, keep).items():
+        setattr(config, name, value)
+    if plan is not None:
+        setattr(config, PLAN_ATTR, plan)
+
+
+def pruned_config(config: Any, drop: Sequence[int], plan: dict[str, Any] | None = None) -> Any:
+    """A copy of ``config`` describing the model without the layers ``drop``."""
+    new = copy.deepcopy(config)
+    _apply_config(new, keep_from_drop(int(config.num_hidden_layers), drop), plan)
+    return new
+
+
+def _get_layers(model: torch.nn.Module, info: ArchInfo) -> tuple[torch.nn.Module, str, torch.nn.ModuleList]:
+    parent_path, _, attr = info.layers.rpartition(".")
+    parent = model.get_submodule(parent_path) if parent_path else model
+    layers = getattr(parent, attr, None)
+    if not isinstance(layers, torch.nn.ModuleList):
+        raise TypeError(f"expected a ModuleList at {info.layers!r} in {type(model).__name__}")
+    return parent, attr, layers
+
+
+def prune_model(model: torch.nn.Module, drop: Sequence[int], plan: dict[str, Any] | None = None) -> torch.nn.Module:
+    """Remove the decoder layers ``drop`` from ``model`` in place and return it.
+
+    Renumbers every ``layer_idx`` attribute inside the kept layers, sets
+    ``config.num_hidden_layers``, slices per-layer config lists, and records
+    ``plan`` as ``config.layer_pruning``.
+    """
+    config = model.config
+    info = arch_for(config)
+    parent, attr, layers = _get_layers(model, info)
+    n = len(layers)
+    if n != int(config.num_hidden_layers):
+        raise ValueError(f"model has {n} layers but config.num_hidden_layers is {config.num_hidden_layers}")
+    keep = keep_from_drop(n, drop)
+    if plan is None:
+        plan = compose_plan(config, drop)
+    kept_modules = [layers[i] for i in keep]
+    for new_idx, layer in enumerate(kept_modules):
+        for module in layer.modules():
+            if hasattr(module, "layer_idx"):
+                module.layer_idx = new_idx
+    setattr(parent, attr, torch.nn.ModuleList(kept_modules))
+    _apply_config(config, keep, plan)
+    # Some models cache config-derived facts at init (e.g. whether any layer slides).
+    for module in model.modules():
+        if hasattr(module, "has_sliding_layers") and getattr(module, "config", None) is config:
+            module.has_sliding_layers = "sliding_attention" in (getattr(config, "layer_types", None) or [])
+    return model
+
+
+# --------------------------------------------------------------------- loading
+
+_PATCH_LOCK = threading.Lock()
+_UNSUPPORTED_LOADER = (
+    "this transformers version loaded the checkpoint through a path lmeval-layerprune does not "
+    "intercept, so only the kept layers could not be selected; supported: transformers 5.x "
+    "(please report your version)"
+)
+
+
+def _layer_key_regex(info: ArchInfo) -> re.Pattern[str]:
+    # Checkpoint keys may or may not carry the outer prefixes (a base-model checkpoint
+    # loaded into a *ForCausalLM has no leading "model.").
+    parts = info.layers.split(".")
+    prefixes = ["\\.".join(map(re.escape, parts[i:-1])) for i in range(len(parts))]
+    alts = "|".join(p + "\\." for p in prefixes if p)
+    return re.compile(rf"^((?:{alts})?){re.escape(parts[-1])}\.(\d+)\.(.*)$")
+
+
+def filter_state_dict(state_dict: dict[str, Any], info: ArchInfo, num_layers: int, keep: Sequence[int]) -> dict[str, Any]:
+    """Keep the tensors of the kept layers (renamed to new indices) and all non-layer tensors.
+
+    Values are passed through untouched, so lazy safetensors slices stay unread.
+    """
+    new_index = {orig: new for new, orig in enumerate(keep)}
+    rx = _layer_key_regex(info)
+    out: dict[str, Any] = {}
+    seen_layers: set[int] = set()
+    for key, value in state_dict.items():
+        m = rx.match(key)
+        if m is None:
+            out[key] = value
+            continue
+        orig = int(m.group(2))
+        if orig >= num_layers:
+            raise ValueError(f"checkpoint tensor {key!r} belongs to layer {orig}, but the config has {num_layers} layers")
+        seen_layers.add(orig)
+        if orig in new_index:
+            out[f"{m.group(1)}{info.layers.rpartition('.')[2]}.{new_index[orig]}.{m.group(3)}"] = value
+    missing = set(keep) - seen_layers
+    if missing and seen_layers:
+        raise ValueError(f"the checkpoint has no tensors for layers {sorted(missing)} under {info.layers!r}")
+    return out
+
+
+@contextlib.contextmanager
+def load_only_kept_layers(config: Any, drop: Sequence[int]) -> Iterator[None]:
+    """Make the ``from_pretrained`` call inside this block load only the kept layers.
+
+    ``config`` is the *unpruned* config; call ``from_pretrained(..., config=pruned_config(config, drop))``
+    inside the block. If transformers loaded through a path this does not intercept,
+    the block raises instead of returning a model with the wrong layers.
+    """
+    import transformers.modeling_utils as mu
+
+    info = arch_for(config)
+    n = int(config.num_hidden_layers)
+    keep = keep_from_drop(n, drop)
+    state = {"used": False}
+    original = getattr(mu, "convert_and_load_state_dict_in_model", None)
+    if original is None:
+        raise RuntimeError(_UNSUPPORTED_LOADER)
+
+    def patched(*args: Any, **kwargs: Any) -> Any:
+        if "state_dict" in kwargs:
+            kwargs["state_dict"] = filter_state_dict(kwargs["state_dict"], info, n, keep)
+        else:
+            args = list(args)
+            args[1] = filter_state_dict(args[1], info, n, keep)
+        result = original(*args, **kwargs)
+        state["used"] = True
+        loading_info = result[0] if isinstance(result, tuple) else result
+        missing = getattr(loading_info, "missing_keys", None) or set()
+        rx = _layer_key_regex(info)
+        bad = sorted(k for k in missing if rx.match(k))
+        if bad:
+            raise RuntimeError(f"after slicing, layer tensors were missing from the checkpoint: {bad[:5]}")
+        return result
+
+    with _PATCH_LOCK:
+        mu.convert_and_load_state_dict_in_model = patched
+        try:
+            yield
+        finally:
+            mu.convert_and_load_state_dict_in_model = original
+    if not state["used"]:
+        raise RuntimeError(_UNSUPPORTED_LOADER)
+
+
+# ------------------------------------------------------------------ public API
+
+
+def load_pruned_model(
+    pretrained: str,
+    drop: Any = None,
+    *,
+    tokenizer: Any = None,
+    calib: str | None = None,
+    **from_pretrained_kwargs: Any,
+) -> torch.nn.Module:
+    """Load a causal LM with the layers named by ``drop`` removed (Python API).
+
+    Args:
+        pretrained: a checkpoint directory, a Hub id, or ``"embedded"``.
+        drop: any ``drop=`` spec (see :mod:`lmeval_layerprune.spec`).
+        tokenizer: used by the ``bi:``/``angular:`` specs (loaded from ``pretrained`` if omitted).
+        calib: calibration file for ``bi:``/``angular:``.
+        **from_pretrained_kwargs: passed to ``AutoModelForCausalLM.from_pretrained``
+            (``dtype``, ``device_map``, ...).
+
+    Returns:
+        The pruned model; ``model.config.layer_pruning`` records the plan.
+    """
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    from .embedded import resolve_pretrained
+    from .importance import compute_scores
+    from .spec import DropSpec
+
+    pretrained = str(resolve_pretrained(pretrained))
+    spec = DropSpec.parse(drop)
+    config = AutoConfig.from_pretrained(pretrained)
+    if spec.is_noop:
+        return AutoModelForCausalLM.from_pretrained(pretrained, **from_pretrained_kwargs)
+    arch_for(config)
+    n = int(config.num_hidden_layers)
+    if spec.needs_scores:
+        model = AutoModelForCausalLM.from_pretrained(pretrained, **from_pretrained_kwargs)
+        tok = tokenizer or AutoTokenizer.from_pretrained(pretrained)
+        drop_idx = spec.resolve(n, lambda method: compute_scores(method, model, tok, spec.count or 0, calib=calib))
+        return prune_model(model, drop_idx, compose_plan(model.config, drop_idx, method=spec.method, spec=spec.text))
+    drop_idx = spec.resolve(n)
+    plan = compose_plan(config, drop_idx, method=spec.method or "explicit", spec=spec.text)
+    with load_only_kept_layers(config, drop_idx):
+        return AutoModelForCausalLM.from_pretrained(
+            pretrained, config=pruned_config(config, drop_idx, plan), **from_pretrained_kwargs
+        )

@@ -1,0 +1,262 @@
+"""The ``drop=`` grammar: spec text -> :class:`DropSpec` -> original layer indices.
+
+Forms (indices are the *original* model's 0-based layer numbers; no commas, because
+lm-eval's Python argument parser splits on them):
+
+* ``7``, ``20-25`` (inclusive range), ``3+7+20-25`` (union; overlaps are fine);
+  a list such as ``[3, 7]`` or ``["20-25", 3]`` works too.
+* ``last:8`` or ``last:25%``: the last N layers (the "reverse-order" baseline).
+* ``bi:8``: the 8 layers with the lowest block influence (ShortGPT).
+* ``angular:8``: the contiguous block of 8 layers with the smallest angular
+  distance between its input and output (Gromov et al.).
+* ``plan:PATH``: a plan JSON written by the selection tools (it carries ``drop``).
+* ``none`` (or no ``drop`` at all): keep every layer.
+
+Parsing needs no model; :meth:`DropSpec.resolve` turns a spec into indices
+against a model's layer count (and, for the metric forms, its layer scores).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+VALID_FORMS = (
+    "'7', '20-25', '3+7+20-25', a list like [3,7], 'last:8', 'last:25%', 'bi:8', "
+    "'angular:8', 'plan:PATH', or 'none'"
+)
+METRIC_METHODS = ("bi", "angular")
+METHODS = ("last", *METRIC_METHODS, "plan")
+
+_INDEX = re.compile(r"^\d+$")
+_RANGE = re.compile(r"^(\d+)-(\d+)$")
+_METHOD = re.compile(r"^([A-Za-z_]+):(.*)$")
+
+
+class DropSpecError(ValueError):
+    """A ``drop=`` spec that cannot be parsed or does not fit the model."""
+
+
+def _bad(token: object, why: str, num_layers: int | None = None) -> DropSpecError:
+    where = f" (the model has {num_layers} layers, 0..{num_layers - 1})" if num_layers else ""
+    return DropSpecError(f"invalid drop spec {token!r}: {why}{where}. Valid forms: {VALID_FORMS}.")
+
+
+@dataclass(frozen=True)
+class DropSpec:
+    """A parsed ``drop=`` spec.
+
+    Exactly one of ``parts`` (explicit indices/ranges) or ``method`` is set,
+    or neither for "keep everything".
+    """
+
+    text: str
+    parts: tuple[tuple[int, int], ...] = ()
+    method: str | None = None
+    count: int | None = None
+    fraction: float | None = None
+    path: str | None = None
+    plan: dict[str, Any] | None = field(default=None, compare=False, repr=False)
+
+    # ------------------------------------------------------------------ parsing
+    @classmethod
+    def parse(cls, spec: DropSpec | str | int | Sequence[str | int] | None) -> DropSpec:
+        """Parse spec text (or an int, or a list of parts) into a :class:`DropSpec`."""
+        if isinstance(spec, DropSpec):
+            return spec
+        if spec is None:
+            return cls(text="none")
+        if isinstance(spec, bool):
+            raise _bad(spec, "a boolean is not a layer spec")
+        if isinstance(spec, int):
+            spec = str(spec)
+        if isinstance(spec, (list, tuple)):
+            if not spec:
+                raise _bad(spec, "the list is empty")
+            tokens = [str(t).strip() for t in spec]
+            text = "+".join(tokens)
+        elif isinstance(spec, str):
+            text = spec.strip()
+            if text.startswith("[") and text.endswith("]"):
+                inner = text[1:-1].replace(",", "+").replace(" ", "")
+                if not inner:
+                    raise _bad(spec, "the list is empty")
+                text = inner
+            tokens = [t.strip() for t in text.split("+")]
+        else:
+            raise _bad(spec, f"expected text, an int or a list, got {type(spec).__name__}")
+
+        if text == "":
+            raise _bad(spec, "the spec is empty (use 'none' to keep every layer)")
+        if text.lower() == "none":
+            return cls(text="none")
+
+        method_tokens = [t for t in tokens if _METHOD.match(t)]
+        if method_tokens:
+            if len(tokens) != 1:
+                raise _bad(spec, f"'{method_tokens[0]}' cannot be combined with other parts")
+            return cls._parse_method(tokens[0])
+
+        parts = []
+        for tok in tokens:
+            if tok == "":
+                raise _bad(spec, "empty part (check for a stray '+')")
+            if _INDEX.match(tok):
+                parts.append((int(tok), int(tok)))
+                continue
+            m = _RANGE.match(tok)
+            if m:
+                lo, hi = int(m.group(1)), int(m.group(2))
+                if lo > hi:
+                    raise _bad(tok, f"reversed range (did you mean '{hi}-{lo}'?)")
+                parts.append((lo, hi))
+                continue
+            raise _bad(tok, "not a layer index, an inclusive range 'A-B', or a method 'name:N'")
+        return cls(text=text, parts=tuple(parts))
+
+    @classmethod
+    def _parse_method(cls, tok: str) -> DropSpec:
+        m = _METHOD.match(tok)
+        assert m is not None
+        method, arg = m.group(1).lower(), m.group(2).strip()
+        if method not in METHODS:
+            raise _bad(tok, f"unknown method '{method}' (known: {', '.join(METHODS)})")
+        if method == "plan":
+            if not arg:
+                raise _bad(tok, "plan: needs a path to a plan JSON")
+            return cls(text=tok, method="plan", path=arg, plan=load_plan(arg))
+        if method == "last" and arg.endswith("%"):
+            try:
+                frac = float(arg[:-1]) / 100.0
+            except ValueError:
+                raise _bad(tok, "the percentage is not a number") from None
+            if not 0 < frac < 1:
+                raise _bad(tok, "the percentage must be between 0 and 100, exclusive")
+            return cls(text=tok, method="last", fraction=frac)
+        if not _INDEX.match(arg) or int(arg) == 0:
+            raise _bad(tok, f"'{method}:' needs a positive layer count, e.g. '{method}:8'")
+        return cls(text=tok, method=method, count=int(arg))
+
+    # --------------------------------------------------------------- resolution
+    @property
+    def is_noop(self) -> bool:
+        """True when the spec keeps every layer (``none``)."""
+        return not self.parts and self.method is None
+
+    @property
+    def needs_scores(self) -> bool:
+        """True when resolution needs per-layer scores computed on the model."""
+        return self.method in METRIC_METHODS
+
+    def resolve(
+        self,
+        num_layers: int,
+        scores: Callable[[str], Sequence[float]] | None = None,
+    ) -> tuple[int, ...]:
+        """Return the sorted original layer indices to remove.
+
+        Args:
+            num_layers: the unpruned model's layer count.
+            scores: for ``bi``/``angular``, a callable ``scores(method)`` returning
+                one score per layer (``bi``) or per block start (``angular``).
+
+        Raises:
+            DropSpecError: an index out of range, a spec that removes every
+                layer, a plan written for a model with another layer count.
+        """
+        if self.is_noop:
+            return ()
+        if self.method == "plan":
+            assert self.plan is not None
+            plan_n = self.plan.get("num_layers")
+            if plan_n is not None and int(plan_n) != num_layers:
+                raise _bad(
+                    self.text,
+                    f"the plan was made for a model with {plan_n} layers",
+                    num_layers,
+                )
+            drop = _check_indices(self.text, self.plan["drop"], num_layers)
+        elif self.method == "last":
+            n = self.count if self.count is not None else math.floor(num_layers * self.fraction + 0.5)
+            if n < 1:
+                raise _bad(self.text, "that share of the layers rounds to zero", num_layers)
+            drop = tuple(range(num_layers - n, num_layers)) if n < num_layers else tuple(range(num_layers))
+        elif self.method in METRIC_METHODS:
+            assert self.count is not None
+            if self.count >= num_layers:
+                drop = tuple(range(num_layers))
+            else:
+                if scores is None:
+                    raise ValueError(f"drop spec {self.text!r} needs layer scores computed on the model")
+                values = list(scores(self.method))
+                drop = select_by_scores(self.method, values, self.count, num_layers)
+        else:
+            drop = tuple(sorted({i for lo, hi in self.parts for i in range(lo, hi + 1)}))
+            _check_indices(self.text, drop, num_layers)
+        if len(drop) >= num_layers:
+            raise _bad(self.text, "it removes every layer", num_layers)
+        return drop
+
+
+def select_by_scores(method: str, values: Sequence[float], count: int, num_layers: int) -> tuple[int, ...]:
+    """Pick the layers to drop from one-pass scores.
+
+    ``bi``: ``values[i]`` is layer i's block influence; the ``count`` lowest go
+    (ties: the higher index goes first). ``angular``: ``values[l]`` is the
+    angular distance of the block ``l .. l+count-1``; the block with the
+    smallest distance goes (ties: the deeper block).
+    """
+    if method == "bi":
+        if len(values) != num_layers:
+            raise ValueError(f"expected {num_layers} block-influence scores, got {len(values)}")
+        order = sorted(range(num_layers), key=lambda i: (values[i], -i))
+        return tuple(sorted(order[:count]))
+    if method == "angular":
+        if len(values) != num_layers - count + 1:
+            raise ValueError(f"expected {num_layers - count + 1} angular distances, got {len(values)}")
+        start = min(range(len(values)), key=lambda s: (values[s], -s))
+        return tuple(range(start, start + count))
+    raise ValueError(f"unknown scoring method {method!r}")
+
+
+def _check_indices(text: str, drop: Sequence[int], num_layers: int) -> tuple[int, ...]:
+    out = []
+    for i in drop:
+        if isinstance(i, bool) or not isinstance(i, int):
+            raise _bad(text, f"layer index {i!r} is not an integer", num_layers)
+        if not 0 <= i < num_layers:
+            raise _bad(text, f"layer {i} is out of range", num_layers)
+        out.append(i)
+    return tuple(sorted(set(out)))
+
+
+def load_plan(path: str | Path) -> dict[str, Any]:
+    """Read a plan JSON (``{"drop": [...], "num_layers": N, ...}``) with clear errors."""
+    p = Path(path).expanduser()
+    if not p.is_file():
+        raise DropSpecError(f"plan file {str(p)!r} does not exist (drop=plan:PATH needs a plan JSON)")
+    try:
+        plan = json.loads(p.read_text())
+    except json.JSONDecodeError as e:
+        raise DropSpecError(f"plan file {str(p)!r} is not valid JSON: {e}") from None
+    if not isinstance(plan, dict) or not isinstance(plan.get("drop"), list):
+        raise DropSpecError(f"plan file {str(p)!r} has no 'drop' list of layer indices")
+    return plan
+
+
+def format_indices(indices: Sequence[int]) -> str:
+    """Compact spec text for indices, e.g. ``(3, 4, 5, 9)`` -> ``'3-5+9'``."""
+    if not indices:
+        return "none"
+    runs: list[list[int]] = []
+    for i in sorted(set(indices)):
+        if runs and i == runs[-1][1] + 1:
+            runs[-1][1] = i
+        else:
+            runs.append([i, i])
+    return "+".join(str(a) if a == b else f"{a}-{b}" for a, b in runs)
