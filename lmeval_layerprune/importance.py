@@ -27,7 +27,9 @@ def load_calibration_texts(path: str | Path | None = None, limit: int = DEFAULT_
     ``.jsonl`` (a ``text`` field per line) file."""
     p = Path(path).expanduser() if path is not None else default_calibration_path()
     if not p.is_file():
-        raise FileNotFoundError(f"calibration file {str(p)!r} does not exist (calib=PATH expects a .txt or .jsonl file)")
+        raise FileNotFoundError(
+            f"calibration file {str(p)!r} does not exist (calib=PATH expects a .txt or .jsonl file)"
+        )
     if p.suffix == ".jsonl":
         texts = []
         for lineno, line in enumerate(p.read_text().splitlines(), 1):
@@ -104,9 +106,7 @@ def angular_distances(states: list[list[torch.Tensor]], block: int) -> list[floa
     n = len(states[0]) - 1
     out = []
     for start in range(n - block + 1):
-        sims = torch.cat(
-            [torch.nn.functional.cosine_similarity(s[start], s[start + block], dim=-1) for s in states]
-        )
+        sims = torch.cat([torch.nn.functional.cosine_similarity(s[start], s[start + block], dim=-1) for s in states])
         out.append(float((torch.arccos(sims.clamp(-1.0, 1.0)) / math.pi).mean()))
     return out
 

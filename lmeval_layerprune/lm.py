@@ -45,6 +45,8 @@ class PrunedHFLM(HFLM):
         self._calib_samples = int(calib_samples)
         self.drop: tuple[int, ...] = ()
         pretrained = resolve_pretrained(pretrained)
+        if kwargs.get("device") is None and not torch.cuda.is_available():
+            kwargs["device"] = "cpu"  # HFLM defaults to "cuda" even on machines without one
         super().__init__(pretrained=pretrained, **kwargs)
         if not isinstance(pretrained, str) and not self._drop_spec.is_noop:
             # A model instance: HFLM took it as is; slice it in place now.

@@ -140,7 +140,9 @@ def _layer_key_regex(info: ArchInfo) -> re.Pattern[str]:
     return re.compile(rf"^((?:{alts})?){re.escape(parts[-1])}\.(\d+)\.(.*)$")
 
 
-def filter_state_dict(state_dict: dict[str, Any], info: ArchInfo, num_layers: int, keep: Sequence[int]) -> dict[str, Any]:
+def filter_state_dict(
+    state_dict: dict[str, Any], info: ArchInfo, num_layers: int, keep: Sequence[int]
+) -> dict[str, Any]:
     """Keep the tensors of the kept layers (renamed to new indices) and all non-layer tensors.
 
     Values are passed through untouched, so lazy safetensors slices stay unread.
@@ -156,7 +158,9 @@ def filter_state_dict(state_dict: dict[str, Any], info: ArchInfo, num_layers: in
             continue
         orig = int(m.group(2))
         if orig >= num_layers:
-            raise ValueError(f"checkpoint tensor {key!r} belongs to layer {orig}, but the config has {num_layers} layers")
+            raise ValueError(
+                f"checkpoint tensor {key!r} belongs to layer {orig}, but the config has {num_layers} layers"
+            )
         seen_layers.add(orig)
         if orig in new_index:
             out[f"{m.group(1)}{info.layers.rpartition('.')[2]}.{new_index[orig]}.{m.group(3)}"] = value

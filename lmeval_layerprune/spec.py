@@ -27,8 +27,7 @@ from pathlib import Path
 from typing import Any
 
 VALID_FORMS = (
-    "'7', '20-25', '3+7+20-25', a list like [3,7], 'last:8', 'last:25%', 'bi:8', "
-    "'angular:8', 'plan:PATH', or 'none'"
+    "'7', '20-25', '3+7+20-25', a list like [3,7], 'last:8', 'last:25%', 'bi:8', 'angular:8', 'plan:PATH', or 'none'"
 )
 METRIC_METHODS = ("bi", "angular")
 METHODS = ("last", *METRIC_METHODS, "plan")

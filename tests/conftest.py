@@ -14,7 +14,7 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 REPO = Path(__file__).resolve().parents[1]
-VOCAB = 320
+VOCAB = 300  # == len(tiny_tokenizer()), so HFLM never resizes embeddings
 
 _COMMON = dict(
     vocab_size=VOCAB,
@@ -107,7 +107,7 @@ def tiny_tokenizer():
         "The quick brown fox jumps over the lazy dog. 0123456789 + - ( ) [ ] { }",
     ] * 20
     trainer = trainers.BpeTrainer(
-        vocab_size=300,
+        vocab_size=VOCAB,
         special_tokens=["<pad>", "<s>", "</s>"],
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
     )

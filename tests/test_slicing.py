@@ -34,7 +34,9 @@ def reference_model(model_type: str, full: torch.nn.Module, keep: list[int]) -> 
     if any(hasattr(layer.mlp, "experts") for layer in layers) and hasattr(cfg, "decoder_sparse_step"):
         # Which kept layers are dense is read off the full model's modules.
         overrides["decoder_sparse_step"] = 1
-        overrides["mlp_only_layers"] = [new for new, orig in enumerate(keep) if not hasattr(layers[orig].mlp, "experts")]
+        overrides["mlp_only_layers"] = [
+            new for new, orig in enumerate(keep) if not hasattr(layers[orig].mlp, "experts")
+        ]
     torch.manual_seed(123)
     ref = AutoModelForCausalLM.from_config(tiny_config(model_type, **overrides), dtype=torch.float32).eval()
     ref.load_state_dict(renumber_state_dict(full.state_dict(), keep), strict=True)
