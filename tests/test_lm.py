@@ -20,9 +20,7 @@ REQUESTS = [("Question: What is 3 plus 4?\nAnswer:", " 7"), ("The quick brown", 
 
 
 def _ll_requests():
-    return [
-        Instance(request_type="loglikelihood", doc={}, arguments=req, idx=i) for i, req in enumerate(REQUESTS)
-    ]
+    return [Instance(request_type="loglikelihood", doc={}, arguments=req, idx=i) for i, req in enumerate(REQUESTS)]
 
 
 def _reference_lm(full_dir, tokenizer) -> HFLM:
@@ -47,7 +45,10 @@ def test_loglikelihood_and_generation_match_reference(llama_dir, tokenizer) -> N
         Instance(
             request_type="generate_until",
             doc={},
-            arguments=("Question: What is 3 plus 4?\nAnswer:", {"until": ["\n"], "max_gen_toks": 6, "do_sample": False}),
+            arguments=(
+                "Question: What is 3 plus 4?\nAnswer:",
+                {"until": ["\n"], "max_gen_toks": 6, "do_sample": False},
+            ),
             idx=0,
         )
     ]

@@ -20,6 +20,9 @@ def _problems(op: str, digits: int, n: int, seed: int, avoid: set[tuple[int, int
     lo, hi = (0 if digits == 1 else 10 ** (digits - 1)), 10**digits - 1
     word, fn = _OPS[op]
     seen: set[tuple[int, int]] = set(avoid or ())
+    capacity = (hi - lo + 1) ** 2 - len(seen)
+    if n > capacity:
+        raise ValueError(f"{op} with {digits} digit(s) has only {capacity} distinct problems left; asked for {n}")
     out = []
     while len(out) < n:
         a, b = rng.randint(lo, hi), rng.randint(lo, hi)
