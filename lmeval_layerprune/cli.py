@@ -65,6 +65,50 @@ def _cmd_resolve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_slice(args: argparse.Namespace) -> int:
+    from .materialize import materialize
+
+    out = materialize(
+        args.model,
+        args.drop,
+        args.out,
+        dtype=args.dtype,
+        calib=args.calib,
+        revision=args.revision,
+        overwrite=args.overwrite,
+    )
+    plan = json.loads((out / "layer_pruning_plan.json").read_text())
+    print(f"wrote {out} (layers {plan['drop']} of {plan['num_layers']} removed; written by {plan['writer']}; verified)")
+    print(f"mergekit config: {out / 'mergekit.yaml'}")
+    print(f"evaluate it: lm_eval --model hf --model_args pretrained={out} --tasks arith_probe")
+    return 0
+
+
+def _human(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.1f} {unit}" if unit != "B" else f"{int(n)} B"
+        n /= 1024
+    return f"{n:.1f} GiB"
+
+
+def _cmd_cache(args: argparse.Namespace) -> int:
+    from .materialize import cache_dir, cache_entries, clear_cache
+
+    if args.action == "clear":
+        print(f"removed {_human(clear_cache())} from {cache_dir()}")
+        return 0
+    entries = cache_entries()
+    print(f"cache: {cache_dir()} ({len(entries)} checkpoints, {_human(sum(e['bytes'] for e in entries))})")
+    for e in entries:
+        plan = e["plan"]
+        print(
+            f"  {e['key']}  {_human(e['bytes']):>10}  {plan.get('base_model')}  drop={plan.get('drop')}  "
+            f"dtype={plan.get('dtype')}  writer={plan.get('writer')}"
+        )
+    return 0
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     """The main job on the embedded model: evaluate it with and without a drop spec."""
     import lm_eval
@@ -123,6 +167,8 @@ def build_parser() -> argparse.ArgumentParser:
               lmeval-prune eval --model pruned-hf --model_args pretrained=embedded,drop=20-25 \\
                   --tasks arith_probe --limit 20 --device cpu     # exactly lm_eval's arguments
               lmeval-prune resolve embedded --drop last:25%       # which layers a spec removes
+              lmeval-prune slice embedded --drop 20-25 --out smollm2-pruned   # checkpoint via mergekit
+              lmeval-prune cache list                             # materialized checkpoints
               lmeval-prune embedded-model                         # path of the embedded checkpoint
             """
         ),
@@ -149,6 +195,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--calib", default=None, help="calibration file for bi:/angular: (default: bundled text)")
     p.set_defaults(func=_cmd_resolve)
 
+    p = sub.add_parser(
+        "slice",
+        help="write a standalone checkpoint with layers removed (mergekit passthrough, verified)",
+        description="Write MODEL without the layers named by --drop to --out through mergekit's passthrough "
+        "merge, leave the mergekit YAML beside it, and verify the result against the in-memory slice.",
+    )
+    p.add_argument("model", help="checkpoint directory, Hub id, or 'embedded'")
+    p.add_argument("--drop", required=True, help="drop spec, e.g. 20-25, last:25%%, bi:8, plan:PATH")
+    p.add_argument("--out", required=True, help="output directory (must not exist or be empty)")
+    p.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default=None, help="default: the model's")
+    p.add_argument("--calib", default=None, help="calibration file for bi:/angular:")
+    p.add_argument("--revision", default=None, help="Hub revision of MODEL")
+    p.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
+    p.set_defaults(func=_cmd_slice)
+
+    p = sub.add_parser("cache", help="list or clear the cache of materialized checkpoints")
+    p.add_argument("action", choices=["list", "clear"], help="list entries with sizes, or remove them all")
+    p.set_defaults(func=_cmd_cache)
+
     p = sub.add_parser("demo", help="main job: evaluate the embedded model with and without a drop spec")
     p.add_argument("--model", default="embedded", help="model to evaluate (default: embedded)")
     p.add_argument("--drop", default=DEMO_DROP, help=f"drop spec for the pruned run (default: {DEMO_DROP})")
@@ -174,7 +239,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         return args.func(args)
-    except (DropSpecError, FileNotFoundError, ValueError) as e:
+    except (DropSpecError, FileNotFoundError, FileExistsError, ValueError) as e:
         print(f"lmeval-prune: error: {e}", file=sys.stderr)
         return 2
 

@@ -13,9 +13,9 @@ import hashlib
 import importlib.util
 import logging
 import os
-import shutil
-import tempfile
 from pathlib import Path
+
+from .fsutil import atomic_dir
 
 logger = logging.getLogger(__name__)
 
@@ -77,11 +77,8 @@ def _convert(gguf: Path, target: Path) -> None:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    target.parent.mkdir(parents=True, exist_ok=True)
-    _remove_abandoned_tmp_dirs(target.parent)
     logger.warning("converting the embedded model %s to %s (once)", gguf.name, target)
-    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{os.getpid()}-", dir=target.parent))
-    try:
+    with atomic_dir(target) as tmp:
         tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
         gguf_model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
         config = gguf_model.config
@@ -98,30 +95,13 @@ def _convert(gguf: Path, target: Path) -> None:
         plain.save_pretrained(tmp)
         tok.save_pretrained(tmp)
         (tmp / _COMPLETE).write_text(f"source={gguf}\nrepo={EMBEDDED_REPO}\n")
-        try:
-            os.rename(tmp, target)
-        except OSError:
-            # Another process finished first; its copy is complete, ours is redundant.
-            if not (target / _COMPLETE).is_file():
-                raise
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _remove_abandoned_tmp_dirs(folder: Path) -> None:
-    """Delete half-written conversions whose process is gone (killed mid-write)."""
-    for tmp in folder.glob(".tmp-*-*"):
-        try:
-            pid = int(tmp.name.split("-")[1])
-        except ValueError:
-            continue
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            shutil.rmtree(tmp, ignore_errors=True)
-        except PermissionError:
-            pass
+def base_model_name(pretrained: object) -> str | None:
+    """The name to record as the unpruned parent: the Hub id for ``embedded``, else the string given."""
+    if pretrained == EMBEDDED_NAME:
+        return EMBEDDED_REPO
+    return pretrained if isinstance(pretrained, str) else None
 
 
 def resolve_pretrained(pretrained: object) -> object:

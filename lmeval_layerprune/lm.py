@@ -6,22 +6,29 @@ forwards the rest to ``from_pretrained``:
 
 * ``drop``: the spec (see :mod:`lmeval_layerprune.spec`);
 * ``calib``: a calibration file for the ``bi:`` / ``angular:`` specs;
-* ``calib_samples``: how many calibration texts to use.
+* ``calib_samples``: how many calibration texts to use;
+* ``materialize``: evaluate through an on-disk checkpoint from the materialization
+  cache (the path ``pruned-vllm`` always takes) instead of slicing while loading.
 
 ``pretrained`` may be a path, a Hub id, ``embedded`` or a model instance.
+
+``pruned-vllm`` materializes the pruned checkpoint (through the same cache) and hands it
+to lm-eval's own ``vllm`` model with every other argument passed through.
 """
 
 from __future__ import annotations
 
 import gc
 import logging
+from importlib.util import find_spec
 from typing import Any
 
 import torch
+from lm_eval.api.model import TemplateLM
 from lm_eval.models.huggingface import HFLM
 
 from .arch import arch_for
-from .embedded import resolve_pretrained
+from .embedded import base_model_name, resolve_pretrained
 from .importance import DEFAULT_CALIB_SAMPLES, compute_scores
 from .slicing import compose_plan, load_only_kept_layers, prune_model, pruned_config
 from .spec import DropSpec
@@ -38,13 +45,31 @@ class PrunedHFLM(HFLM):
         drop: Any = None,
         calib: str | None = None,
         calib_samples: int = DEFAULT_CALIB_SAMPLES,
+        materialize: bool | str = False,
         **kwargs: Any,
     ) -> None:
         self._drop_spec = DropSpec.parse(drop)
         self._calib = calib
         self._calib_samples = int(calib_samples)
         self.drop: tuple[int, ...] = ()
+        self._base_name = base_model_name(pretrained)
         pretrained = resolve_pretrained(pretrained)
+        if _truthy(materialize) and not self._drop_spec.is_noop:
+            if not isinstance(pretrained, str):
+                raise ValueError("materialize=true needs pretrained to be a path or Hub id, not a model instance")
+            from .materialize import cached_checkpoint
+
+            pretrained = str(
+                cached_checkpoint(
+                    pretrained,
+                    self._drop_spec,
+                    dtype=_cache_dtype(kwargs.get("dtype")),
+                    calib=calib,
+                    revision=kwargs.get("revision"),
+                )
+            )
+            kwargs.pop("revision", None)
+            self._drop_spec = DropSpec.parse(None)  # the checkpoint is already pruned
         if kwargs.get("device") is None and not torch.cuda.is_available():
             kwargs["device"] = "cpu"  # HFLM defaults to "cuda" even on machines without one
         super().__init__(pretrained=pretrained, **kwargs)
@@ -60,6 +85,7 @@ class PrunedHFLM(HFLM):
         return compose_plan(
             config,
             self.drop,
+            base_model=self._base_name,
             method=self._drop_spec.method or "explicit",
             spec=self._drop_spec.text,
         )
@@ -108,3 +134,48 @@ class PrunedHFLM(HFLM):
             with load_only_kept_layers(full_config, self.drop):
                 super()._create_model(pretrained, config=config, **kwargs)
         self._config = self._model.config
+
+
+def _truthy(value: Any) -> bool:
+    return value is True or str(value).strip().lower() in ("1", "true", "yes", "on")
+
+
+def _cache_dtype(dtype: Any) -> str | None:
+    name = str(dtype).replace("torch.", "") if dtype is not None else None
+    return name if name in ("float32", "bfloat16", "float16") else None
+
+
+class PrunedVLLM(TemplateLM):
+    """``pruned-vllm``: lm-eval's ``vllm`` model on a materialized pruned checkpoint.
+
+    Takes ``drop`` / ``calib`` plus every argument of lm-eval's ``VLLM``
+    (``tensor_parallel_size``, ``data_parallel_size``, ``lora_local_path``,
+    ``gpu_memory_utilization``, ...), which are passed through unchanged. Constructing it
+    returns the ``VLLM`` instance itself.
+    """
+
+    def __new__(  # type: ignore[misc]
+        cls,
+        pretrained: str,
+        drop: Any = None,
+        calib: str | None = None,
+        dtype: str = "auto",
+        revision: str | None = None,
+        **kwargs: Any,
+    ) -> Any:
+        if find_spec("vllm") is None:
+            raise ModuleNotFoundError(
+                "pruned-vllm needs vLLM, which is not installed: pip install 'lmeval-layerprune[vllm]' "
+                "(or pip install vllm). Without a GPU, use --model pruned-hf."
+            )
+        spec = DropSpec.parse(drop)
+        if spec.is_noop:
+            path = str(resolve_pretrained(pretrained))
+        else:
+            from .materialize import cached_checkpoint
+
+            path = str(cached_checkpoint(pretrained, spec, dtype=_cache_dtype(dtype), calib=calib, revision=revision))
+            logger.info("pruned-vllm: serving %s (layers %s removed) from %s", pretrained, spec.text, path)
+        from lm_eval.models.vllm_causallms import VLLM
+
+        return VLLM(pretrained=path, dtype=dtype, **kwargs)

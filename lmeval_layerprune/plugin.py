@@ -15,6 +15,7 @@ from typing import Any
 #: lm-eval model name -> "module:Class" (resolved lazily by lm-eval's registry).
 MODELS = {
     "pruned-hf": "lmeval_layerprune.lm:PrunedHFLM",
+    "pruned-vllm": "lmeval_layerprune.lm:PrunedVLLM",
 }
 
 

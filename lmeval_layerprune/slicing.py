@@ -41,11 +41,12 @@ def _original_plan(config: Any) -> dict[str, Any] | None:
     return getattr(config, PLAN_ATTR, None)
 
 
-def compose_plan(config: Any, drop: Sequence[int], **meta: Any) -> dict[str, Any]:
+def compose_plan(config: Any, drop: Sequence[int], base_model: str | None = None, **meta: Any) -> dict[str, Any]:
     """The plan record for dropping ``drop`` (indices of ``config``'s layers).
 
     If ``config`` is itself already pruned, the indices are mapped back to the
-    original model so the record always speaks of the unpruned parent.
+    original model so the record always speaks of the unpruned parent (and
+    ``base_model`` stays that parent's name).
     """
     n = int(config.num_hidden_layers)
     prev = _original_plan(config)
@@ -57,7 +58,7 @@ def compose_plan(config: Any, drop: Sequence[int], **meta: Any) -> dict[str, Any
     else:
         drop_orig = sorted(set(drop))
         total = n
-        base = getattr(config, "_name_or_path", None) or None
+        base = base_model or getattr(config, "_name_or_path", None) or None
     plan = {
         "base_model": base,
         "num_layers": total,
@@ -240,10 +241,11 @@ def load_pruned_model(
     """
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
-    from .embedded import resolve_pretrained
+    from .embedded import base_model_name, resolve_pretrained
     from .importance import compute_scores
     from .spec import DropSpec
 
+    base_name = base_model_name(pretrained)
     pretrained = str(resolve_pretrained(pretrained))
     spec = DropSpec.parse(drop)
     config = AutoConfig.from_pretrained(pretrained)
@@ -255,9 +257,10 @@ def load_pruned_model(
         model = AutoModelForCausalLM.from_pretrained(pretrained, **from_pretrained_kwargs)
         tok = tokenizer or AutoTokenizer.from_pretrained(pretrained)
         drop_idx = spec.resolve(n, lambda method: compute_scores(method, model, tok, spec.count or 0, calib=calib))
-        return prune_model(model, drop_idx, compose_plan(model.config, drop_idx, method=spec.method, spec=spec.text))
+        plan = compose_plan(model.config, drop_idx, base_model=base_name, method=spec.method, spec=spec.text)
+        return prune_model(model, drop_idx, plan)
     drop_idx = spec.resolve(n)
-    plan = compose_plan(config, drop_idx, method=spec.method or "explicit", spec=spec.text)
+    plan = compose_plan(config, drop_idx, base_model=base_name, method=spec.method or "explicit", spec=spec.text)
     with load_only_kept_layers(config, drop_idx):
         return AutoModelForCausalLM.from_pretrained(
             pretrained, config=pruned_config(config, drop_idx, plan), **from_pretrained_kwargs

@@ -145,3 +145,31 @@ def test_resolve_and_archs_commands(llama_dir, tmp_path) -> None:
     assert "Traceback" not in bad.stderr
     archs = _run([_exe("lmeval-prune"), "archs"], tmp_path)
     assert archs.returncode == 0 and "qwen3" in archs.stdout and "gemma3_text" in archs.stdout
+
+
+def test_lm_eval_cli_for_every_architecture(tmp_path) -> None:
+    """lm-eval's own CLI entry point evaluates pruned-hf on a tiny model of each family.
+
+    One subprocess calls ``lm_eval.__main__.cli_evaluate`` (what the ``lm_eval`` console script
+    runs) once per architecture, so imports are paid once.
+    """
+    from conftest import ARCH_CASES, save_tiny
+
+    dirs = {mt: save_tiny(mt, tmp_path / mt) for mt in sorted(ARCH_CASES)}
+    script = textwrap.dedent(
+        """
+        import json, sys
+        from lm_eval.__main__ import cli_evaluate
+        for model_type, path in json.loads(sys.argv[1]).items():
+            sys.argv = ["lm_eval", "--model", "pruned-hf", "--model_args", f"pretrained={path},drop=0+5",
+                        "--tasks", "arith_probe_add_1d", "--limit", "2", "--device", "cpu",
+                        "--output_path", f"{path}/out"]
+            cli_evaluate()
+        """
+    )
+    proc = _run([sys.executable, "-c", script, json.dumps({k: str(v) for k, v in dirs.items()})], tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for model_type, path in dirs.items():
+        res = _results(path / "out")
+        assert res["config"]["model"] == "pruned-hf", model_type
+        assert res["n-samples"]["arith_probe_add_1d"]["effective"] == 2, model_type

@@ -36,6 +36,8 @@ def test_loglikelihood_and_generation_match_reference(llama_dir, tokenizer) -> N
     assert lm.model.config.num_hidden_layers == 3
     assert lm.drop == (0, 2, 5)
     assert lm.model.config.layer_pruning["kept"] == KEEP
+    assert lm.model.config.layer_pruning["base_model"] == str(llama_dir)
+    assert lm.model.config.layer_pruning["spec"] == DROP
     got = lm.loglikelihood(_ll_requests())
     want = ref.loglikelihood(_ll_requests())
     for (g, g_greedy), (w, w_greedy) in zip(got, want, strict=True):

@@ -1,0 +1,342 @@
+"""Write pruned checkpoints to disk through mergekit, verify them, and cache them.
+
+``materialize()`` writes a standalone Hugging Face checkpoint with the dropped layers
+removed, using mergekit's passthrough merge (``slices`` of half-open ``layer_range``),
+and leaves the mergekit YAML beside it (``mergekit.yaml``) so anyone can rebuild it
+with ``mergekit-yaml``. Every checkpoint is reloaded and its logits compared with the
+in-memory slice before it is trusted: a mismatch is an error, never a silently wrong model.
+
+mergekit 0.1.5 workarounds live here and only here (drop them when upstream fixes them):
+
+* it sets ``num_hidden_layers`` but never slices ``layer_types`` (and other per-layer
+  config lists), which crashes config validation under transformers 5 (Qwen2/3, Gemma2/3,
+  Cohere2, ...): :func:`_fixed_out_config` builds the output config with
+  :func:`lmeval_layerprune.arch.sliced_config_values` instead;
+* for architectures it has no (or an outdated) definition of, it crashes or writes
+  checkpoints that lack tensors (transformers 5's fused MoE experts, Cohere's q/k norms,
+  GPT-NeoX's attention buffers, an untied Gemma head): verification catches it, and the
+  checkpoint is then written by transformers from the verified in-memory slice, with
+  ``"writer": "transformers"`` and mergekit's error recorded in the plan.
+
+``cached_checkpoint()`` keeps materialized checkpoints in a content-addressed cache
+(base model identity, dropped layers, dtype, tool version), written atomically and
+under a per-key lock, so concurrent runs produce one checkpoint and a killed run
+leaves nothing that looks complete.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import shutil
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from . import __version__
+from .arch import arch_for, sliced_config_values
+from .embedded import base_model_name, cache_root, resolve_pretrained
+from .fsutil import atomic_dir, dir_size, file_lock
+from .slicing import PLAN_ATTR, keep_from_drop, load_pruned_model
+from .spec import DropSpec
+
+logger = logging.getLogger(__name__)
+
+PLAN_FILE = "layer_pruning_plan.json"
+MERGEKIT_FILE = "mergekit.yaml"
+COMPLETE_FILE = ".complete"
+
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+class VerificationError(RuntimeError):
+    """A materialized checkpoint does not reproduce the in-memory slice."""
+
+
+def kept_ranges(keep: Sequence[int]) -> list[tuple[int, int]]:
+    """Half-open ``[start, end)`` ranges covering ``keep`` (no empty ranges)."""
+    ranges: list[list[int]] = []
+    for i in keep:
+        if ranges and ranges[-1][1] == i:
+            ranges[-1][1] = i + 1
+        else:
+            ranges.append([i, i + 1])
+    return [(a, b) for a, b in ranges]
+
+
+def mergekit_config(model: str, keep: Sequence[int], dtype: str) -> dict[str, Any]:
+    """The passthrough merge that keeps only ``keep`` (original indices)."""
+    return {
+        "slices": [{"sources": [{"model": model, "layer_range": [a, b]}]} for a, b in kept_ranges(keep)],
+        "merge_method": "passthrough",
+        "dtype": dtype,
+    }
+
+
+def _config_dtype(config: Any) -> str:
+    dt = getattr(config, "dtype", None) or getattr(config, "torch_dtype", None)
+    name = str(dt).replace("torch.", "") if dt is not None else "float32"
+    return name if name in _DTYPES else "float32"
+
+
+def _local_path(pretrained: str, revision: str | None = None) -> Path:
+    path = Path(pretrained).expanduser()
+    if path.is_dir():
+        return path.resolve()
+    from huggingface_hub import snapshot_download
+
+    return Path(snapshot_download(pretrained, revision=revision))
+
+
+# ------------------------------------------------------------------ mergekit
+
+
+@contextlib.contextmanager
+def _fixed_out_config(full_config: Any, keep: Sequence[int], dtype: str) -> Iterator[None]:
+    """Patch mergekit 0.1.5's output-config builder to slice every per-layer config list."""
+    import mergekit.merge as mm
+
+    original = mm._model_out_config
+
+    def patched(config: Any, arch_info: Any, trust_remote_code: bool = False) -> Any:
+        res = config.referenced_models()[0].config(trust_remote_code=trust_remote_code)
+        # set all at once: transformers validates num_hidden_layers against layer_types
+        res.__dict__.update(sliced_config_values(full_config, keep))
+        res.dtype = _DTYPES[dtype]
+        return res
+
+    mm._model_out_config = patched
+    try:
+        yield
+    finally:
+        mm._model_out_config = original
+
+
+def _run_mergekit(config: dict[str, Any], full_config: Any, keep: Sequence[int], out: Path) -> None:
+    from mergekit.config import MergeConfiguration
+    from mergekit.merge import run_merge
+    from mergekit.options import MergeOptions
+
+    options = MergeOptions(quiet=True, write_model_card=False, copy_tokenizer=True, lazy_unpickle=True)
+    with _fixed_out_config(full_config, keep, config["dtype"]):
+        run_merge(MergeConfiguration.model_validate(config), str(out), options)
+
+
+# --------------------------------------------------------------- verification
+
+
+def verify_checkpoint(path: Path, reference: torch.nn.Module, atol: float = 1e-5) -> None:
+    """Reload ``path`` and compare its logits with ``reference`` (the in-memory slice).
+
+    Raises:
+        VerificationError: tensors missing or unexpected, or logits that differ; the
+            message names the architecture and what differs.
+    """
+    from transformers import AutoModelForCausalLM
+
+    model_type = reference.config.model_type
+    model, info = AutoModelForCausalLM.from_pretrained(
+        path, dtype=reference.dtype, output_loading_info=True, device_map=None
+    )
+    problems = {k: sorted(v)[:5] for k, v in info.items() if k in ("missing_keys", "unexpected_keys") and v}
+    if problems:
+        raise VerificationError(f"{model_type}: the written checkpoint does not load cleanly: {problems}")
+    if model.config.num_hidden_layers != reference.config.num_hidden_layers:
+        raise VerificationError(
+            f"{model_type}: the checkpoint has {model.config.num_hidden_layers} layers, "
+            f"the in-memory slice {reference.config.num_hidden_layers}"
+        )
+    vocab = int(reference.config.vocab_size)
+    ids = torch.arange(3, 3 + 16).remainder(vocab).unsqueeze(0)
+    with torch.no_grad():
+        got = model.eval()(input_ids=ids).logits.float()
+        want = reference.eval()(input_ids=ids.to(reference.device)).logits.float().cpu()
+    diff = (got - want).abs().max().item()
+    if not diff <= atol:
+        raise VerificationError(
+            f"{model_type}: logits of the written checkpoint differ from the in-memory slice "
+            f"(max abs difference {diff:.3g} > {atol:g})"
+        )
+
+
+# -------------------------------------------------------------- materialize
+
+
+def materialize(
+    pretrained: str,
+    drop: Any,
+    out: str | Path,
+    *,
+    dtype: str | None = None,
+    calib: str | None = None,
+    revision: str | None = None,
+    overwrite: bool = False,
+) -> Path:
+    """Write ``pretrained`` without the layers named by ``drop`` to ``out`` and verify it.
+
+    Args:
+        pretrained: a checkpoint directory, a Hub id, or ``"embedded"``.
+        drop: any ``drop=`` spec (``plan:PATH`` and the metric forms included).
+        out: the output directory (must not exist unless ``overwrite``).
+        dtype: ``float32``, ``bfloat16`` or ``float16``; default: the model's own.
+        calib: calibration file for ``bi:``/``angular:``.
+
+    Returns:
+        ``out``, holding the checkpoint, ``mergekit.yaml`` and ``layer_pruning_plan.json``.
+    """
+    from transformers import AutoConfig, AutoTokenizer
+
+    out = Path(out).expanduser()
+    if out.exists() and any(out.iterdir()):
+        if not overwrite:
+            raise FileExistsError(f"{out} already exists and is not empty (pass overwrite=True / --overwrite)")
+        shutil.rmtree(out)
+    name = base_model_name(pretrained)
+    src = _local_path(str(resolve_pretrained(pretrained)), revision)
+    full_config = AutoConfig.from_pretrained(src)
+    arch_for(full_config)
+    dtype = dtype or _config_dtype(full_config)
+    if dtype not in _DTYPES:
+        raise ValueError(f"dtype {dtype!r} is not one of {sorted(_DTYPES)}")
+    spec = DropSpec.parse(drop)
+    if spec.is_noop:
+        raise ValueError("drop spec 'none' removes nothing; there is nothing to materialize")
+
+    # The in-memory slice is both how the spec gets resolved and the reference we verify against.
+    reference = load_pruned_model(str(src), spec, calib=calib, dtype=_DTYPES[dtype]).eval()
+    plan = dict(getattr(reference.config, PLAN_ATTR))
+    plan["base_model"] = name or str(src)
+    drop_idx = plan["drop"]
+    keep = keep_from_drop(int(full_config.num_hidden_layers), drop_idx)
+    merge_cfg = mergekit_config(str(src), keep, dtype)
+    model_type = full_config.model_type
+    plan.update({"dtype": dtype, "tool": f"lmeval-layerprune {__version__}"})
+
+    def finish(tmp: Path, writer: str) -> None:
+        _write_mergekit_yaml(tmp / MERGEKIT_FILE, merge_cfg, model_type, writer)
+        (tmp / PLAN_FILE).write_text(json.dumps(plan, indent=2) + "\n")
+        verify_checkpoint(tmp, reference)
+
+    try:
+        with atomic_dir(out) as tmp:
+            plan["writer"] = "mergekit"
+            _run_mergekit(merge_cfg, full_config, keep, tmp)
+            cfg_path = tmp / "config.json"
+            cfg = json.loads(cfg_path.read_text())
+            cfg[PLAN_ATTR] = plan
+            cfg_path.write_text(json.dumps(cfg, indent=2) + "\n")
+            finish(tmp, "mergekit")
+    except Exception as e:  # mergekit crashed or wrote a checkpoint that fails verification
+        logger.warning(
+            "mergekit could not slice %s correctly (%s); writing the verified in-memory slice instead", model_type, e
+        )
+        plan.update({"writer": "transformers", "mergekit_error": f"{type(e).__name__}: {e}"[:500]})
+        with atomic_dir(out) as tmp:
+            reference.config.layer_pruning = plan
+            reference.save_pretrained(tmp)
+            AutoTokenizer.from_pretrained(src).save_pretrained(tmp)
+            finish(tmp, "transformers")
+    logger.info("materialized %s without layers %s to %s (%s)", name, drop_idx, out, plan["writer"])
+    return out
+
+
+def _write_mergekit_yaml(path: Path, config: dict[str, Any], model_type: str, writer: str) -> None:
+    import yaml
+
+    head = "# Reproduce with: mergekit-yaml mergekit.yaml OUT_DIR\n"
+    if writer != "mergekit":
+        head = (
+            f"# mergekit 0.1.5 could not slice {model_type!r} correctly (see 'mergekit_error' in the plan);\n"
+            "# lmeval-layerprune wrote this checkpoint from its verified in-memory slice instead.\n"
+            "# The passthrough merge it corresponds to:\n"
+        )
+    path.write_text(head + yaml.safe_dump(config, sort_keys=False))
+
+
+# -------------------------------------------------------------------- cache
+
+
+def cache_dir() -> Path:
+    """Where materialized checkpoints are cached (``$LMEVAL_LAYERPRUNE_CACHE/checkpoints``)."""
+    return cache_root() / "checkpoints"
+
+
+def cache_key(src: Path, drop: Sequence[int], dtype: str, revision: str | None = None) -> str:
+    """Content address: the base model's files (name, size, mtime), drop, dtype, tool version."""
+    files = sorted(
+        (p.relative_to(src).as_posix(), p.stat().st_size, int(p.stat().st_mtime))
+        for p in src.rglob("*")
+        if p.is_file() and (p.suffix in (".safetensors", ".bin", ".json", ".model") or p.name.endswith(".index.json"))
+    )
+    blob = json.dumps(
+        {"src": str(src), "revision": revision, "files": files, "drop": sorted(drop), "dtype": dtype, "v": __version__}
+    )
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def cached_checkpoint(
+    pretrained: str,
+    drop: Any,
+    *,
+    dtype: str | None = None,
+    calib: str | None = None,
+    revision: str | None = None,
+) -> Path:
+    """A verified checkpoint of ``pretrained`` without ``drop``, from the cache or made now."""
+    from transformers import AutoConfig
+
+    src = _local_path(str(resolve_pretrained(pretrained)), revision)
+    config = AutoConfig.from_pretrained(src)
+    dtype = dtype or _config_dtype(config)
+    spec = DropSpec.parse(drop)
+    if spec.needs_scores:
+        # Metric specs depend on the calibration data: resolve once, key on the indices.
+        drop_idx = list(load_pruned_model(str(src), spec, calib=calib).config.layer_pruning["drop"])
+    else:
+        drop_idx = list(spec.resolve(int(config.num_hidden_layers)))
+    key = cache_key(src, drop_idx, dtype, revision)
+    target = cache_dir() / key
+    if (target / COMPLETE_FILE).is_file():
+        return target
+    with file_lock(cache_dir() / f".{key}.lock"):
+        if (target / COMPLETE_FILE).is_file():  # another process made it while we waited
+            return target
+        if target.exists():  # incomplete leftovers can only come from an older, interrupted layout
+            shutil.rmtree(target)
+        materialize(pretrained, drop_idx, target, dtype=dtype, revision=revision)
+        (target / COMPLETE_FILE).write_text(f"{time.time()}\n")
+    return target
+
+
+def cache_entries() -> list[dict[str, Any]]:
+    """Complete cache entries: key, path, size in bytes and the recorded plan."""
+    root = cache_dir()
+    out = []
+    if not root.is_dir():
+        return out
+    for path in sorted(root.iterdir()):
+        if path.is_dir() and (path / COMPLETE_FILE).is_file():
+            plan = json.loads((path / PLAN_FILE).read_text()) if (path / PLAN_FILE).is_file() else {}
+            out.append({"key": path.name, "path": str(path), "bytes": dir_size(path), "plan": plan})
+    return out
+
+
+def clear_cache() -> int:
+    """Remove every cached checkpoint (and abandoned partial writes); returns bytes freed."""
+    root = cache_dir()
+    if not root.is_dir():
+        return 0
+    freed = 0
+    for path in root.iterdir():
+        if path.is_dir():
+            freed += dir_size(path)
+            shutil.rmtree(path, ignore_errors=True)
+        elif path.name.endswith(".lock"):
+            os.unlink(path)
+    return freed
