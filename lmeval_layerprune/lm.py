@@ -141,8 +141,10 @@ def _truthy(value: Any) -> bool:
 
 
 def _cache_dtype(dtype: Any) -> str | None:
+    from .materialize import DTYPES
+
     name = str(dtype).replace("torch.", "") if dtype is not None else None
-    return name if name in ("float32", "bfloat16", "float16") else None
+    return name if name in DTYPES else None
 
 
 class PrunedVLLM(TemplateLM):

@@ -37,14 +37,14 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from . import __version__
 from .arch import arch_for, sliced_config_values
 from .embedded import base_model_name, cache_root, resolve_pretrained
 from .fsutil import atomic_dir, dir_size, file_lock
-from .slicing import PLAN_ATTR, keep_from_drop, load_pruned_model
-from .spec import DropSpec
+from .spec import PLAN_ATTR, DropSpec
+
+# torch, transformers and mergekit are imported inside the functions that need them, so a
+# cache hit (pruned-vllm, materialize=true) costs milliseconds, not seconds of imports.
 
 logger = logging.getLogger(__name__)
 
@@ -52,7 +52,7 @@ PLAN_FILE = "layer_pruning_plan.json"
 MERGEKIT_FILE = "mergekit.yaml"
 COMPLETE_FILE = ".complete"
 
-_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+DTYPES = ("float32", "bfloat16", "float16")
 
 
 class VerificationError(RuntimeError):
@@ -80,9 +80,11 @@ def mergekit_config(model: str, keep: Sequence[int], dtype: str) -> dict[str, An
 
 
 def _config_dtype(config: Any) -> str:
-    dt = getattr(config, "dtype", None) or getattr(config, "torch_dtype", None)
+    """The checkpoint's own dtype, from a config object or a parsed config.json."""
+    get = config.get if isinstance(config, dict) else lambda k: getattr(config, k, None)
+    dt = get("dtype") or get("torch_dtype")
     name = str(dt).replace("torch.", "") if dt is not None else "float32"
-    return name if name in _DTYPES else "float32"
+    return name if name in DTYPES else "float32"
 
 
 def _local_path(pretrained: str, revision: str | None = None) -> Path:
@@ -101,6 +103,7 @@ def _local_path(pretrained: str, revision: str | None = None) -> Path:
 def _fixed_out_config(full_config: Any, keep: Sequence[int], dtype: str) -> Iterator[None]:
     """Patch mergekit 0.1.5's output-config builder to slice every per-layer config list."""
     import mergekit.merge as mm
+    import torch
 
     original = mm._model_out_config
 
@@ -108,7 +111,7 @@ def _fixed_out_config(full_config: Any, keep: Sequence[int], dtype: str) -> Iter
         res = config.referenced_models()[0].config(trust_remote_code=trust_remote_code)
         # set all at once: transformers validates num_hidden_layers against layer_types
         res.__dict__.update(sliced_config_values(full_config, keep))
-        res.dtype = _DTYPES[dtype]
+        res.dtype = getattr(torch, dtype)
         return res
 
     mm._model_out_config = patched
@@ -131,13 +134,14 @@ def _run_mergekit(config: dict[str, Any], full_config: Any, keep: Sequence[int],
 # --------------------------------------------------------------- verification
 
 
-def verify_checkpoint(path: Path, reference: torch.nn.Module, atol: float = 1e-5) -> None:
+def verify_checkpoint(path: Path, reference: Any, atol: float = 1e-5) -> None:
     """Reload ``path`` and compare its logits with ``reference`` (the in-memory slice).
 
     Raises:
         VerificationError: tensors missing or unexpected, or logits that differ; the
             message names the architecture and what differs.
     """
+    import torch
     from transformers import AutoModelForCausalLM
 
     model_type = reference.config.model_type
@@ -190,7 +194,10 @@ def materialize(
     Returns:
         ``out``, holding the checkpoint, ``mergekit.yaml`` and ``layer_pruning_plan.json``.
     """
+    import torch
     from transformers import AutoConfig, AutoTokenizer
+
+    from .slicing import keep_from_drop, load_pruned_model
 
     out = Path(out).expanduser()
     if out.exists() and any(out.iterdir()):
@@ -202,14 +209,14 @@ def materialize(
     full_config = AutoConfig.from_pretrained(src)
     arch_for(full_config)
     dtype = dtype or _config_dtype(full_config)
-    if dtype not in _DTYPES:
-        raise ValueError(f"dtype {dtype!r} is not one of {sorted(_DTYPES)}")
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype {dtype!r} is not one of {', '.join(DTYPES)}")
     spec = DropSpec.parse(drop)
     if spec.is_noop:
         raise ValueError("drop spec 'none' removes nothing; there is nothing to materialize")
 
     # The in-memory slice is both how the spec gets resolved and the reference we verify against.
-    reference = load_pruned_model(str(src), spec, calib=calib, dtype=_DTYPES[dtype]).eval()
+    reference = load_pruned_model(str(src), spec, calib=calib, dtype=getattr(torch, dtype)).eval()
     plan = dict(getattr(reference.config, PLAN_ATTR))
     plan["base_model"] = name or str(src)
     drop_idx = plan["drop"]
@@ -289,17 +296,17 @@ def cached_checkpoint(
     revision: str | None = None,
 ) -> Path:
     """A verified checkpoint of ``pretrained`` without ``drop``, from the cache or made now."""
-    from transformers import AutoConfig
-
     src = _local_path(str(resolve_pretrained(pretrained)), revision)
-    config = AutoConfig.from_pretrained(src)
+    config = json.loads((src / "config.json").read_text())
     dtype = dtype or _config_dtype(config)
     spec = DropSpec.parse(drop)
     if spec.needs_scores:
+        from .slicing import load_pruned_model
+
         # Metric specs depend on the calibration data: resolve once, key on the indices.
         drop_idx = list(load_pruned_model(str(src), spec, calib=calib).config.layer_pruning["drop"])
     else:
-        drop_idx = list(spec.resolve(int(config.num_hidden_layers)))
+        drop_idx = list(spec.resolve(int(config["num_hidden_layers"])))
     key = cache_key(src, drop_idx, dtype, revision)
     target = cache_dir() / key
     if (target / COMPLETE_FILE).is_file():

@@ -24,11 +24,9 @@ from typing import Any
 import torch
 
 from .arch import ArchInfo, arch_for, sliced_config_values
+from .spec import PLAN_ATTR
 
 logger = logging.getLogger(__name__)
-
-#: config attribute where the plan is recorded (saved into config.json).
-PLAN_ATTR = "layer_pruning"
 
 
 def keep_from_drop(num_layers: int, drop: Sequence[int]) -> list[int]:
@@ -120,6 +118,37 @@ def prune_model(model: torch.nn.Module, drop: Sequence[int], plan: dict[str, Any
         if hasattr(module, "has_sliding_layers") and getattr(module, "config", None) is config:
             module.has_sliding_layers = "sliding_attention" in (getattr(config, "layer_types", None) or [])
     return model
+
+
+@contextlib.contextmanager
+def layer_subset(model: torch.nn.Module, drop: Sequence[int]) -> Iterator[torch.nn.Module]:
+    """Run ``model`` without the layers ``drop`` inside the block, then restore it exactly.
+
+    No weights are copied: the layer list, every ``layer_idx`` and the per-layer config
+    values are swapped and put back. This is how a layer search evaluates candidates on one
+    loaded model.
+    """
+    config = model.config
+    parent, attr, layers = _get_layers(model, arch_for(config))
+    saved_idx = [(m, m.layer_idx) for layer in layers for m in layer.modules() if hasattr(m, "layer_idx")]
+    keep = keep_from_drop(len(layers), drop)
+    saved_cfg = {name: copy.copy(getattr(config, name, None)) for name in sliced_config_values(config, keep)}
+    saved_plan = getattr(config, PLAN_ATTR, None)
+    saved_sliding = [(m, m.has_sliding_layers) for m in model.modules() if hasattr(m, "has_sliding_layers")]
+    try:
+        prune_model(model, drop, plan=saved_plan or {})
+        yield model
+    finally:
+        setattr(parent, attr, layers)
+        for module, idx in saved_idx:
+            module.layer_idx = idx
+        config.__dict__.update(saved_cfg)
+        if saved_plan is None:
+            config.__dict__.pop(PLAN_ATTR, None)
+        else:
+            setattr(config, PLAN_ATTR, saved_plan)
+        for module, value in saved_sliding:
+            module.has_sliding_layers = value
 
 
 # --------------------------------------------------------------------- loading

@@ -29,6 +29,8 @@ from typing import Any
 VALID_FORMS = (
     "'7', '20-25', '3+7+20-25', a list like [3,7], 'last:8', 'last:25%', 'bi:8', 'angular:8', 'plan:PATH', or 'none'"
 )
+#: config attribute (and config.json key) where a pruned model records its plan.
+PLAN_ATTR = "layer_pruning"
 METRIC_METHODS = ("bi", "angular")
 METHODS = ("last", *METRIC_METHODS, "plan")
 
