@@ -84,6 +84,36 @@ def _cmd_slice(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_select(args: argparse.Namespace) -> int:
+    from .select import select_layers
+    from .spec import format_indices
+
+    plan = select_layers(
+        args.model,
+        args.method,
+        args.n,
+        tasks=[t for t in args.tasks.split(",") if t],
+        limit=args.limit,
+        protect=[int(p) for p in args.protect.split(",") if p.strip()] if args.protect else [],
+        selection_seed=args.selection_seed,
+        calib=args.calib,
+        dtype=args.dtype,
+        batch_size=args.batch_size,
+        device=args.device,
+        out=args.out,
+        journal=args.journal,
+        plot=args.plot,
+    )
+    print(f"{args.method}: remove layers {plan['drop']} of {plan['num_layers']} ({format_indices(plan['drop'])})")
+    for r in plan.get("rounds", []):
+        print(f"  round {r['round'] + 1}: layer {r['chosen']} (score {r['scores'][str(r['chosen'])]:.4f})")
+    if args.out:
+        print(f"plan: {args.out}   (use it as drop=plan:{args.out})")
+    if args.plot:
+        print(f"plot: {args.plot}")
+    return 0
+
+
 def _human(n: float) -> str:
     for unit in ("B", "KiB", "MiB", "GiB"):
         if n < 1024 or unit == "GiB":
@@ -210,6 +240,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
     p.set_defaults(func=_cmd_slice)
 
+    p = sub.add_parser(
+        "select",
+        help="choose layers to remove: greedy task-driven search, perplexity search, or one-pass metrics",
+        description="Choose N layers to remove from MODEL and write a plan JSON usable as drop=plan:PATH. "
+        "iterative: greedy search scored by lm-eval tasks on a selection split (a different generator seed); "
+        "ppl: greedy search on calibration perplexity; bi / angular / last: one-pass metrics. "
+        "Greedy searches are resumable: rerun the same command after an interruption.",
+    )
+    p.add_argument("model", help="checkpoint directory, Hub id, or 'embedded'")
+    p.add_argument("--method", choices=["iterative", "ppl", "bi", "angular", "last"], default="iterative")
+    p.add_argument("--n", type=int, default=8, help="how many layers to remove (default: 8)")
+    p.add_argument("--tasks", default="arith_probe", help="lm-eval tasks/groups for iterative (default: arith_probe)")
+    p.add_argument("--limit", type=int, default=100, help="items per task for iterative (default: 100)")
+    p.add_argument("--protect", default="0", help="comma-separated layers never removed (default: 0; '' for none)")
+    p.add_argument("--selection-seed", type=int, default=777, help="generator seed of the selection split")
+    p.add_argument("--calib", default=None, help="calibration file for ppl/bi/angular")
+    p.add_argument("--dtype", default="float32", help="dtype to run the model in (default: float32)")
+    p.add_argument("--batch-size", type=int, default=8, help="lm-eval batch size (default: 8)")
+    p.add_argument("--device", default=None, help="device (default: cuda if available, else cpu)")
+    p.add_argument("--out", default="plan.json", help="plan JSON to write (default: plan.json)")
+    p.add_argument("--journal", default=None, help="resumable journal (default: <out>.journal.jsonl)")
+    p.add_argument("--plot", default=None, help="PNG of the scores to write")
+    p.set_defaults(func=_cmd_select)
+
     p = sub.add_parser("cache", help="list or clear the cache of materialized checkpoints")
     p.add_argument("action", choices=["list", "clear"], help="list entries with sizes, or remove them all")
     p.set_defaults(func=_cmd_cache)
@@ -239,7 +293,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         return args.func(args)
-    except (DropSpecError, FileNotFoundError, FileExistsError, ValueError) as e:
+    except (DropSpecError, OSError, ValueError, ImportError) as e:
         print(f"lmeval-prune: error: {e}", file=sys.stderr)
         return 2
 

@@ -108,4 +108,11 @@ def resolve_pretrained(pretrained: object) -> object:
     """Map ``"embedded"`` to the converted checkpoint directory; pass anything else through."""
     if isinstance(pretrained, str) and pretrained == EMBEDDED_NAME:
         return str(embedded_model_dir())
+    if isinstance(pretrained, str) and pretrained.startswith(("/", "./", "../", "~")):
+        path = Path(pretrained).expanduser()
+        if not path.is_dir():
+            raise FileNotFoundError(
+                f"model directory {pretrained!r} does not exist (pretrained= takes a checkpoint directory, "
+                "a Hub id such as 'HuggingFaceTB/SmolLM2-135M-Instruct', or 'embedded')"
+            )
     return pretrained

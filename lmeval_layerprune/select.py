@@ -466,6 +466,9 @@ def plot_plan(plan: dict[str, Any], path: str | Path) -> None:
     else:
         ax.bar(range(n_layers), [1 if i in plan["drop"] else 0 for i in range(n_layers)], color="tab:red")
         ax.set_ylabel("removed")
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("layer index (original model)")
     ax.set_title(f"{plan['method']}: removing {plan['drop']} of {n_layers} layers", fontsize=9)
     fig.tight_layout()
