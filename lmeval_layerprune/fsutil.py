@@ -10,24 +10,50 @@ import contextlib
 import fcntl
 import os
 import shutil
+import socket
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 
+def _tmp_prefix() -> str:
+    return f".tmp-{os.getpid()}@{socket.gethostname().replace('-', '_')}-"
+
+
+def _tmp_owner(name: str) -> tuple[int, str] | None:
+    try:
+        owner = name[len(".tmp-") :].split("-", 1)[0]
+        pid, _, host = owner.partition("@")
+        return int(pid), host
+    except ValueError:
+        return None
+
+
+def tmp_dir_is_live(path: Path) -> bool:
+    """True unless ``path`` is a temporary folder of a process on this host that no longer exists.
+
+    Folders written from another host (a shared cache) are always treated as live.
+    """
+    owner = _tmp_owner(path.name)
+    if owner is None:
+        return True
+    pid, host = owner
+    if host != socket.gethostname().replace("-", "_"):
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def remove_abandoned_tmp_dirs(folder: Path) -> None:
-    """Delete half-written folders whose writing process no longer exists."""
-    for tmp in folder.glob(".tmp-*-*"):
-        try:
-            pid = int(tmp.name.split("-")[1])
-        except ValueError:
-            continue
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
+    """Delete half-written folders whose writing process (on this host) no longer exists."""
+    for tmp in folder.glob(".tmp-*"):
+        if tmp.is_dir() and not tmp_dir_is_live(tmp):
             shutil.rmtree(tmp, ignore_errors=True)
-        except PermissionError:
-            pass
 
 
 @contextlib.contextmanager
@@ -39,7 +65,7 @@ def atomic_dir(target: Path) -> Iterator[Path]:
     """
     target.parent.mkdir(parents=True, exist_ok=True)
     remove_abandoned_tmp_dirs(target.parent)
-    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{os.getpid()}-", dir=target.parent))
+    tmp = Path(tempfile.mkdtemp(prefix=_tmp_prefix(), dir=target.parent))
     try:
         yield tmp
         try:

@@ -19,6 +19,7 @@ to lm-eval's own ``vllm`` model with every other argument passed through.
 from __future__ import annotations
 
 import gc
+import json
 import logging
 from importlib.util import find_spec
 from typing import Any
@@ -53,26 +54,29 @@ class PrunedHFLM(HFLM):
         self._calib_samples = int(calib_samples)
         self.drop: tuple[int, ...] = ()
         self._base_name = base_model_name(pretrained)
-        pretrained = resolve_pretrained(pretrained)
+        materialized: tuple[int, ...] | None = None
         if _truthy(materialize) and not self._drop_spec.is_noop:
             if not isinstance(pretrained, str):
                 raise ValueError("materialize=true needs pretrained to be a path or Hub id, not a model instance")
-            from .materialize import cached_checkpoint
+            from .materialize import PLAN_FILE, cached_checkpoint
 
-            pretrained = str(
-                cached_checkpoint(
-                    pretrained,
-                    self._drop_spec,
-                    dtype=_cache_dtype(kwargs.get("dtype")),
-                    calib=calib,
-                    revision=kwargs.get("revision"),
-                )
+            path = cached_checkpoint(
+                pretrained,
+                self._drop_spec,
+                dtype=_cache_dtype(kwargs.get("dtype")),
+                calib=calib,
+                calib_samples=self._calib_samples,
+                revision=kwargs.pop("revision", None),
             )
-            kwargs.pop("revision", None)
+            materialized = tuple(json.loads((path / PLAN_FILE).read_text())["drop"])
+            pretrained = str(path)
             self._drop_spec = DropSpec.parse(None)  # the checkpoint is already pruned
+        pretrained = resolve_pretrained(pretrained)
         if kwargs.get("device") is None and not torch.cuda.is_available():
             kwargs["device"] = "cpu"  # HFLM defaults to "cuda" even on machines without one
         super().__init__(pretrained=pretrained, **kwargs)
+        if materialized is not None:
+            self.drop = materialized
         if not isinstance(pretrained, str) and not self._drop_spec.is_noop:
             # A model instance: HFLM took it as is; slice it in place now.
             arch_for(self._model.config)
@@ -161,6 +165,7 @@ class PrunedVLLM(TemplateLM):
         pretrained: str,
         drop: Any = None,
         calib: str | None = None,
+        calib_samples: int | None = None,
         dtype: str = "auto",
         revision: str | None = None,
         **kwargs: Any,
@@ -173,10 +178,21 @@ class PrunedVLLM(TemplateLM):
         spec = DropSpec.parse(drop)
         if spec.is_noop:
             path = str(resolve_pretrained(pretrained))
+            if revision is not None:
+                kwargs["revision"] = revision
         else:
             from .materialize import cached_checkpoint
 
-            path = str(cached_checkpoint(pretrained, spec, dtype=_cache_dtype(dtype), calib=calib, revision=revision))
+            path = str(
+                cached_checkpoint(
+                    pretrained,
+                    spec,
+                    dtype=_cache_dtype(dtype),
+                    calib=calib,
+                    calib_samples=calib_samples,
+                    revision=revision,
+                )
+            )
             logger.info("pruned-vllm: serving %s (layers %s removed) from %s", pretrained, spec.text, path)
         from lm_eval.models.vllm_causallms import VLLM
 

@@ -30,7 +30,6 @@ import contextlib
 import hashlib
 import json
 import logging
-import os
 import shutil
 import time
 from collections.abc import Iterator, Sequence
@@ -40,8 +39,8 @@ from typing import Any
 from . import __version__
 from .arch import arch_for, sliced_config_values
 from .embedded import base_model_name, cache_root, resolve_pretrained
-from .fsutil import atomic_dir, dir_size, file_lock
-from .spec import PLAN_ATTR, DropSpec
+from .fsutil import atomic_dir, dir_size, file_lock, tmp_dir_is_live
+from .spec import PLAN_ATTR, DropSpec, LayerPruneError
 
 # torch, transformers and mergekit are imported inside the functions that need them, so a
 # cache hit (pruned-vllm, materialize=true) costs milliseconds, not seconds of imports.
@@ -55,7 +54,7 @@ COMPLETE_FILE = ".complete"
 DTYPES = ("float32", "bfloat16", "float16")
 
 
-class VerificationError(RuntimeError):
+class VerificationError(LayerPruneError, RuntimeError):
     """A materialized checkpoint does not reproduce the in-memory slice."""
 
 
@@ -93,7 +92,8 @@ def _local_path(pretrained: str, revision: str | None = None) -> Path:
         return path.resolve()
     from huggingface_hub import snapshot_download
 
-    return Path(snapshot_download(pretrained, revision=revision))
+    patterns = ["*.json", "*.safetensors", "*.model", "*.txt", "*.jinja", "*.tiktoken", "tokenizer*"]
+    return Path(snapshot_download(pretrained, revision=revision, allow_patterns=patterns))
 
 
 # ------------------------------------------------------------------ mergekit
@@ -179,8 +179,10 @@ def materialize(
     *,
     dtype: str | None = None,
     calib: str | None = None,
+    calib_samples: int | None = None,
     revision: str | None = None,
     overwrite: bool = False,
+    record: dict[str, Any] | None = None,
 ) -> Path:
     """Write ``pretrained`` without the layers named by ``drop`` to ``out`` and verify it.
 
@@ -189,7 +191,9 @@ def materialize(
         drop: any ``drop=`` spec (``plan:PATH`` and the metric forms included).
         out: the output directory (must not exist unless ``overwrite``).
         dtype: ``float32``, ``bfloat16`` or ``float16``; default: the model's own.
-        calib: calibration file for ``bi:``/``angular:``.
+        calib, calib_samples: calibration for ``bi:``/``angular:``.
+        record: extra plan fields (e.g. the original ``method``/``spec`` when ``drop`` is
+            already-resolved indices).
 
     Returns:
         ``out``, holding the checkpoint, ``mergekit.yaml`` and ``layer_pruning_plan.json``.
@@ -200,12 +204,13 @@ def materialize(
     from .slicing import keep_from_drop, load_pruned_model
 
     out = Path(out).expanduser()
-    if out.exists() and any(out.iterdir()):
-        if not overwrite:
-            raise FileExistsError(f"{out} already exists and is not empty (pass overwrite=True / --overwrite)")
-        shutil.rmtree(out)
+    occupied = out.exists() and any(out.iterdir())
+    if occupied and not overwrite:
+        raise FileExistsError(f"{out} already exists and is not empty (pass overwrite=True / --overwrite)")
     name = base_model_name(pretrained)
     src = _local_path(str(resolve_pretrained(pretrained)), revision)
+    if occupied and (src == out.resolve() or out.resolve() in src.parents):
+        raise ValueError(f"--out {out} would overwrite the source model {src}")
     full_config = AutoConfig.from_pretrained(src)
     arch_for(full_config)
     dtype = dtype or _config_dtype(full_config)
@@ -216,14 +221,25 @@ def materialize(
         raise ValueError("drop spec 'none' removes nothing; there is nothing to materialize")
 
     # The in-memory slice is both how the spec gets resolved and the reference we verify against.
-    reference = load_pruned_model(str(src), spec, calib=calib, dtype=getattr(torch, dtype)).eval()
+    kwargs = {"calib_samples": calib_samples} if calib_samples else {}
+    reference = load_pruned_model(str(src), spec, calib=calib, dtype=getattr(torch, dtype), **kwargs).eval()
     plan = dict(getattr(reference.config, PLAN_ATTR))
-    plan["base_model"] = name or str(src)
+    src_plan = getattr(full_config, PLAN_ATTR, None)
+    if src_plan:  # the source is itself pruned: the plan speaks of the original parent
+        kept_before = list(src_plan["kept"])
+        local_drop = [kept_before.index(i) for i in plan["drop"] if i in kept_before]
+    else:
+        plan["base_model"] = name or str(src)
+        local_drop = list(plan["drop"])
+    plan.update(record or {})
     drop_idx = plan["drop"]
-    keep = keep_from_drop(int(full_config.num_hidden_layers), drop_idx)
+    keep = keep_from_drop(int(full_config.num_hidden_layers), local_drop)
     merge_cfg = mergekit_config(str(src), keep, dtype)
     model_type = full_config.model_type
     plan.update({"dtype": dtype, "tool": f"lmeval-layerprune {__version__}"})
+
+    if occupied:  # everything is validated and the reference built: now the old output may go
+        shutil.rmtree(out)
 
     def finish(tmp: Path, writer: str) -> None:
         _write_mergekit_yaml(tmp / MERGEKIT_FILE, merge_cfg, model_type, writer)
@@ -275,11 +291,11 @@ def cache_dir() -> Path:
 
 
 def cache_key(src: Path, drop: Sequence[int], dtype: str, revision: str | None = None) -> str:
-    """Content address: the base model's files (name, size, mtime), drop, dtype, tool version."""
+    """Content address: the base model's files (name, size, mtime in ns), drop, dtype, tool version."""
     files = sorted(
-        (p.relative_to(src).as_posix(), p.stat().st_size, int(p.stat().st_mtime))
+        (p.relative_to(src).as_posix(), p.stat().st_size, p.stat().st_mtime_ns)
         for p in src.rglob("*")
-        if p.is_file() and (p.suffix in (".safetensors", ".bin", ".json", ".model") or p.name.endswith(".index.json"))
+        if p.is_file() and not any(part.startswith(".") for part in p.relative_to(src).parts)
     )
     blob = json.dumps(
         {"src": str(src), "revision": revision, "files": files, "drop": sorted(drop), "dtype": dtype, "v": __version__}
@@ -293,9 +309,14 @@ def cached_checkpoint(
     *,
     dtype: str | None = None,
     calib: str | None = None,
+    calib_samples: int | None = None,
     revision: str | None = None,
 ) -> Path:
-    """A verified checkpoint of ``pretrained`` without ``drop``, from the cache or made now."""
+    """A verified checkpoint of ``pretrained`` without ``drop``, from the cache or made now.
+
+    A hit reads only ``config.json`` and file metadata; ``bi:``/``angular:`` specs are scored
+    on the model first (their layers depend on the calibration data), then looked up.
+    """
     src = _local_path(str(resolve_pretrained(pretrained)), revision)
     config = json.loads((src / "config.json").read_text())
     dtype = dtype or _config_dtype(config)
@@ -304,7 +325,8 @@ def cached_checkpoint(
         from .slicing import load_pruned_model
 
         # Metric specs depend on the calibration data: resolve once, key on the indices.
-        drop_idx = list(load_pruned_model(str(src), spec, calib=calib).config.layer_pruning["drop"])
+        kwargs = {"calib_samples": calib_samples} if calib_samples else {}
+        drop_idx = list(load_pruned_model(str(src), spec, calib=calib, **kwargs).config.layer_pruning["drop"])
     else:
         drop_idx = list(spec.resolve(int(config["num_hidden_layers"])))
     key = cache_key(src, drop_idx, dtype, revision)
@@ -316,7 +338,14 @@ def cached_checkpoint(
             return target
         if target.exists():  # incomplete leftovers can only come from an older, interrupted layout
             shutil.rmtree(target)
-        materialize(pretrained, drop_idx, target, dtype=dtype, revision=revision)
+        materialize(
+            pretrained,
+            drop_idx,
+            target,
+            dtype=dtype,
+            revision=revision,
+            record={"method": spec.method or "explicit", "spec": spec.text},
+        )
         (target / COMPLETE_FILE).write_text(f"{time.time()}\n")
     return target
 
@@ -341,9 +370,13 @@ def clear_cache() -> int:
         return 0
     freed = 0
     for path in root.iterdir():
-        if path.is_dir():
+        if not path.is_dir() or (path.name.startswith(".tmp-") and tmp_dir_is_live(path)):
+            continue  # lock files stay (others may hold them); live partial writes are not ours
+        if not path.name.startswith(".tmp-"):
+            with file_lock(root / f".{path.name}.lock"):
+                freed += dir_size(path)
+                shutil.rmtree(path, ignore_errors=True)
+        else:
             freed += dir_size(path)
             shutil.rmtree(path, ignore_errors=True)
-        elif path.name.endswith(".lock"):
-            os.unlink(path)
     return freed

@@ -83,13 +83,17 @@ class Journal:
         journal = cls(Path(path) if path else None, settings.key())
         if journal.path is None or not journal.path.exists():
             return journal
-        lines = journal.path.read_text().splitlines()
+        data = journal.path.read_bytes()
+        if data and not data.endswith(b"\n"):
+            # A write cut short by a kill: drop the fragment so later appends start on a fresh line.
+            data = data[: data.rfind(b"\n") + 1]
+            with open(journal.path, "r+b") as fh:
+                fh.truncate(len(data))
+        lines = data.decode().splitlines()
         for i, line in enumerate(lines):
             try:
                 rec = json.loads(line)
             except json.JSONDecodeError:
-                if i == len(lines) - 1:  # a write cut short by a kill: ignore it
-                    continue
                 raise ValueError(f"{journal.path}:{i + 1} is not valid JSON; the journal is damaged") from None
             if rec.get("settings_key") != journal.settings_key:
                 raise ValueError(
@@ -122,7 +126,11 @@ def _candidate_id(dropped: Sequence[int]) -> str:
 
 
 class TaskObjective:
-    """Scores of lm-eval tasks (each leaf task's primary metric) for the model without ``drop``."""
+    """Scores of lm-eval tasks (each leaf task's primary metric) for the model without ``drop``.
+
+    Metrics where lower is better (perplexities) are reported negated-free but listed in
+    :attr:`lower_is_better`, so normalisation can invert their ratio.
+    """
 
     higher_is_better = True
 
@@ -133,6 +141,7 @@ class TaskObjective:
         self.limit = limit
         # Task metadata overrides reach the bundled generators: a disjoint selection split.
         self.task_dict = get_task_dict(list(tasks), TaskManager(metadata={"seed": selection_seed}))
+        self.lower_is_better = {name for name, task in _leaf_tasks(self.task_dict) if not _higher_is_better(task)}
 
     def __call__(self, drop: Sequence[int]) -> dict[str, float]:
         from lm_eval.evaluator import evaluate
@@ -147,6 +156,26 @@ class TaskObjective:
                 verbosity="ERROR",
             )
         return primary_metrics(results)
+
+
+def _leaf_tasks(task_dict: dict) -> Iterator[tuple[str, Any]]:
+    for key, value in task_dict.items():
+        if isinstance(value, dict):
+            yield from _leaf_tasks(value)
+        else:
+            yield str(key), value
+
+
+def _higher_is_better(task: Any) -> bool:
+    """Direction of a task's primary (first declared) metric."""
+    from lm_eval.api.registry import is_higher_better
+
+    metrics = getattr(task.config, "metric_list", None) or [{"metric": "acc"}]
+    first = metrics[0]
+    if "higher_is_better" in first:
+        return bool(first["higher_is_better"])
+    name = first["metric"] if isinstance(first["metric"], str) else first["metric"].__name__
+    return is_higher_better(name) is not False
 
 
 def primary_metrics(results: dict[str, Any]) -> dict[str, float]:
@@ -284,12 +313,14 @@ class PerplexityObjective:
 # --------------------------------------------------------------------- search
 
 
-def normalized(raw: dict[str, float], base: dict[str, float], higher_is_better: bool) -> float:
-    """Mean over tasks of score / baseline (baseline / score for perplexity); 0 when undefined."""
+def normalized(
+    raw: dict[str, float], base: dict[str, float], higher_is_better: bool, lower_is_better: set[str] = frozenset()
+) -> float:
+    """Mean over tasks of score / baseline (baseline / score where lower is better); 0 when undefined."""
     vals = []
     for k, b in base.items():
         v = raw.get(k, 0.0)
-        if higher_is_better:
+        if higher_is_better and k not in lower_is_better:
             vals.append(v / b if b else 0.0)
         else:
             vals.append(b / v if v else 0.0)
@@ -310,8 +341,10 @@ def greedy_search(
 
     protect = set(protect)
     candidates_total = num_layers - len(protect)
-    if n >= candidates_total + 1 or n < 1:
-        raise ValueError(f"n={n} must be between 1 and {candidates_total - 1} (layers that are not protected, minus 1)")
+    if n >= candidates_total or n < 1:
+        raise ValueError(
+            f"n={n} must be between 1 and {candidates_total - 1} (the layers that are not protected, minus 1)"
+        )
     start_round = getattr(objective, "start_round", None)
     base = journal.get("baseline")
     if base is None:
@@ -334,7 +367,7 @@ def greedy_search(
                     raw = objective(sorted([*dropped, c]))
                     journal.add(rec_id, raw, round=r, candidate=c)
                 raws[c] = raw
-                scores[c] = normalized(raw, base, higher_is_better)
+                scores[c] = normalized(raw, base, higher_is_better, getattr(objective, "lower_is_better", set()))
                 bar.set_postfix(round=f"{r + 1}/{n}", layer=c)
                 bar.update(1)
             best = max(cands, key=lambda c: (scores[c], c))  # ties go to the higher index

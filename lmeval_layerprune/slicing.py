@@ -24,7 +24,7 @@ from typing import Any
 import torch
 
 from .arch import ArchInfo, arch_for, sliced_config_values
-from .spec import PLAN_ATTR
+from .spec import PLAN_ATTR, LayerPruneError
 
 logger = logging.getLogger(__name__)
 
@@ -216,7 +216,7 @@ def load_only_kept_layers(config: Any, drop: Sequence[int]) -> Iterator[None]:
     state = {"used": False}
     original = getattr(mu, "convert_and_load_state_dict_in_model", None)
     if original is None:
-        raise RuntimeError(_UNSUPPORTED_LOADER)
+        raise LayerPruneError(_UNSUPPORTED_LOADER)
 
     def patched(*args: Any, **kwargs: Any) -> Any:
         if "state_dict" in kwargs:
@@ -241,7 +241,7 @@ def load_only_kept_layers(config: Any, drop: Sequence[int]) -> Iterator[None]:
         finally:
             mu.convert_and_load_state_dict_in_model = original
     if not state["used"]:
-        raise RuntimeError(_UNSUPPORTED_LOADER)
+        raise LayerPruneError(_UNSUPPORTED_LOADER)
 
 
 # ------------------------------------------------------------------ public API
@@ -253,6 +253,7 @@ def load_pruned_model(
     *,
     tokenizer: Any = None,
     calib: str | None = None,
+    calib_samples: int | None = None,
     **from_pretrained_kwargs: Any,
 ) -> torch.nn.Module:
     """Load a causal LM with the layers named by ``drop`` removed (Python API).
@@ -262,6 +263,7 @@ def load_pruned_model(
         drop: any ``drop=`` spec (see :mod:`lmeval_layerprune.spec`).
         tokenizer: used by the ``bi:``/``angular:`` specs (loaded from ``pretrained`` if omitted).
         calib: calibration file for ``bi:``/``angular:``.
+        calib_samples: how many calibration texts (default 32).
         **from_pretrained_kwargs: passed to ``AutoModelForCausalLM.from_pretrained``
             (``dtype``, ``device_map``, ...).
 
@@ -285,7 +287,10 @@ def load_pruned_model(
     if spec.needs_scores:
         model = AutoModelForCausalLM.from_pretrained(pretrained, **from_pretrained_kwargs)
         tok = tokenizer or AutoTokenizer.from_pretrained(pretrained)
-        drop_idx = spec.resolve(n, lambda method: compute_scores(method, model, tok, spec.count or 0, calib=calib))
+        extra = {"samples": calib_samples} if calib_samples else {}
+        drop_idx = spec.resolve(
+            n, lambda method: compute_scores(method, model, tok, spec.count or 0, calib=calib, **extra)
+        )
         plan = compose_plan(model.config, drop_idx, base_model=base_name, method=spec.method, spec=spec.text)
         return prune_model(model, drop_idx, plan)
     drop_idx = spec.resolve(n)

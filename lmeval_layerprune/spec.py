@@ -39,7 +39,11 @@ _RANGE = re.compile(r"^(\d+)-(\d+)$")
 _METHOD = re.compile(r"^([A-Za-z_]+):(.*)$")
 
 
-class DropSpecError(ValueError):
+class LayerPruneError(Exception):
+    """Base class of the errors this package raises for bad input or a failed check."""
+
+
+class DropSpecError(LayerPruneError, ValueError):
     """A ``drop=`` spec that cannot be parsed or does not fit the model."""
 
 
@@ -79,12 +83,14 @@ class DropSpec:
         if isinstance(spec, (list, tuple)):
             if not spec:
                 raise _bad(spec, "the list is empty")
-            tokens = [str(t).strip() for t in spec]
+            tokens = [str(t).strip().strip("'\"") for t in spec]
             text = "+".join(tokens)
         elif isinstance(spec, str):
             text = spec.strip()
+            if text.lower().startswith("plan:"):  # a path may contain '+'
+                return cls._parse_method(text)
             if text.startswith("[") and text.endswith("]"):
-                inner = text[1:-1].replace(",", "+").replace(" ", "")
+                inner = text[1:-1].replace(",", "+").replace(" ", "").replace("'", "").replace('"', "")
                 if not inner:
                     raise _bad(spec, "the list is empty")
                 text = inner

@@ -85,6 +85,27 @@ def test_materialize_refuses_to_clobber(llama_dir, tmp_path) -> None:
     assert (tmp_path / "out" / "precious.txt").read_text() == "keep me"
     with pytest.raises(ValueError, match="removes nothing"):
         materialize(str(llama_dir), "none", tmp_path / "other")
+    # --overwrite with a bad spec must fail before anything is deleted
+    with pytest.raises(ValueError, match="out of range"):
+        materialize(str(llama_dir), "99", tmp_path / "out", overwrite=True)
+    assert (tmp_path / "out" / "precious.txt").read_text() == "keep me"
+    with pytest.raises(ValueError, match="would overwrite the source model"):
+        materialize(str(llama_dir), "1", llama_dir, overwrite=True)
+    assert (llama_dir / "config.json").is_file()
+    materialize(str(llama_dir), "1", tmp_path / "out", overwrite=True)
+    assert not (tmp_path / "out" / "precious.txt").exists()
+
+
+def test_slicing_an_already_pruned_checkpoint(llama_dir, tmp_path) -> None:
+    first = materialize(str(llama_dir), "0", tmp_path / "first", dtype="float32")  # keeps 1..5
+    second = materialize(str(first), "4", tmp_path / "second", dtype="float32")  # 5th of those: original 5
+    plan = json.loads((second / PLAN_FILE).read_text())
+    assert plan["drop"] == [0, 5] and plan["kept"] == [1, 2, 3, 4] and plan["base_model"] == str(llama_dir)
+    assert plan["writer"] == "mergekit"
+    merge = yaml.safe_load((second / MERGEKIT_FILE).read_text())
+    assert [s["sources"][0]["layer_range"] for s in merge["slices"]] == [[0, 4]]
+    ckpt = AutoModelForCausalLM.from_pretrained(second, dtype=torch.float32)
+    torch.testing.assert_close(_logits(ckpt), _logits(load_pruned_model(str(llama_dir), "0+5", dtype=torch.float32)))
 
 
 def test_slice_cli(llama_dir, tmp_path) -> None:
@@ -169,6 +190,9 @@ def test_pruned_hf_materialize_true(llama_dir, cache) -> None:
     lm = PrunedHFLM(pretrained=str(llama_dir), drop="0+5", materialize="true", dtype="float32")
     assert Path(lm.model.config._name_or_path).parent == cache / "checkpoints"
     assert lm.model.config.num_hidden_layers == 4
+    assert lm.drop == (0, 5)
+    assert lm.model.config.layer_pruning["base_model"] == str(llama_dir)
+    assert lm.model.config.layer_pruning["spec"] == "0+5"
     torch.testing.assert_close(
         _logits(lm.model), _logits(load_pruned_model(str(llama_dir), "0+5", dtype=torch.float32)), atol=1e-5, rtol=0
     )

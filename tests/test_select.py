@@ -49,6 +49,9 @@ def test_greedy_picks_cheapest_with_ties_to_higher_index_and_protects() -> None:
 def test_normalization() -> None:
     assert normalized({"a": 0.5, "b": 0.0}, {"a": 1.0, "b": 0.0}, True) == pytest.approx(0.25)
     assert normalized({"perplexity": 20.0}, {"perplexity": 10.0}, False) == pytest.approx(0.5)
+    # a task whose metric is better when lower (e.g. lambada's perplexity) is inverted on its own
+    mixed = normalized({"acc": 0.5, "ppl": 20.0}, {"acc": 1.0, "ppl": 10.0}, True, {"ppl"})
+    assert mixed == pytest.approx((0.5 + 0.5) / 2)
 
 
 def test_resume_after_a_kill_gives_the_same_plan(tmp_path) -> None:
@@ -65,10 +68,15 @@ def test_resume_after_a_kill_gives_the_same_plan(tmp_path) -> None:
             )
         with open(path, "a") as fh:
             fh.write('{"settings_key": "trunc')  # a write cut short by the kill
+        # killed again after two more measurements, cut short again, then resumed to the end
+        with pytest.raises(KeyboardInterrupt):
+            greedy_search(Counting(weights, fail_after=2), 8, 4, [0], Journal.open(path, settings), progress=False)
+        with open(path, "a") as fh:
+            fh.write('{"settings_')
         again = Counting(weights)
         resumed = greedy_search(again, 8, 4, [0], Journal.open(path, settings), progress=False)
         assert resumed["drop"] == full["drop"] and resumed["rounds"] == full["rounds"]
-        assert again.calls == 1 + 7 + 6 + 5 + 4 - kill_at  # only what was not recorded yet
+        assert again.calls == 1 + 7 + 6 + 5 + 4 - kill_at - 2  # only what was not recorded yet
 
     with pytest.raises(ValueError, match="written with other settings"):
         Journal.open(path, SelectionSettings(model="m", n=5))
@@ -85,6 +93,7 @@ def test_perplexity_reuse_equals_full_recompute(model_type, tokenizer) -> None:
     for c in (1, 3, 4, 5):
         a, b = fast([2, c]), slow([2, c])
         assert a["perplexity"] == pytest.approx(b["perplexity"], rel=1e-5)
+    assert fast._states is not None and slow._states is None  # the reuse path really ran
     # and the model is left exactly as it was
     assert model.config.num_hidden_layers == 6 and not hasattr(model.config, "layer_pruning")
     torch.manual_seed(0)
@@ -120,11 +129,13 @@ def test_one_pass_methods_agree_with_drop_specs(llama_dir, tmp_path, method) -> 
 def test_iterative_search_runs_lm_eval_on_a_disjoint_selection_split(llama_dir, tmp_path) -> None:
     from lm_eval.tasks import TaskManager, get_task_dict
 
-    def first_docs(tm):
-        task = get_task_dict(["arith_probe_add_2d"], tm)["arith_probe_add_2d"]
-        return [(d["a"], d["b"]) for d in list(task.test_docs())[:20]]
+    def docs(tm, name):
+        task = get_task_dict([name], tm)[name]
+        return {(d["a"], d["b"]) for d in task.test_docs()}
 
-    assert set(first_docs(TaskManager(metadata={"seed": 777}))).isdisjoint(first_docs(TaskManager()))
+    for name in ("arith_probe_add_1d", "arith_probe_sub_1d", "arith_probe_add_2d", "arith_probe_sub_2d"):
+        selection, evaluation = docs(TaskManager(metadata={"seed": 777}), name), docs(TaskManager(), name)
+        assert len(selection) == len(evaluation) > 0 and selection.isdisjoint(evaluation), name
     plan = select_layers(
         str(llama_dir), "iterative", 1, tasks=["arith_probe_add_1d"], limit=2, out=tmp_path / "p.json", progress=False
     )

@@ -20,6 +20,7 @@ from lmeval_layerprune.spec import DropSpec, DropSpecError, format_indices, sele
         ([3, 7], 30, (3, 7)),
         (["20-21", 3], 30, (3, 20, 21)),
         ("[3,7]", 30, (3, 7)),
+        ('["20-21",3]', 30, (3, 20, 21)),
         ("last:8", 32, tuple(range(24, 32))),
         ("last:25%", 32, tuple(range(24, 32))),
         ("last:25%", 30, tuple(range(22, 30))),  # 7.5 rounds half up to 8
@@ -72,6 +73,9 @@ def test_plan_spec(tmp_path) -> None:
     (tmp_path / "bad.json").write_text("{not json")
     with pytest.raises(DropSpecError, match="not valid JSON"):
         DropSpec.parse(f"plan:{tmp_path / 'bad.json'}")
+    plus = tmp_path / "a+b.json"  # '+' in a plan path is not a union
+    plus.write_text(json.dumps({"num_layers": 30, "drop": [1]}))
+    assert DropSpec.parse(f"plan:{plus}").resolve(30) == (1,)
     (tmp_path / "nodrop.json").write_text("{}")
     with pytest.raises(DropSpecError, match="no 'drop' list"):
         DropSpec.parse(f"plan:{tmp_path / 'nodrop.json'}")

@@ -33,9 +33,16 @@ def _problems(op: str, digits: int, n: int, seed: int, avoid: set[tuple[int, int
     return out
 
 
-def make_dataset(op: str, digits: int, n: int = 100, seed: int = 1234, fewshot_seed: int = 4321, **_: Any):
-    test = _problems(op, digits, n, seed)
-    fewshot = _problems(op, digits, 10, fewshot_seed, avoid={(d["a"], d["b"]) for d in test})
+def make_dataset(
+    op: str, digits: int, n: int = 100, seed: int = 1234, fewshot_seed: int = 4321, eval_seed: int = 1234, **_: Any
+):
+    """``seed`` picks the items; any seed other than ``eval_seed`` (the evaluation split) gives a
+    split disjoint from it, e.g. the selection split ``lmeval-prune select`` uses."""
+    taken: set[tuple[int, int]] = set()
+    if seed != eval_seed:
+        taken = {(d["a"], d["b"]) for d in _problems(op, digits, n, eval_seed)}
+    test = _problems(op, digits, n, seed, avoid=taken)
+    fewshot = _problems(op, digits, 10, fewshot_seed, avoid=taken | {(d["a"], d["b"]) for d in test})
     return datasets.DatasetDict(
         {"test": datasets.Dataset.from_list(test), "fewshot": datasets.Dataset.from_list(fewshot)}
     )
