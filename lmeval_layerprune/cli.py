@@ -103,6 +103,7 @@ def _cmd_select(args: argparse.Namespace) -> int:
         out=args.out,
         journal=args.journal,
         plot=args.plot,
+        race=args.race,
     )
     print(f"{args.method}: remove layers {plan['drop']} of {plan['num_layers']} ({format_indices(plan['drop'])})")
     for r in plan.get("rounds", []):
@@ -264,6 +265,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="plan.json", help="plan JSON to write (default: plan.json)")
     p.add_argument("--journal", default=None, help="resumable journal (default: <out>.journal.jsonl)")
     p.add_argument("--plot", default=None, help="PNG of the scores to write")
+    p.add_argument(
+        "--race",
+        action="store_true",
+        help="greedy methods: successive halving per round (all candidates on 1/9 of the items, "
+        "the best third on 1/3, the best third of those on all)",
+    )
     p.set_defaults(func=_cmd_select)
 
     p = sub.add_parser("cache", help="list or clear the cache of materialized checkpoints")

@@ -64,6 +64,7 @@ class SelectionSettings:
     batch_size: int = 8
 
     def key(self) -> str:
+        # race shares the journal with exact runs: full-budget results are the same measurements
         return hashlib.sha256(json.dumps(asdict(self), sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -143,14 +144,23 @@ class TaskObjective:
         self.task_dict = get_task_dict(list(tasks), TaskManager(metadata={"seed": selection_seed}))
         self.lower_is_better = {name for name, task in _leaf_tasks(self.task_dict) if not _higher_is_better(task)}
 
-    def __call__(self, drop: Sequence[int]) -> dict[str, float]:
+    def __call__(self, drop: Sequence[int], fraction: float = 1.0) -> dict[str, float]:
+        from lm_eval.defaults import DEFAULT_OTHER_SEED
         from lm_eval.evaluator import evaluate
 
+        limit = self.limit
+        if fraction != 1.0:
+            if limit is None:
+                raise ValueError("racing needs --limit (the item budget it takes fractions of)")
+            limit = max(1, round(limit * fraction))  # lm-eval takes the first `limit` items: nested subsets
+        for _, task in _leaf_tasks(self.task_dict):
+            # the same few-shot examples for every candidate, as `lm_eval` picks them (seed 1234)
+            task.set_fewshot_seed(seed=DEFAULT_OTHER_SEED)
         with layer_subset(self.lm.model, drop):
             results = evaluate(
                 lm=self.lm,
                 task_dict=self.task_dict,
-                limit=self.limit,
+                limit=limit,
                 bootstrap_iters=0,
                 log_samples=False,
                 verbosity="ERROR",
@@ -290,7 +300,14 @@ class PerplexityObjective:
             count += ids.shape[1] - 1
         return total / max(count, 1)
 
-    def __call__(self, drop: Sequence[int]) -> dict[str, float]:
+    def __call__(self, drop: Sequence[int], fraction: float = 1.0) -> dict[str, float]:
+        if fraction != 1.0:  # racing: the first part of the calibration texts, without reuse
+            full, self.batches = self.batches, self.batches[: max(1, round(len(self.batches) * fraction))]
+            try:
+                with layer_subset(self.model, drop):
+                    return {"perplexity": float(torch.exp(torch.tensor(self._nll())))}
+            finally:
+                self.batches = full
         drop = sorted(drop)
         extra = set(drop) - set(self._round or ())
         position = None
@@ -327,16 +344,30 @@ def normalized(
     return sum(vals) / len(vals) if vals else 0.0
 
 
+#: successive-halving rungs of ``--race``: budget fractions of the full objective; after each
+#: rung only the best third of the candidates (at least two) go on to the next
+RACE_RUNGS = (1 / 9, 1 / 3, 1.0)
+RACE_KEEP = 3
+
+
 def greedy_search(
-    objective: Callable[[Sequence[int]], dict[str, float]],
+    objective: Callable[..., dict[str, float]],
     num_layers: int,
     n: int,
     protect: Sequence[int],
     journal: Journal,
     higher_is_better: bool = True,
     progress: bool = True,
+    race: bool = False,
 ) -> dict[str, Any]:
-    """The greedy loop; returns ``drop``, ``baseline`` and per-round scores."""
+    """The greedy loop; returns ``drop``, ``baseline`` and per-round scores.
+
+    With ``race``, each round is a successive-halving race: every candidate is scored on
+    the first ninth of the items (``objective(drop, fraction=1/9)``), the best third goes on
+    to a third of the items, and the best third of those to the full budget, where the
+    winner is picked as in the exact search. Full-budget results are shared with exact runs
+    through the journal.
+    """
     from tqdm.auto import tqdm
 
     protect = set(protect)
@@ -346,35 +377,54 @@ def greedy_search(
             f"n={n} must be between 1 and {candidates_total - 1} (the layers that are not protected, minus 1)"
         )
     start_round = getattr(objective, "start_round", None)
-    base = journal.get("baseline")
-    if base is None:
-        base = objective([])
-        journal.add("baseline", base)
+    lower = getattr(objective, "lower_is_better", set())
+    rungs = RACE_RUNGS if race else (1.0,)
+
+    def measure(rec_id: str, drop: list[int], fraction: float, **extra: Any) -> dict[str, float]:
+        rec_id = rec_id if fraction == 1.0 else f"{rec_id}@{fraction:.4f}"
+        raw = journal.get(rec_id)
+        if raw is None:
+            raw = objective(drop) if fraction == 1.0 else objective(drop, fraction=fraction)
+            journal.add(rec_id, raw, **extra)
+        return raw
+
+    bases = {f: measure("baseline", [], f) for f in rungs}
     dropped: list[int] = []
     rounds = []
-    total = sum(candidates_total - r for r in range(n))
+    evaluations = 0
+    total = sum(candidates_total - r for r in range(n)) if not race else None
     with tqdm(total=total, desc="layer search", disable=not progress, unit="cand") as bar:
         for r in range(n):
-            cands = [i for i in range(num_layers) if i not in dropped and i not in protect]
+            alive = [i for i in range(num_layers) if i not in dropped and i not in protect]
             scores: dict[int, float] = {}
-            raws: dict[int, dict[str, float]] = {}
+            budget: dict[int, float] = {}
             if start_round is not None:
                 start_round(dropped)
-            for c in cands:
-                rec_id = _candidate_id([*dropped, c])
-                raw = journal.get(rec_id)
-                if raw is None:
-                    raw = objective(sorted([*dropped, c]))
-                    journal.add(rec_id, raw, round=r, candidate=c)
-                raws[c] = raw
-                scores[c] = normalized(raw, base, higher_is_better, getattr(objective, "lower_is_better", set()))
-                bar.set_postfix(round=f"{r + 1}/{n}", layer=c)
-                bar.update(1)
-            best = max(cands, key=lambda c: (scores[c], c))  # ties go to the higher index
+            for fraction in rungs:
+                for c in alive:
+                    raw = measure(_candidate_id([*dropped, c]), sorted([*dropped, c]), fraction, round=r, candidate=c)
+                    scores[c] = normalized(raw, bases[fraction], higher_is_better, lower)
+                    budget[c] = fraction
+                    evaluations += 1
+                    bar.set_postfix(round=f"{r + 1}/{n}", layer=c, budget=fraction)
+                    bar.update(1)
+                if fraction != rungs[-1]:
+                    ranked = sorted(alive, key=lambda c: (scores[c], c), reverse=True)
+                    alive = ranked[: max(2, -(-len(ranked) // RACE_KEEP))]
+            best = max(alive, key=lambda c: (scores[c], c))  # ties go to the higher index
             dropped.append(best)
-            rounds.append({"round": r, "chosen": best, "scores": {str(c): scores[c] for c in cands}})
+            record = {"round": r, "chosen": best, "scores": {str(c): scores[c] for c in sorted(scores)}}
+            if race:
+                record["budget"] = {str(c): budget[c] for c in sorted(budget)}
+            rounds.append(record)
             logger.info("round %d: removing layer %d (normalised score %.4f)", r + 1, best, scores[best])
-    return {"drop": sorted(dropped), "order": dropped, "baseline": base, "rounds": rounds}
+    return {
+        "drop": sorted(dropped),
+        "order": dropped,
+        "baseline": bases[1.0],
+        "rounds": rounds,
+        "evaluations": evaluations,
+    }
 
 
 def select_layers(
@@ -395,6 +445,7 @@ def select_layers(
     journal: str | Path | None = None,
     plot: str | Path | None = None,
     progress: bool = True,
+    race: bool = False,
 ) -> dict[str, Any]:
     """Choose ``n`` layers to remove from ``model`` and return (and optionally write) the plan.
 
@@ -407,6 +458,7 @@ def select_layers(
         out: write the plan JSON here (usable as ``drop=plan:PATH``).
         journal: resumable record of every measurement (default: ``<out>.journal.jsonl``).
         plot: write a PNG of the scores here.
+        race: successive halving within each greedy round (see :func:`greedy_search`).
 
     Returns:
         The plan: ``model``, ``num_layers``, ``drop``, ``method``, scores and settings.
@@ -453,7 +505,7 @@ def select_layers(
             texts = load_calibration_texts(calib, calib_samples)
             objective = PerplexityObjective(lm.model, lm.tokenizer, texts)
         result = greedy_search(
-            objective, num_layers, n, settings.protect, jr, objective.higher_is_better, progress=progress
+            objective, num_layers, n, settings.protect, jr, objective.higher_is_better, progress=progress, race=race
         )
         plan.update(result)
     plan["settings"] = asdict(settings)

@@ -140,4 +140,46 @@ def test_iterative_search_runs_lm_eval_on_a_disjoint_selection_split(llama_dir, 
         str(llama_dir), "iterative", 1, tasks=["arith_probe_add_1d"], limit=2, out=tmp_path / "p.json", progress=False
     )
     assert len(plan["drop"]) == 1 and set(plan["baseline"]) == {"arith_probe_add_1d"}
+    # every candidate sees the same items and few-shot examples: repeated measurements agree
+    from lmeval_layerprune.lm import PrunedHFLM
+    from lmeval_layerprune.select import TaskObjective
+
+    lm = PrunedHFLM(pretrained=str(llama_dir), dtype="float32")
+    objective = TaskObjective(lm, ["arith_probe_add_1d"], 3, 777)
+    first = objective([1])
+    objective([2], fraction=0.5)
+    assert objective([1]) == first
     assert sorted(map(int, plan["rounds"][0]["scores"])) == [1, 2, 3, 4, 5]  # layer 0 protected
+
+
+class Noisy(Counting):
+    """Low budgets see a noisy version of the truth (fixed per candidate and budget)."""
+
+    cost = 0.0  # in full-budget evaluations
+
+    def __call__(self, drop, fraction=1.0):
+        self.cost += fraction
+        raw = super().__call__(drop)
+        if fraction < 1.0:
+            raw["t1"] += 0.02 * ((sum(drop) * 7 + int(fraction * 100)) % 5 - 2) * (1 - fraction)
+        return raw
+
+
+def test_race_finds_the_exact_plan_with_fewer_evaluations(tmp_path) -> None:
+    weights = [0.0, 0.31, 0.12, 0.15, 0.52, 0.21, 0.05, 0.43, 0.27, 0.09, 0.36, 0.18]
+    exact_obj, race_obj = Noisy(weights), Noisy(weights)
+    exact = greedy_search(exact_obj, 12, 4, [0], Journal(None, "e"), progress=False)
+    raced = greedy_search(race_obj, 12, 4, [0], Journal(None, "r"), progress=False, race=True)
+    assert raced["drop"] == exact["drop"]
+    assert race_obj.cost < 0.6 * exact_obj.cost
+    assert sorted(set(raced["rounds"][0]["budget"].values())) == pytest.approx([1 / 9, 1 / 3, 1.0])
+    # resuming a race from its journal repeats nothing
+    path = tmp_path / "race.jsonl"
+    settings = SelectionSettings(model="m", n=4)
+    greedy_search(Noisy(weights), 12, 4, [0], Journal.open(path, settings), progress=False, race=True)
+    again = Noisy(weights)
+    assert (
+        greedy_search(again, 12, 4, [0], Journal.open(path, settings), progress=False, race=True)["drop"]
+        == exact["drop"]
+    )
+    assert again.calls == 0
