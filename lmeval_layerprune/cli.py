@@ -66,7 +66,7 @@ def _cmd_resolve(args: argparse.Namespace) -> int:
 
 
 def _cmd_slice(args: argparse.Namespace) -> int:
-    from .materialize import materialize
+    from .materialize import MERGEKIT_FILE, PLAN_FILE, materialize
 
     out = materialize(
         args.model,
@@ -77,9 +77,9 @@ def _cmd_slice(args: argparse.Namespace) -> int:
         revision=args.revision,
         overwrite=args.overwrite,
     )
-    plan = json.loads((out / "layer_pruning_plan.json").read_text())
+    plan = json.loads((out / PLAN_FILE).read_text())
     print(f"wrote {out} (layers {plan['drop']} of {plan['num_layers']} removed; written by {plan['writer']}; verified)")
-    print(f"mergekit config: {out / 'mergekit.yaml'}")
+    print(f"mergekit config: {out / MERGEKIT_FILE}")
     print(f"evaluate it: lm_eval --model hf --model_args pretrained={out} --tasks arith_probe")
     return 0
 
