@@ -42,7 +42,6 @@ from .spec import select_by_scores
 logger = logging.getLogger(__name__)
 
 METHODS = ("iterative", "ppl", "bi", "angular", "last")
-GREEDY = ("iterative", "ppl")
 DEFAULT_TASKS = ("arith_probe",)
 DEFAULT_SELECTION_SEED = 777
 
@@ -559,9 +558,3 @@ def plot_plan(plan: dict[str, Any], path: str | Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
-
-
-def iter_plan_rounds(plan: dict[str, Any]) -> Iterator[tuple[int, int, float]]:
-    """(round, chosen layer, its normalised score) for a greedy plan."""
-    for r in plan.get("rounds", []):
-        yield r["round"], r["chosen"], r["scores"][str(r["chosen"])]
