@@ -93,6 +93,7 @@ def _cmd_select(args: argparse.Namespace) -> int:
         args.method,
         args.n,
         tasks=[t for t in args.tasks.split(",") if t],
+        include_path=args.include_path,
         limit=args.limit,
         protect=[int(p) for p in args.protect.split(",") if p.strip()] if args.protect else [],
         selection_seed=args.selection_seed,
@@ -253,6 +254,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--method", choices=["iterative", "ppl", "bi", "angular", "last"], default="iterative")
     p.add_argument("--n", type=int, default=8, help="how many layers to remove (default: 8)")
     p.add_argument("--tasks", default="arith_probe", help="lm-eval tasks/groups for iterative (default: arith_probe)")
+    p.add_argument("--include-path", default=None, help="folder of extra lm-eval task YAMLs for --tasks")
     p.add_argument("--limit", type=int, default=100, help="items per task for iterative (default: 100)")
     p.add_argument(
         "--protect", default="0", help="greedy methods: comma-separated layers never removed (default: 0; '' for none)"

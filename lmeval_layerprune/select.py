@@ -15,8 +15,9 @@ Better than the original code on each point:
   bundled probes);
 * the objective runs through lm-eval itself, on a *selection* split: for the bundled
   tasks a different generator seed (``selection_seed``) than the evaluation items;
-* ``ppl`` (SLEB-style calibration perplexity) reuses, within a round, the hidden states
-  entering each layer, so a candidate only recomputes the layers after it;
+* within a round, the hidden states entering each layer are reused for ``ppl`` (SLEB-style
+  calibration perplexity) and for every loglikelihood forward of a task objective, so a
+  candidate only recomputes the layers after the one it removes (:class:`HiddenStateReuse`);
 * every candidate's result is appended to a journal as soon as it is known, so a killed
   run restarted with the same arguments continues where it stopped and ends with the same plan.
 """
@@ -28,9 +29,10 @@ import json
 import logging
 import os
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 
@@ -44,6 +46,9 @@ logger = logging.getLogger(__name__)
 METHODS = ("iterative", "ppl", "bi", "angular", "last")
 DEFAULT_TASKS = ("arith_probe",)
 DEFAULT_SELECTION_SEED = 777
+#: memory for the hidden states kept within a round (beyond it, forwards simply recompute)
+DEFAULT_REUSE_BYTES = 4 << 30
+_T = TypeVar("_T")
 
 
 @dataclass
@@ -54,6 +59,7 @@ class SelectionSettings:
     method: str = "iterative"
     n: int = 8
     tasks: tuple[str, ...] = DEFAULT_TASKS
+    include_path: str | None = None
     limit: int | None = 100
     protect: tuple[int, ...] = (0,)
     selection_seed: int = DEFAULT_SELECTION_SEED
@@ -134,14 +140,44 @@ class TaskObjective:
 
     higher_is_better = True
 
-    def __init__(self, lm: Any, tasks: Sequence[str], limit: int | None, selection_seed: int) -> None:
+    def __init__(
+        self,
+        lm: Any,
+        tasks: Sequence[str],
+        limit: int | None,
+        selection_seed: int,
+        include_path: str | Path | None = None,
+    ) -> None:
         from lm_eval.tasks import TaskManager, get_task_dict
 
         self.lm = lm
         self.limit = limit
         # Task metadata overrides reach the bundled generators: a disjoint selection split.
-        self.task_dict = get_task_dict(list(tasks), TaskManager(metadata={"seed": selection_seed}))
+        include = str(include_path) if include_path else None
+        manager = TaskManager(include_path=include, metadata={"seed": selection_seed})
+        unknown = [t for t in tasks if t not in manager.all_tasks]
+        if unknown:
+            raise ValueError(
+                f"unknown task(s) {', '.join(unknown)}; see `lm_eval ls tasks` "
+                "(and --include-path for tasks in your own folder)"
+            )
+        self.task_dict = get_task_dict(list(tasks), manager)
         self.lower_is_better = {name for name, task in _leaf_tasks(self.task_dict) if not _higher_is_better(task)}
+        self.reuse = HiddenStateReuse(lm.model)
+
+    def start_round(self, dropped: Sequence[int]) -> None:
+        self.reuse.start_round(dropped)
+
+    def _model_call(self, original: Callable[..., torch.Tensor]) -> Callable[..., torch.Tensor]:
+        """HFLM's forward for loglikelihood requests, routed through the hidden-state reuse."""
+
+        def model_call(inps: torch.Tensor, attn_mask: Any = None, labels: Any = None) -> torch.Tensor:
+            if attn_mask is not None or labels is not None:  # seq2seq: not a decoder-only forward
+                return original(inps, attn_mask, labels)
+            key = (tuple(inps.shape), hashlib.blake2b(inps.detach().cpu().numpy().tobytes(), digest_size=16).digest())
+            return self.reuse.forward(key, lambda: original(inps))
+
+        return model_call
 
     def __call__(self, drop: Sequence[int], fraction: float = 1.0) -> dict[str, float]:
         from lm_eval.defaults import DEFAULT_OTHER_SEED
@@ -155,15 +191,24 @@ class TaskObjective:
         for _, task in _leaf_tasks(self.task_dict):
             # the same few-shot examples for every candidate, as `lm_eval` picks them (seed 1234)
             task.set_fewshot_seed(seed=DEFAULT_OTHER_SEED)
-        with layer_subset(self.lm.model, drop):
-            results = evaluate(
-                lm=self.lm,
-                task_dict=self.task_dict,
-                limit=limit,
-                bootstrap_iters=0,
-                log_samples=False,
-                verbosity="ERROR",
-            )
+        had = "_model_call" in vars(self.lm)
+        saved = vars(self.lm).get("_model_call")
+        self.lm._model_call = self._model_call(self.lm._model_call)
+        try:
+            with self.reuse.candidate(sorted(drop)):
+                results = evaluate(
+                    lm=self.lm,
+                    task_dict=self.task_dict,
+                    limit=limit,
+                    bootstrap_iters=0,
+                    log_samples=False,
+                    verbosity="ERROR",
+                )
+        finally:
+            if had:
+                self.lm._model_call = saved
+            else:
+                del self.lm._model_call
         return primary_metrics(results)
 
 
@@ -223,19 +268,131 @@ class _Skip(torch.nn.Module):
         return hidden_states
 
 
-class PerplexityObjective:
-    """Calibration perplexity, reusing the hidden states that enter each layer within a round.
+class HiddenStateReuse:
+    """Reuse, within one greedy round, the hidden states entering the round model's layers.
 
-    In round r with layers ``D`` already removed, the inputs of every layer of the model
-    without ``D`` are captured once. Candidate ``c`` then starts from the captured input of
-    ``c`` and runs only the layers after it (those before it are skipped).
+    In a round with layers ``D`` already removed, candidate ``c`` removes one more layer, at
+    slot ``q`` of the round's model. Everything before slot ``q`` is the same for the round's
+    model and for the candidate, so the state entering slot ``q`` (per input) can be taken from
+    an earlier run instead of recomputing layers ``0..q-1``. States are captured from the
+    candidates' own runs (no extra pass): a full run of the candidate at slot ``q`` yields the
+    round's states for slots ``0..q``. Candidates are visited from the deepest slot down, so
+    the first full run of a round serves every later candidate, and states no longer needed
+    are freed as the round proceeds.
+
+    Used by :class:`PerplexityObjective` (one key per calibration text) and by
+    :class:`TaskObjective` for every loglikelihood forward pass lm-eval makes (keyed by the
+    exact token batch); generation is never reused.
     """
+
+    def __init__(self, model: torch.nn.Module, max_bytes: int = DEFAULT_REUSE_BYTES) -> None:
+        self.model = model
+        self.num_layers = int(model.config.num_hidden_layers)
+        self.max_bytes = max_bytes
+        self.enabled = True
+        self.hits = 0  # forward passes that skipped layers
+        self._round: tuple[int, ...] | None = None
+        self._slot: int | None = None
+        self._states: dict[Any, list[torch.Tensor]] = {}
+        self._bytes = 0
+
+    def start_round(self, dropped: Sequence[int]) -> None:
+        self._round, self._slot = tuple(sorted(dropped)), None
+        self._states.clear()
+        self._bytes = 0
+
+    @contextmanager
+    def candidate(self, drop: Sequence[int]) -> Iterator[None]:
+        """Run ``drop``'s model inside: the model's layers are swapped, forwards may reuse."""
+        self._slot = self._slot_of(drop)
+        try:
+            with layer_subset(self.model, drop):
+                yield
+        finally:
+            self._slot = None
+
+    def _slot_of(self, drop: Sequence[int]) -> int | None:
+        if not self.enabled or self._round is None:
+            return None
+        extra = set(drop) - set(self._round)
+        if len(extra) != 1 or not set(self._round) <= set(drop):
+            return None
+        slot = keep_from_drop(self.num_layers, self._round).index(extra.pop())
+        return slot if slot > 0 else None  # slot 0: nothing before it to reuse
+
+    def forward(self, key: Any, run: Callable[[], _T]) -> _T:
+        """``run()`` (a forward pass of the current candidate on the input ``key`` names),
+        skipping the layers whose output is already known."""
+        q = self._slot
+        if q is None:
+            return run()
+        states = self._states.get(key)
+        if states is not None and len(states) > q:
+            self.hits += 1
+            out = self._run_from(q, states[q], run)
+            self._bytes -= sum(_nbytes(s) for s in states[q + 1 :])
+            del states[q + 1 :]  # later candidates sit at shallower slots
+            return out
+        return self._run_capturing(key, q, run)
+
+    def _layers(self) -> tuple[torch.nn.Module, str, torch.nn.ModuleList]:
+        return _get_layers(self.model, arch_for(self.model.config))
+
+    def _run_capturing(self, key: Any, q: int, run: Callable[[], _T]) -> _T:
+        _, _, layers = self._layers()
+        seen: list[torch.Tensor] = []
+
+        def grab(_m: torch.nn.Module, args: tuple, kwargs: dict) -> None:
+            seen.append(kwargs.get("hidden_states", args[0] if args else None))
+
+        # the candidate's layers 0..q see exactly the round model's inputs of slots 0..q
+        handles = [layer.register_forward_pre_hook(grab, with_kwargs=True) for layer in layers[: q + 1]]
+        try:
+            out = run()
+        finally:
+            for h in handles:
+                h.remove()
+        if len(seen) == q + 1 and all(isinstance(s, torch.Tensor) for s in seen):
+            size = sum(_nbytes(s) for s in seen)
+            old = self._states.get(key)
+            if old is not None:
+                self._bytes -= sum(_nbytes(s) for s in old)
+            if self._bytes + size <= self.max_bytes:
+                self._states[key] = [s.detach() for s in seen]
+                self._bytes += size
+            else:
+                self._states.pop(key, None)
+        return out
+
+    def _run_from(self, q: int, state: torch.Tensor, run: Callable[[], _T]) -> _T:
+        parent, attr, layers = self._layers()
+        setattr(parent, attr, torch.nn.ModuleList([*map(_Skip, layers[:q]), *layers[q:]]))
+
+        def inject(_m: torch.nn.Module, args: tuple, kwargs: dict) -> Any:
+            if args:
+                return (state, *args[1:]), kwargs
+            return args, {**kwargs, "hidden_states": state}
+
+        handle = layers[q].register_forward_pre_hook(inject, with_kwargs=True)
+        try:
+            return run()
+        finally:
+            handle.remove()
+            setattr(parent, attr, layers)
+
+
+def _nbytes(t: torch.Tensor) -> int:
+    return t.numel() * t.element_size()
+
+
+class PerplexityObjective:
+    """Calibration perplexity (SLEB-style), reusing hidden states within a round
+    (:class:`HiddenStateReuse`, one key per calibration text)."""
 
     higher_is_better = False
 
     def __init__(self, model: torch.nn.Module, tokenizer: Any, texts: Sequence[str]) -> None:
         self.model = model.eval()
-        self.num_layers = int(model.config.num_hidden_layers)
         device = next(model.parameters()).device
         self.batches = [
             tokenizer(t, return_tensors="pt", truncation=True, max_length=DEFAULT_CALIB_MAX_TOKENS)["input_ids"].to(
@@ -243,87 +400,23 @@ class PerplexityObjective:
             )
             for t in texts
         ]
-        self._round: tuple[int, ...] | None = None
-        self._states: list[list[torch.Tensor]] | None = None
-        self.reuse = True
+        self.reuse = HiddenStateReuse(self.model)
 
     def start_round(self, dropped: Sequence[int]) -> None:
-        self._round, self._states = tuple(sorted(dropped)), None
+        self.reuse.start_round(dropped)
 
     @torch.no_grad()
-    def _capture(self) -> list[list[torch.Tensor]]:
-        assert self._round is not None
-        captured: list[list[torch.Tensor]] = []
-        with layer_subset(self.model, self._round):
-            _, _, layers = _get_layers(self.model, arch_for(self.model.config))
-            for ids in self.batches:
-                seen: list[torch.Tensor] = []
-
-                def grab(_m: torch.nn.Module, args: tuple, kwargs: dict, _seen: list = seen) -> None:
-                    _seen.append(kwargs.get("hidden_states", args[0] if args else None))
-
-                handles = [layer.register_forward_pre_hook(grab, with_kwargs=True) for layer in layers]
-                try:
-                    self.model(input_ids=ids, use_cache=False)
-                finally:
-                    for h in handles:
-                        h.remove()
-                captured.append(seen)
-        return captured
-
-    @torch.no_grad()
-    def _nll(self, start: int = 0, states: list[torch.Tensor] | None = None) -> float:
-        """Mean token NLL of the model as it is now; with ``start`` > 0, layers before
-        ``start`` are skipped and ``states[b]`` enters layer ``start`` for text ``b``."""
-        parent, attr, layers = _get_layers(self.model, arch_for(self.model.config))
-        total, count = 0.0, 0
-        for b, ids in enumerate(self.batches):
-            handle = None
-            if start > 0:
-                assert states is not None
-                setattr(parent, attr, torch.nn.ModuleList([*map(_Skip, layers[:start]), *layers[start:]]))
-
-                def inject(_m: torch.nn.Module, args: tuple, kwargs: dict, _s: torch.Tensor = states[b]) -> Any:
-                    if args:
-                        return (_s, *args[1:]), kwargs
-                    return args, {**kwargs, "hidden_states": _s}
-
-                handle = layers[start].register_forward_pre_hook(inject, with_kwargs=True)
-            try:
-                logits = self.model(input_ids=ids, use_cache=False).logits.float()
-            finally:
-                if handle is not None:
-                    handle.remove()
-                setattr(parent, attr, layers)
-            total += float(torch.nn.functional.cross_entropy(logits[0, :-1], ids[0, 1:], reduction="sum"))
-            count += ids.shape[1] - 1
-        return total / max(count, 1)
-
     def __call__(self, drop: Sequence[int], fraction: float = 1.0) -> dict[str, float]:
-        if fraction != 1.0:  # racing: the first part of the calibration texts, without reuse
-            full, self.batches = self.batches, self.batches[: max(1, round(len(self.batches) * fraction))]
-            try:
-                with layer_subset(self.model, drop):
-                    return {"perplexity": float(torch.exp(torch.tensor(self._nll())))}
-            finally:
-                self.batches = full
-        drop = sorted(drop)
-        extra = set(drop) - set(self._round or ())
-        position = None
-        if self.reuse and self._round is not None and len(extra) == 1 and set(self._round) <= set(drop):
-            c = extra.pop()
-            kept_round = keep_from_drop(self.num_layers, self._round)
-            position = kept_round.index(c)  # c's slot in the round's model = first changed slot
-            if position == 0 or position == len(kept_round) - 1:
-                position = None  # nothing before it to reuse, or nothing after it to run
-        if position is not None and self._states is None:
-            self._states = self._capture()  # once per round, on the round's model
-        with layer_subset(self.model, drop):
-            if position is None:
-                nll = self._nll()
-            else:
-                nll = self._nll(position, [states[position] for states in self._states])
-        return {"perplexity": float(torch.exp(torch.tensor(nll)))}
+        # racing scores on the first part of the texts; the same texts keep their states
+        batches = self.batches if fraction == 1.0 else self.batches[: max(1, round(len(self.batches) * fraction))]
+        total, count = 0.0, 0
+        with self.reuse.candidate(sorted(drop)):
+            for b, ids in enumerate(batches):
+                logits = self.reuse.forward(b, lambda ids=ids: self.model(input_ids=ids, use_cache=False).logits)
+                logits = logits.float()
+                total += float(torch.nn.functional.cross_entropy(logits[0, :-1], ids[0, 1:], reduction="sum"))
+                count += ids.shape[1] - 1
+        return {"perplexity": float(torch.exp(torch.tensor(total / max(count, 1))))}
 
 
 # --------------------------------------------------------------------- search
@@ -400,7 +493,8 @@ def greedy_search(
             if start_round is not None:
                 start_round(dropped)
             for fraction in rungs:
-                for c in alive:
+                # deepest first: the first full forward of a round serves every later candidate
+                for c in sorted(alive, reverse=True):
                     raw = measure(_candidate_id([*dropped, c]), sorted([*dropped, c]), fraction, round=r, candidate=c)
                     scores[c] = normalized(raw, bases[fraction], higher_is_better, lower)
                     budget[c] = fraction
@@ -432,6 +526,7 @@ def select_layers(
     n: int = 8,
     *,
     tasks: Sequence[str] = DEFAULT_TASKS,
+    include_path: str | Path | None = None,
     limit: int | None = 100,
     protect: Sequence[int] = (0,),
     selection_seed: int = DEFAULT_SELECTION_SEED,
@@ -452,7 +547,8 @@ def select_layers(
         model: checkpoint directory, Hub id or ``"embedded"``.
         method: ``iterative`` (greedy on lm-eval tasks), ``ppl`` (greedy on calibration
             perplexity), ``bi``, ``angular`` or ``last``.
-        tasks, limit, selection_seed: the objective for ``iterative``.
+        tasks, limit, selection_seed: the objective for ``iterative``; ``include_path``
+            is a folder of extra task YAMLs (as lm-eval's ``--include_path``).
         protect: original layer indices never removed by the greedy methods.
         out: write the plan JSON here (usable as ``drop=plan:PATH``).
         journal: resumable record of every measurement (default: ``<out>.journal.jsonl``).
@@ -471,6 +567,7 @@ def select_layers(
         method=method,
         n=n,
         tasks=tuple(tasks),
+        include_path=str(include_path) if include_path else None,
         limit=limit,
         protect=tuple(sorted(set(protect))),
         selection_seed=selection_seed,
@@ -499,7 +596,7 @@ def select_layers(
     else:
         jr = Journal.open(journal, settings)
         if method == "iterative":
-            objective: Any = TaskObjective(lm, settings.tasks, limit, selection_seed)
+            objective: Any = TaskObjective(lm, settings.tasks, limit, selection_seed, include_path)
         else:
             texts = load_calibration_texts(calib, calib_samples)
             objective = PerplexityObjective(lm.model, lm.tokenizer, texts)

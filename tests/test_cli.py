@@ -173,3 +173,39 @@ def test_lm_eval_cli_for_every_architecture(tmp_path) -> None:
         res = _results(path / "out")
         assert res["config"]["model"] == "pruned-hf", model_type
         assert res["n-samples"]["arith_probe_add_1d"]["effective"] == 2, model_type
+
+
+def test_select_killed_with_sigkill_resumes_to_the_same_plan(llama_dir, tmp_path) -> None:
+    """`lmeval-prune select` SIGKILLed mid-search, then rerun: same plan as an uninterrupted run,
+    each measurement recorded once."""
+    import signal
+    import time
+
+    args = ["select", str(llama_dir), "--method", "iterative", "--tasks", "arith_probe_add_1d", "--limit", "3"]
+    args += ["--n", "2", "--device", "cpu"]
+    whole = _run([_exe("lmeval-prune"), *args, "--out", str(tmp_path / "whole.json")], tmp_path)
+    assert whole.returncode == 0, whole.stderr
+
+    out, journal = tmp_path / "killed.json", tmp_path / "killed.json.journal.jsonl"
+    cmd = [_exe("lmeval-prune"), *args, "--out", str(out)]
+    proc = subprocess.Popen(cmd, cwd=tmp_path, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline and proc.poll() is None:
+            if journal.exists() and journal.read_text().count("\n") >= 4:  # baseline + 3 candidates
+                break
+            time.sleep(0.01)
+        assert proc.poll() is None, "the search ended before it could be killed"
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(30)
+    finally:
+        proc.kill()
+    recorded = journal.read_text().count("\n")
+    assert 4 <= recorded < 10 and not out.exists()
+
+    resumed = _run(cmd, tmp_path)
+    assert resumed.returncode == 0, resumed.stderr
+    plan, ref = json.loads(out.read_text()), json.loads((tmp_path / "whole.json").read_text())
+    assert plan["drop"] == ref["drop"] and plan["rounds"] == ref["rounds"] and plan["baseline"] == ref["baseline"]
+    ids = [json.loads(line)["id"] for line in journal.read_text().splitlines()]
+    assert len(ids) == len(set(ids)) == 1 + 5 + 4  # baseline, round 1 (layer 0 protected), round 2

@@ -87,13 +87,14 @@ def test_perplexity_reuse_equals_full_recompute(model_type, tokenizer) -> None:
     model = tiny_model(model_type)
     texts = load_calibration_texts(limit=3)
     fast, slow = PerplexityObjective(model, tokenizer, texts), PerplexityObjective(model, tokenizer, texts)
-    slow.reuse = False
+    slow.reuse.enabled = False
     for obj in (fast, slow):
         obj.start_round([2])
-    for c in (1, 3, 4, 5):
-        a, b = fast([2, c]), slow([2, c])
+    # the search's order (deepest first), then shallower-after-deeper and a race-style subset
+    for c, fraction in [(5, 1.0), (4, 1.0), (3, 1.0), (1, 1.0), (4, 1.0), (3, 0.5)]:
+        a, b = fast([2, c], fraction=fraction), slow([2, c], fraction=fraction)
         assert a["perplexity"] == pytest.approx(b["perplexity"], rel=1e-5)
-    assert fast._states is not None and slow._states is None  # the reuse path really ran
+    assert fast.reuse.hits > 0 and slow.reuse.hits == 0  # the reuse path really ran
     # and the model is left exactly as it was
     assert model.config.num_hidden_layers == 6 and not hasattr(model.config, "layer_pruning")
     torch.manual_seed(0)
@@ -183,3 +184,62 @@ def test_race_finds_the_exact_plan_with_fewer_evaluations(tmp_path) -> None:
         == exact["drop"]
     )
     assert again.calls == 0
+
+
+_LL_TASKS = {
+    "ll_words.py": """
+import datasets
+
+WORDS = ["apple", "river", "stone", "cloud", "tiger", "paper", "glass", "music", "candle", "forest"]
+
+
+def docs(**kwargs):
+    rows = [{"ctx": " ".join(WORDS[i:i + 4]), "cont": " " + WORDS[(i + 5) % 10], "label": i % 3} for i in range(10)]
+    return {"test": datasets.Dataset.from_list(rows)}
+""",
+    "ll_ppl.yaml": """task: ll_ppl
+custom_dataset: !function ll_words.docs
+test_split: test
+output_type: loglikelihood
+doc_to_text: "{{ctx}}"
+doc_to_target: "{{cont}}"
+metric_list:
+  - metric: perplexity
+    aggregation: perplexity
+    higher_is_better: false
+""",
+    "ll_mc.yaml": """task: ll_mc
+custom_dataset: !function ll_words.docs
+test_split: test
+output_type: multiple_choice
+doc_to_text: "{{ctx}}"
+doc_to_choice: [" apple", " river", " stone"]
+doc_to_target: label
+metric_list:
+  - metric: acc
+""",
+}
+
+
+def test_loglikelihood_objective_reuses_hidden_states_with_identical_scores(llama_dir, tmp_path) -> None:
+    from lmeval_layerprune.lm import PrunedHFLM
+    from lmeval_layerprune.select import TaskObjective
+
+    for name, text in _LL_TASKS.items():
+        (tmp_path / name).write_text(text)
+    lm = PrunedHFLM(pretrained=str(llama_dir), dtype="float32", batch_size=4)
+    fast = TaskObjective(lm, ["ll_ppl", "ll_mc"], None, 777, include_path=tmp_path)
+    slow = TaskObjective(lm, ["ll_ppl", "ll_mc"], None, 777, include_path=tmp_path)
+    slow.reuse.enabled = False
+    assert fast.lower_is_better == {"ll_ppl"}
+    for obj in (fast, slow):
+        obj.start_round([2])
+    for c in (5, 4, 3, 1):
+        a, b = fast([2, c]), slow([2, c])
+        assert a.keys() == b.keys() == {"ll_ppl", "ll_mc"}
+        assert a["ll_ppl"] == pytest.approx(b["ll_ppl"], rel=1e-5) and a["ll_mc"] == b["ll_mc"]
+    assert fast.reuse.hits > 0 and slow.reuse.hits == 0
+    # the unmodified model and HFLM come back afterwards
+    assert "_model_call" not in vars(lm) and lm.model.config.num_hidden_layers == 6
+    with pytest.raises(ValueError, match="unknown task.*no_such_task"):
+        TaskObjective(lm, ["no_such_task"], None, 777)
