@@ -9,6 +9,9 @@
 2. A full ``--n`` search, exact versus ``--race``: times, ratio, whether the plans agree, and the
    original approach's cost projected from its measured per-candidate time.
 3. How the cost grows: candidates evaluated by a search for a few layer counts and N.
+4. Hidden-state reuse within a round: one full round (every unprotected layer) with a
+   perplexity objective and with a loglikelihood (multiple-choice) task objective, reuse on
+   versus off; times, ratio, identical scores.
 
 Offline; run from the repository root: ``python benchmarks/bench_select.py``.
 """
@@ -77,12 +80,15 @@ def main() -> None:
     parser.add_argument("--task", default="arith_probe_add_1d", help="objective task (default: arith_probe_add_1d)")
     parser.add_argument("--limit", type=int, default=27, help="items (default: 27; racing uses 3, 9, 27)")
     parser.add_argument("--candidates", type=int, default=6, help="candidates in the one-round comparison")
-    parser.add_argument("--n", type=int, default=3, help="layers removed in the exact-vs-race search (default: 3)")
+    parser.add_argument("--n", type=int, default=6, help="layers removed in the exact-vs-race search (default: 6)")
+    parser.add_argument("--ll-task", default="arith_probe_mc_add_2d", help="loglikelihood task for section 4")
+    parser.add_argument("--sections", default="1,2,3,4", help="which sections to run (default: 1,2,3,4)")
     args = parser.parse_args()
+    sections = {int(x) for x in args.sections.split(",") if x}
 
     from lmeval_layerprune.embedded import embedded_model_dir
     from lmeval_layerprune.lm import PrunedHFLM
-    from lmeval_layerprune.select import Journal, TaskObjective, greedy_search
+    from lmeval_layerprune.select import TaskObjective
 
     model = str(embedded_model_dir())
     lm = PrunedHFLM(pretrained=model, dtype="float32", batch_size=8)
@@ -91,6 +97,16 @@ def main() -> None:
     layers = list(range(1, 1 + args.candidates))
 
     # 1. one round, side by side
+    t_orig = None
+    if 1 in sections:
+        t_orig = _section_one_round(objective, model, num_layers, layers, args)
+    if 2 in sections:
+        _section_search(objective, num_layers, layers, args, t_orig)
+    if 4 in sections:
+        _section_reuse(lm, num_layers, args)
+
+
+def _section_one_round(objective, model, num_layers, layers, args) -> float:
     t = time.perf_counter()
     ours = {c: objective([c])[args.task] for c in layers}
     t_ours = time.perf_counter() - t
@@ -103,8 +119,12 @@ def main() -> None:
     print(f"   original approach   : {t_orig:7.1f} s ({t_orig / len(layers):5.2f} s/candidate)")
     print(f"   speed-up            : {t_orig / t_ours:7.2f}x")
     print(f"   identical scores    : {ours == orig}  ours={ours}  original={orig}")
+    return t_orig
 
-    # 2. full search, exact vs race
+
+def _section_search(objective, num_layers, layers, args, t_orig) -> None:
+    from lmeval_layerprune.select import Journal, greedy_search
+
     t = time.perf_counter()
     exact = greedy_search(objective, num_layers, args.n, [0], Journal(None, "exact"), progress=False)
     t_exact = time.perf_counter() - t
@@ -112,15 +132,19 @@ def main() -> None:
     raced = greedy_search(objective, num_layers, args.n, [0], Journal(None, "race"), progress=False, race=True)
     t_race = time.perf_counter() - t
     cands = sum(num_layers - 1 - r for r in range(args.n))
-    projected = cands * t_orig / len(layers)
     print(f"2. full search, n={args.n} ({cands} candidates in exact mode)")
-    print(f"   exact : {t_exact:7.1f} s  plan {exact['drop']}")
-    print(f"   race  : {t_race:7.1f} s  plan {raced['drop']}  (agrees: {exact['drop'] == raced['drop']})")
-    print(f"   original approach, projected: {projected:7.1f} s")
+    print(f"   exact : {t_exact:7.1f} s  order {exact['order']}  plan {exact['drop']}")
+    print(f"   race  : {t_race:7.1f} s  order {raced['order']}  plan {raced['drop']}")
+    rounds = sum(a == b for a, b in zip(exact["order"], raced["order"], strict=True))
     print(
-        f"   speed-up vs original: exact {projected / t_exact:5.2f}x, race {projected / t_race:5.2f}x; "
-        f"race vs exact {t_exact / t_race:5.2f}x"
+        f"   race agrees: same plan {exact['drop'] == raced['drop']}, same layer in {rounds}/{args.n} rounds; "
+        f"budget {_budget(raced):.1f} vs {_budget(exact):.1f} full-candidate evaluations"
     )
+    print(f"   race vs exact: {t_exact / t_race:5.2f}x")
+    if t_orig is not None:
+        projected = cands * t_orig / len(layers)
+        print(f"   original approach, projected from section 1: {projected:7.1f} s")
+        print(f"   speed-up vs original: exact {projected / t_exact:5.2f}x, race {projected / t_race:5.2f}x")
 
     # 3. growth
     per = t_exact / exact["evaluations"]
@@ -131,6 +155,43 @@ def main() -> None:
             c = sum(n_layers - 1 - r for r in range(n))
             row.append(f"n={n:2d}: {c:4d} cand ~{c * per / 60:6.1f} min")
         print("   " + "  ".join(row))
+
+
+def _budget(result: dict) -> float:
+    """Full-budget-equivalent candidate evaluations of a search (baseline excluded)."""
+    from lmeval_layerprune.select import RACE_RUNGS
+
+    total = 0.0
+    for r in result["rounds"]:
+        reached = r.get("budget", {k: 1.0 for k in r["scores"]})  # the last rung each candidate ran
+        total += sum(sum(f for f in RACE_RUNGS if f <= b) if "budget" in r else b for b in reached.values())
+    return total
+
+
+def _section_reuse(lm, num_layers: int, args) -> None:
+    from lmeval_layerprune.importance import load_calibration_texts
+    from lmeval_layerprune.select import PerplexityObjective, TaskObjective
+
+    candidates = list(range(num_layers - 1, 0, -1))  # every unprotected layer, deepest first
+    objectives = {
+        "perplexity (16 calibration texts)": PerplexityObjective(
+            lm.model, lm.tokenizer, load_calibration_texts(None, 16)
+        ),
+        f"loglikelihood ({args.ll_task}, limit {args.limit})": TaskObjective(lm, [args.ll_task], args.limit, 777),
+    }
+    print(f"4. hidden-state reuse, one full round ({len(candidates)} candidates)")
+    for name, objective in objectives.items():
+        times, scores = {}, {}
+        for enabled in (False, True):
+            objective.reuse.enabled = enabled
+            objective.start_round([])
+            t = time.perf_counter()
+            scores[enabled] = [objective([c]) for c in candidates]
+            times[enabled] = time.perf_counter() - t
+        print(
+            f"   {name}: recompute {times[False]:6.1f} s, reuse {times[True]:6.1f} s, "
+            f"{times[False] / times[True]:4.2f}x, identical scores: {scores[False] == scores[True]}"
+        )
 
 
 if __name__ == "__main__":
