@@ -19,9 +19,9 @@ from __future__ import annotations
 
 import ast
 import io
-import re
 import tokenize
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -42,27 +42,17 @@ class Scan:
     open: list[str] = field(default_factory=list)  # opening brackets still open, outermost first
     error: Literal["unmatched", "mismatched"] | None = None
     error_at: int | None = None  # character offset of the offending closer
-    brackets: str = ""  # every bracket seen outside strings and comments, in order
+    brackets: str = ""  # the brackets scanned (outside strings and comments), in order
 
     @property
     def balanced(self) -> bool:
         return self.error is None and not self.open
 
 
-def scan(text: str, lang: str = "dyck", start: Scan | None = None) -> Scan:
-    """Walk ``text`` and track brackets, skipping string literals and comments for code.
-
-    ``lang="python"`` skips ``'..'``/``".."``/triple-quoted strings (any prefix) and ``#``
-    comments; ``lang="js"`` skips quoted and template strings and ``//`` comments;
-    ``lang="dyck"`` counts every bracket. ``start`` continues a previous scan (the state
-    after a prefix), so ``scan(gen, lang, start=scan(prefix, lang))`` checks prefix + gen.
-    After the first bad closer the scan records it and stops counting.
-    """
+def _brackets_in(text: str, lang: str) -> Iterator[tuple[str, int]]:
+    """Every bracket of ``text`` outside string literals and comments, with its offset."""
     if lang not in LANGS:
         raise ValueError(f"unknown bracket language {lang!r}; expected one of {LANGS}")
-    out = Scan(open=list(start.open), error=start.error, brackets=start.brackets) if start else Scan()
-    if out.error:
-        return out
     i, n = 0, len(text)
     while i < n:
         c = text[i]
@@ -82,19 +72,40 @@ def scan(text: str, lang: str = "dyck", start: Scan | None = None) -> Scan:
                     j += 1
                 i = j + len(quote)
                 continue
+        if c in PAIRS or c in CLOSERS:
+            yield c, i
+        i += 1
+
+
+def bracket_chars(text: str, lang: str = "dyck") -> str:
+    """The brackets of ``text`` outside strings and comments, in order (nothing else)."""
+    return "".join(c for c, _ in _brackets_in(text, lang))
+
+
+def scan(text: str, lang: str = "dyck", start: Scan | None = None) -> Scan:
+    """Walk ``text`` and track brackets, skipping string literals and comments for code.
+
+    ``lang="python"`` skips ``'..'``/``".."``/triple-quoted strings (any prefix) and ``#``
+    comments; ``lang="js"`` skips quoted and template strings and ``//`` comments;
+    ``lang="dyck"`` counts every bracket. ``start`` continues a previous scan (the state
+    after a prefix), so ``scan(gen, lang, start=scan(prefix, lang))`` checks prefix + gen.
+    The scan stops at the first closer that does not fit and records it.
+    """
+    out = Scan(open=list(start.open), error=start.error, brackets=start.brackets) if start else Scan()
+    if out.error:
+        return out
+    for c, i in _brackets_in(text, lang):
+        out.brackets += c
         if c in PAIRS:
             out.open.append(c)
-            out.brackets += c
-        elif c in CLOSERS:
-            out.brackets += c
-            if not out.open:
-                out.error, out.error_at = "unmatched", i
-                return out
-            if out.open[-1] != CLOSERS[c]:
-                out.error, out.error_at = "mismatched", i
-                return out
+        elif not out.open:
+            out.error, out.error_at = "unmatched", i
+            break
+        elif out.open[-1] != CLOSERS[c]:
+            out.error, out.error_at = "mismatched", i
+            break
+        else:
             out.open.pop()
-        i += 1
     return out
 
 
@@ -124,7 +135,7 @@ def closure_scores(prefix: str, generation: str, lang: str = "dyck") -> dict[str
     """
     line = generation.split("\n", 1)[0]
     expected = closing_sequence(prefix, lang)
-    produced = scan(line, lang).brackets
+    produced = bracket_chars(line, lang)
     after = scan(line, lang, start=scan(prefix, lang))
     return {"exact_closure": float(produced == expected), "balanced": float(after.balanced)}
 
@@ -228,11 +239,3 @@ class PrependFieldFilter:
 
     def apply(self, resps: list[list[str]], docs: list[dict]) -> list[list[str]]:
         return [[doc[self.field] + r for r in resp] for resp, doc in zip(resps, docs, strict=True)]
-
-
-_WS = re.compile(r"\s+")
-
-
-def strip_ws(text: str) -> str:
-    """``text`` without any whitespace (how closing sequences are compared)."""
-    return _WS.sub("", text)
