@@ -103,7 +103,7 @@ class PrunedHFLM(HFLM):
                 method,
                 scoring_model,
                 self.tokenizer,
-                self._drop_spec.count or 0,
+                self._drop_spec.layer_count(n),
                 calib=self._calib,
                 samples=self._calib_samples,
             )

@@ -289,7 +289,7 @@ def load_pruned_model(
         tok = tokenizer or AutoTokenizer.from_pretrained(pretrained)
         extra = {"samples": calib_samples} if calib_samples else {}
         drop_idx = spec.resolve(
-            n, lambda method: compute_scores(method, model, tok, spec.count or 0, calib=calib, **extra)
+            n, lambda method: compute_scores(method, model, tok, spec.layer_count(n), calib=calib, **extra)
         )
         plan = compose_plan(model.config, drop_idx, base_model=base_name, method=spec.method, spec=spec.text)
         return prune_model(model, drop_idx, plan)

@@ -6,8 +6,8 @@ lm-eval's Python argument parser splits on them):
 * ``7``, ``20-25`` (inclusive range), ``3+7+20-25`` (union; overlaps are fine);
   a list such as ``[3, 7]`` or ``["20-25", 3]`` works too.
 * ``last:8`` or ``last:25%``: the last N layers (the "reverse-order" baseline).
-* ``bi:8``: the 8 layers with the lowest block influence (ShortGPT).
-* ``angular:8``: the contiguous block of 8 layers with the smallest angular
+* ``bi:8`` (or ``bi:25%``): the 8 layers with the lowest block influence (ShortGPT).
+* ``angular:8`` (or ``angular:25%``): the contiguous block of 8 layers with the smallest angular
   distance between its input and output (Gromov et al.).
 * ``plan:PATH``: a plan JSON written by the selection tools (it carries ``drop``).
 * ``none`` (or no ``drop`` at all): keep every layer.
@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 VALID_FORMS = (
-    "'7', '20-25', '3+7+20-25', a list like [3,7], 'last:8', 'last:25%', 'bi:8', 'angular:8', 'plan:PATH', or 'none'"
+    "'7', '20-25', '3+7+20-25', a list like [3,7], 'last:8', 'last:25%', 'bi:8', 'angular:25%', 'plan:PATH', or 'none'"
 )
 #: config attribute (and config.json key) where a pruned model records its plan.
 PLAN_ATTR = "layer_pruning"
@@ -137,14 +137,14 @@ class DropSpec:
             if not arg:
                 raise _bad(tok, "plan: needs a path to a plan JSON")
             return cls(text=tok, method="plan", path=arg, plan=load_plan(arg))
-        if method == "last" and arg.endswith("%"):
+        if arg.endswith("%"):
             try:
                 frac = float(arg[:-1]) / 100.0
             except ValueError:
                 raise _bad(tok, "the percentage is not a number") from None
             if not 0 < frac < 1:
                 raise _bad(tok, "the percentage must be between 0 and 100, exclusive")
-            return cls(text=tok, method="last", fraction=frac)
+            return cls(text=tok, method=method, fraction=frac)
         if not _INDEX.match(arg) or int(arg) == 0:
             raise _bad(tok, f"'{method}:' needs a positive layer count, e.g. '{method}:8'")
         return cls(text=tok, method=method, count=int(arg))
@@ -159,6 +159,18 @@ class DropSpec:
     def needs_scores(self) -> bool:
         """True when resolution needs per-layer scores computed on the model."""
         return self.method in METRIC_METHODS
+
+    def layer_count(self, num_layers: int) -> int:
+        """How many layers a ``last:``/``bi:``/``angular:`` spec removes from ``num_layers``
+        (``25%`` rounds half up: 7.5 -> 8)."""
+        if self.count is not None:
+            return self.count
+        if self.fraction is None:
+            raise ValueError(f"drop spec {self.text!r} does not name a layer count")
+        n = math.floor(num_layers * self.fraction + 0.5)
+        if n < 1:
+            raise _bad(self.text, "that share of the layers rounds to zero", num_layers)
+        return n
 
     def resolve(
         self,
@@ -189,19 +201,17 @@ class DropSpec:
                 )
             drop = _check_indices(self.text, self.plan["drop"], num_layers)
         elif self.method == "last":
-            n = self.count if self.count is not None else math.floor(num_layers * self.fraction + 0.5)
-            if n < 1:
-                raise _bad(self.text, "that share of the layers rounds to zero", num_layers)
+            n = self.layer_count(num_layers)
             drop = tuple(range(num_layers - n, num_layers)) if n < num_layers else tuple(range(num_layers))
         elif self.method in METRIC_METHODS:
-            assert self.count is not None
-            if self.count >= num_layers:
+            n = self.layer_count(num_layers)
+            if n >= num_layers:
                 drop = tuple(range(num_layers))
             else:
                 if scores is None:
                     raise ValueError(f"drop spec {self.text!r} needs layer scores computed on the model")
                 values = list(scores(self.method))
-                drop = select_by_scores(self.method, values, self.count, num_layers)
+                drop = select_by_scores(self.method, values, n, num_layers)
         else:
             drop = tuple(sorted({i for lo, hi in self.parts for i in range(lo, hi + 1)}))
             _check_indices(self.text, drop, num_layers)

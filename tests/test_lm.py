@@ -108,7 +108,7 @@ def test_block_influence_matches_hidden_states(tokenizer) -> None:
     assert len(scores) == 6
 
 
-@pytest.mark.parametrize("spec", ["bi:2", "angular:2"])
+@pytest.mark.parametrize("spec", ["bi:2", "angular:2", "angular:33%"])
 def test_metric_specs_at_load_time(llama_dir, tokenizer, spec, tmp_path) -> None:
     calib = tmp_path / "calib.txt"
     calib.write_text("A first calibration paragraph about rivers.\n\nA second one, about 2 + 2 = 4.")

@@ -88,6 +88,10 @@ def test_metric_specs_pick_from_scores() -> None:
     assert select_by_scores("bi", bi, 3, 6) == (1, 3, 4)
     ang = [0.3, 0.2, 0.2, 0.4]  # block starts for count=3 in 6 layers; tie -> deeper block
     assert DropSpec.parse("angular:3").resolve(6, lambda m: ang) == (2, 3, 4)
+    # a share of the layers, rounded half up: 50% of 6 -> 3, 25% of 6 -> 1.5 -> 2
+    assert DropSpec.parse("angular:50%").resolve(6, lambda m: ang) == (2, 3, 4)
+    assert DropSpec.parse("bi:25%").resolve(6, lambda m: bi) == (3, 4)
+    assert DropSpec.parse("angular:25%").layer_count(30) == 8 == DropSpec.parse("last:25%").layer_count(30)
     assert DropSpec.parse("bi:2").needs_scores and not DropSpec.parse("last:2").needs_scores
 
 
