@@ -370,6 +370,43 @@ def _front_matter(path: Path) -> dict[str, Any]:
     return {}
 
 
+_GGUF_SCALARS = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?", 10: "<Q", 11: "<q", 12: "<d"}
+
+
+def gguf_metadata(path: str | Path, key: str) -> Any:
+    """One metadata value from a GGUF file's header, reading only the key/value section
+    (``gguf.GGUFReader`` parses every tensor record too, which takes seconds)."""
+
+    with open(path, "rb") as fh:
+
+        def read(fmt: str) -> Any:
+            return struct.unpack(fmt, fh.read(struct.calcsize(fmt)))[0]
+
+        def string() -> str:
+            return fh.read(read("<Q")).decode("utf-8", "replace")
+
+        def value(vtype: int) -> Any:
+            if vtype in _GGUF_SCALARS:
+                return read(_GGUF_SCALARS[vtype])
+            if vtype == 8:
+                return string()
+            if vtype == 9:
+                itype, count = read("<I"), read("<Q")
+                return [value(itype) for _ in range(count)]
+            raise ValueError(f"unknown GGUF value type {vtype}")
+
+        if fh.read(4) != b"GGUF":
+            raise ValueError(f"{path} is not a GGUF file")
+        read("<I")  # version
+        read("<Q")  # tensor count
+        for _ in range(read("<Q")):
+            name = string()
+            v = value(read("<I"))
+            if name == key:
+                return v
+    return None
+
+
 def resolve_license(
     base_model: str, parent: Path | None, explicit: str | None = None
 ) -> tuple[str, dict[str, Any], str]:
@@ -399,12 +436,10 @@ def resolve_license(
 
     if base_model == EMBEDDED_REPO or (parent is not None and (parent / _COMPLETE).is_file()):
         with contextlib.suppress(Exception):
-            import gguf
-
             gg = gguf_path()
-            field_ = gguf.GGUFReader(str(gg)).fields.get("general.license")
-            if field_ is not None:
-                return str(field_.contents()), {}, f"the embedded model's GGUF metadata ({gg.name})"
+            value = gguf_metadata(gg, "general.license")
+            if value:
+                return str(value), {}, f"the embedded model's GGUF metadata ({gg.name})"
     raise PublishError(
         f"could not find the license of the parent {base_model!r} (no README.md with a 'license' field in its "
         "local checkout or the Hub cache); pass --license, e.g. --license apache-2.0 (a pruned model keeps "
@@ -757,6 +792,16 @@ def build_card(
             cols.runs.append(run)
     tables = _score_tables(cols, own, base)
     limitations, summary = _limitations(own, base, pruned, healed, len(drop), n_total)
+    from .embedded import _COMPLETE
+
+    if parent is not None and (parent / _COMPLETE).is_file():
+        source = (parent / _COMPLETE).read_text().split("\n")[0].removeprefix("source=")
+        limitations.insert(
+            -1,
+            f"The parent weights this checkpoint was cut from were dequantized from `{Path(source).name}` (the "
+            f"embedded model of lmeval-layerprune), not taken from the original {base_id} checkpoint; "
+            "expect small differences from a checkpoint cut from the original weights.",
+        )
     ref_run = own or base or pruned
     eval_setup = ""
     if ref_run is not None:
@@ -893,8 +938,9 @@ def upload_manifest(folder: str | Path, base_model: str | None = None) -> list[t
     """What :func:`push` uploads: ``(path in repo, local file or content)``, sorted by path.
 
     Only top-level files a checkpoint needs (weights, config, tokenizer, the card,
-    ``mergekit.yaml``, the plan, the recovery recipe, plots); ``mergekit.yaml`` is rewritten
-    to name the parent by its Hub id instead of a local path. Everything else in the folder
+    ``mergekit.yaml``, the plan, the recovery recipe, plots). Where the plan records the
+    parent as a local path, ``mergekit.yaml``, ``config.json``'s plan and the plan file are
+    uploaded naming the parent by its Hub id instead. Everything else in the folder
     (results, logs, optimizer states, sub-folders, hidden files) stays local.
     """
     folder = Path(folder).expanduser()
@@ -913,11 +959,23 @@ def upload_manifest(folder: str | Path, base_model: str | None = None) -> list[t
             f"{folder} lacks what a checkpoint upload needs: {', '.join(missing)}"
             + (" (write the card with `lmeval-prune card DIR`)" if CARD_FILE in missing else "")
         )
+    plan = read_plan(folder)
+    recorded = str(plan.get("base_model") or "")
+    hub_id = hub_base_model(plan, base_model)
+    rewritten: dict[str, bytes] = {}
     if MERGEKIT_FILE in names:
-        plan = read_plan(folder)
-        text = portable_mergekit_yaml(folder, hub_base_model(plan, base_model))
-        out = [(n, text.encode() if n == MERGEKIT_FILE and text is not None else src) for n, src in out]
-    return out
+        text = portable_mergekit_yaml(folder, hub_id)
+        if text is not None:
+            rewritten[MERGEKIT_FILE] = text.encode()
+    if recorded and recorded != hub_id and _is_local_path(recorded):
+        # the published plan names the parent by its Hub id, not a path on this machine
+        cfg = json.loads((folder / "config.json").read_text())
+        cfg[PLAN_ATTR] = {**cfg[PLAN_ATTR], "base_model": hub_id}
+        rewritten["config.json"] = (json.dumps(cfg, indent=2) + "\n").encode()
+        if PLAN_FILE in names:
+            plan_file = json.loads((folder / PLAN_FILE).read_text())
+            rewritten[PLAN_FILE] = (json.dumps({**plan_file, "base_model": hub_id}, indent=2) + "\n").encode()
+    return [(n, rewritten.get(n, src)) for n, src in out]
 
 
 def _size(src: Path | bytes) -> int:
@@ -1164,7 +1222,9 @@ def push(
     echo(f"uploading to {where}:\n{listing}" + (f"\n  deleting the old model's {', '.join(stale)}" if stale else ""))
     plan = read_plan(folder)
     message = commit_message or (
-        f"Upload {plan.get('base_model')} without layers {format_indices(plan['drop'])} (lmeval-layerprune)"
+        f"Upload {hub_base_model(plan, base_model)} without layers {format_indices(plan['drop'])}"
+        + (" (healed)" if plan.get("recovery") else "")
+        + " (lmeval-layerprune)"
     )
     with _hub_errors("uploading and committing the files", repo_id, endpoint, token):
         info = api.create_commit(repo_id, ops, commit_message=message, revision=revision, create_pr=create_pr or None)

