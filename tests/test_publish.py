@@ -536,3 +536,28 @@ def test_card_help_lists_the_options() -> None:
     assert proc.returncode == 0
     for opt in ("--repo", "--private", "--revision", "--create-pr", "--overwrite", "--dry-run"):
         assert opt in proc.stdout
+
+
+def test_card_of_a_selected_plan_shows_the_search_and_its_plot(work, tmp_path) -> None:
+    from lmeval_layerprune.select import select_layers
+
+    plan_path = tmp_path / "plan.json"
+    plan = select_layers(
+        str(work["parent"]), "ppl", 2, calib_samples=4, out=plan_path, plot=tmp_path / "plan.png", progress=False
+    )
+    ckpt = materialize(str(work["parent"]), f"plan:{plan_path}", tmp_path / "ckpt", dtype="float32")
+    card = ModelCard(str(build_card(ckpt, base_model=BASE_ID)))
+    assert "layer-pruning-ppl" in card.data.tags
+    body = card.text
+    assert "greedy search on calibration perplexity" in body and "plan.json" in body
+    assert "![layer selection](layer_selection.png)" in body
+    assert (ckpt / "layer_selection.png").read_bytes() == (tmp_path / "plan.png").read_bytes()
+    rows = [
+        line
+        for line in body.split("Greedy rounds")[1].split("## Size")[0].splitlines()
+        if line.startswith("| ") and "round" not in line
+    ]
+    assert [int(r.split("|")[2]) for r in rows] == [r["chosen"] for r in plan["rounds"]]
+    assert sorted(int(r.split("|")[2]) for r in rows) == plan["drop"]
+    (ckpt / "README.md").write_text(str(card))
+    assert "layer_selection.png" in {n for n, _ in upload_manifest(ckpt, BASE_ID)}
