@@ -1190,6 +1190,8 @@ def push(
             api.create_repo(repo_id, private=private, exist_ok=True)
         result.created_repo = True
         echo(f"created {'private ' if private else ''}repository {repo_id}")
+    elif private:
+        echo(f"note: {repo_id} already exists; --private only applies when the repository is created")
 
     target = revision or constants.DEFAULT_REVISION
     remote: list[str] = []
