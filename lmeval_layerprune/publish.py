@@ -832,8 +832,8 @@ def build_card(
     heal_cmd = ""
     if healed:
         heal_cmd = (
-            f"lmeval-prune slice {shlex.quote(base_id)} --drop {format_indices(drop)} --out ./pruned\n"
-            f"lmeval-prune heal ./pruned --recipe {RECIPE_FILE} --out ./{shlex.quote(short_name)}"
+            f"lmeval-prune heal --base {shlex.quote(base_id)} --drop {format_indices(drop)} "
+            f"--recipe {RECIPE_FILE} --out ./{shlex.quote(short_name)}"
         )
     eval_cmds = []
     if base is not None:

@@ -260,7 +260,7 @@ def test_card_for_healed_checkpoint(work, tmp_path) -> None:
     assert "learning_rate: 2.0e-4" in body
     header = next(line for line in body.splitlines() if line.startswith("| task | metric"))
     assert "| parent | pruned | healed | change vs parent |" in header
-    assert "lmeval-prune heal ./pruned --recipe recovery_recipe.yaml" in body
+    assert f"lmeval-prune heal --base {BASE_ID} --drop 2-3 --recipe recovery_recipe.yaml" in body
     assert "pruned-hf" in body and "drop=2-3" in body  # the before-healing run reproduces through pruned-hf
 
 
