@@ -8,7 +8,7 @@ import sys
 import textwrap
 from pathlib import Path
 
-from . import __version__
+from . import __version__, publish
 
 DEMO_TASKS = "arith_probe"
 DEMO_DROP = "20-25"
@@ -67,7 +67,9 @@ def _cmd_resolve(args: argparse.Namespace) -> int:
 
 def _cmd_slice(args: argparse.Namespace) -> int:
     from .materialize import MERGEKIT_FILE, PLAN_FILE, materialize
+    from .publish import check_push_to_hub, push_after
 
+    check_push_to_hub(args)
     out = materialize(
         args.model,
         args.drop,
@@ -81,6 +83,7 @@ def _cmd_slice(args: argparse.Namespace) -> int:
     print(f"wrote {out} (layers {plan['drop']} of {plan['num_layers']} removed; written by {plan['writer']}; verified)")
     print(f"mergekit config: {out / MERGEKIT_FILE}")
     print(f"evaluate it: lm_eval --model hf --model_args pretrained={out} --tasks arith_probe")
+    push_after(args, out)
     return 0
 
 
@@ -201,6 +204,8 @@ def build_parser() -> argparse.ArgumentParser:
               lmeval-prune resolve embedded --drop last:25%       # which layers a spec removes
               lmeval-prune slice embedded --drop 20-25 --out smollm2-pruned   # checkpoint via mergekit
               lmeval-prune cache list                             # materialized checkpoints
+              lmeval-prune card smollm2-pruned --results out/ --base-results base/   # the Hub model card
+              lmeval-prune push smollm2-pruned --repo me/smollm2-pruned        # upload (HF_TOKEN)
               lmeval-prune embedded-model                         # path of the embedded checkpoint
             """
         ),
@@ -240,6 +245,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--calib", default=None, help="calibration file for bi:/angular:")
     p.add_argument("--revision", default=None, help="Hub revision of MODEL")
     p.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
+    publish.add_push_to_hub_argument(p)
     p.set_defaults(func=_cmd_slice)
 
     p = sub.add_parser(
@@ -274,6 +280,8 @@ def build_parser() -> argparse.ArgumentParser:
         "the best third on 1/3, the best third of those on all)",
     )
     p.set_defaults(func=_cmd_select)
+
+    publish.add_parsers(sub)
 
     p = sub.add_parser("cache", help="list or clear the cache of materialized checkpoints")
     p.add_argument("action", choices=["list", "clear"], help="list entries with sizes, or remove them all")

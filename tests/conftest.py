@@ -12,6 +12,7 @@ import torch
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")  # else huggingface_hub may fetch a registry online
 
 REPO = Path(__file__).resolve().parents[1]
 VOCAB = 300  # == len(tiny_tokenizer()), so HFLM never resizes embeddings

