@@ -220,37 +220,47 @@ heal("selfgen-lora", sys.argv[1], sys.argv[2], drop="2-3", data=sys.argv[3], ove
 """
 
 
-def test_heal_resumes_from_the_last_checkpoint_after_a_kill(base, responses, tmp_path):
+RESUME_OVERRIDES = [*TINY, "sft.max_steps=6", "sft.save_steps=2", "sft.save_total_limit=5"]
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(base, responses, tmp_path_factory) -> Path:
+    torch.set_num_threads(1)
+    return heal_mod.heal("selfgen-lora", str(base), tmp_path_factory.mktemp("whole") / "out", drop="2-3",
+                         data=str(responses), overrides=RESUME_OVERRIDES, progress=False)  # fmt: skip
+
+
+@pytest.mark.parametrize("kill_at", [4, 6])
+def test_heal_resumes_from_the_last_checkpoint_after_a_kill(base, responses, uninterrupted, tmp_path, kill_at):
     from safetensors.torch import load_file
 
-    overrides = [*TINY, "sft.max_steps=6", "sft.save_steps=2", "sft.save_total_limit=5"]
     out = tmp_path / "killed"
     script = tmp_path / "kill.py"
-    script.write_text(_KILL_SCRIPT.replace("{kill_at}", "4"))
-    r = subprocess.run([sys.executable, str(script), str(base), str(out), str(responses), *overrides],
+    script.write_text(_KILL_SCRIPT.replace("{kill_at}", str(kill_at)))
+    r = subprocess.run([sys.executable, str(script), str(base), str(out), str(responses), *RESUME_OVERRIDES],
                        capture_output=True, text=True, env=ENV)  # fmt: skip
     assert r.returncode == -9, r.stderr[-2000:]
-    assert sorted(p.name for p in (out / "checkpoints").glob("checkpoint-*")) == ["checkpoint-2", "checkpoint-4"]
+    saved = sorted(p.name for p in (out / "checkpoints").glob("checkpoint-*"))
+    assert saved == [f"checkpoint-{i}" for i in range(2, kill_at + 1, 2)]
     assert not (out / "HEAL_COMPLETE").exists()
     # A checkpoint the kill cut short (no trainer_state.json) is never resumed from.
-    shutil.copytree(out / "checkpoints" / "checkpoint-4", out / "checkpoints" / "checkpoint-5")
-    (out / "checkpoints" / "checkpoint-5" / "trainer_state.json").unlink()
+    shutil.copytree(out / "checkpoints" / f"checkpoint-{kill_at}", out / "checkpoints" / "checkpoint-99")
+    (out / "checkpoints" / "checkpoint-99" / "trainer_state.json").unlink()
 
     r = subprocess.run(
         [sys.executable, "-m", "lmeval_layerprune.cli", "heal", "--recipe", "selfgen-lora", "--base", str(base),
-         "--drop", "2-3", "--out", str(out), "--data", str(responses), *overrides],
+         "--drop", "2-3", "--out", str(out), "--data", str(responses), *RESUME_OVERRIDES],
         capture_output=True, text=True, env=ENV,
     )  # fmt: skip
     assert r.returncode == 0, r.stderr[-3000:]
-    assert f"resuming from {out / 'checkpoints' / 'checkpoint-4'}" in r.stdout
-    assert "6 steps" in r.stdout
+    assert f"resuming from {out / 'checkpoints' / f'checkpoint-{kill_at}'}" in r.stdout
+    assert "6 steps" in r.stdout  # continued, not restarted, and no step past the end
     assert f"evaluate it: lm_eval --model hf --model_args pretrained={out}" in r.stdout
     assert json.loads((out / "config.json").read_text())["layer_pruning"]["recovery"]["steps"] == 6
+    assert not (out / "checkpoints").exists()
 
     # The same run without interruption ends with the same weights.
-    whole = heal_mod.heal("selfgen-lora", str(base), tmp_path / "whole", drop="2-3", data=str(responses),
-                          overrides=overrides, progress=False)  # fmt: skip
-    a, b = load_file(out / "model.safetensors"), load_file(whole / "model.safetensors")
+    a, b = load_file(out / "model.safetensors"), load_file(uninterrupted / "model.safetensors")
     assert a.keys() == b.keys()
     worst = max((a[k] - b[k]).abs().max().item() for k in a)
     assert worst < 1e-5, worst
