@@ -319,3 +319,19 @@ def test_accelerate_launch_runs_the_heal_module(base, responses, tmp_path):
     )  # fmt: skip
     assert r.returncode == 0, r.stderr[-3000:]
     assert "healed checkpoint:" in r.stdout and (out / "HEAL_COMPLETE").is_file()
+
+
+def test_heal_an_already_pruned_base_records_original_indices(base, responses, tmp_path):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from lmeval_layerprune.slicing import load_pruned_model
+
+    pre = tmp_path / "pre"
+    load_pruned_model(str(base), "1", dtype=torch.float32).save_pretrained(pre)
+    AutoTokenizer.from_pretrained(base).save_pretrained(pre)
+    # layer 2 of the 5-layer checkpoint is original layer 3
+    out = heal_mod.heal("selfgen-lora", str(pre), tmp_path / "o", drop="2", data=str(responses),
+                        overrides=[*TINY, "sft.max_steps=1"], progress=False)  # fmt: skip
+    plan = json.loads((out / "config.json").read_text())["layer_pruning"]
+    assert plan["drop"] == [1, 3] and plan["num_layers"] == 6 and plan["base_model"] == str(base)
+    assert AutoModelForCausalLM.from_pretrained(out).config.num_hidden_layers == 4
