@@ -296,6 +296,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", default="8", help="lm-eval batch size (default: 8)")
     p.add_argument("--output-dir", default="lmeval_layerprune_demo", help="where results JSON files go")
     p.set_defaults(func=_cmd_demo)
+
+    from .heal import add_parser as add_heal_parsers
+    from .selfgen import add_parser as add_selfgen_parser
+
+    add_selfgen_parser(sub)
+    add_heal_parsers(sub)
     return parser
 
 

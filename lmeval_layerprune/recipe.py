@@ -1,0 +1,266 @@
+"""Recovery recipes: YAML files whose sections map one-to-one onto TRL's ``SFTConfig``, PEFT's
+``LoraConfig`` and transformers' ``BitsAndBytesConfig``, plus a few keys of ours.
+
+::
+
+    description: one line
+    method: selfgen            # selfgen | original | kd
+    data: bundled              # prompt source, or a selfgen JSONL (overridden by --data)
+    columns: null              # column mapping for the source (see selfgen.parse_columns)
+    teacher: null              # model that answers / distils; null = the unpruned parent (--base)
+    drop: last:25%             # default drop spec (overridden by --drop)
+    dtype: float32             # dtype the student is trained in (and the merged checkpoint saved in)
+    selfgen: {n: 5000, max_new_tokens: 512, temperature: 0.9, ...}   # GenerationSettings + FilterSettings + n
+    sft: {learning_rate: 2.0e-4, max_steps: 100, ...}                  # SFTConfig fields
+    lora: {r: 64, lora_alpha: 16, target_modules: all-linear, ...}    # LoraConfig fields; null = full finetune
+    quantization: {load_in_4bit: true, bnb_4bit_quant_type: nf4}     # BitsAndBytesConfig fields (QLoRA)
+    kd: {temperature: 2.0, alpha: 1.0}                                # method kd only
+
+Unknown keys are errors that list the valid names. ``section.key=value`` overrides (values parsed
+as YAML) are applied before validation.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import difflib
+import inspect
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .resources import bundled_dir
+from .spec import LayerPruneError
+
+METHODS = ("selfgen", "original", "kd")
+TOP_LEVEL = (
+    "description",
+    "method",
+    "data",
+    "columns",
+    "split",
+    "teacher",
+    "drop",
+    "dtype",
+    "selfgen",
+    "sft",
+    "lora",
+    "quantization",
+    "kd",
+)
+#: SFTConfig fields that heal sets itself.
+RESERVED_SFT = ("output_dir", "resume_from_checkpoint")
+
+
+class RecipeError(LayerPruneError, ValueError):
+    """A recipe that does not exist, does not parse, or has unknown keys or bad values."""
+
+
+@dataclass
+class KDSettings:
+    """Logit distillation: loss = alpha * T^2 * KL(teacher_T || student_T) + (1 - alpha) * cross-entropy,
+    on completion tokens only (T = ``temperature``)."""
+
+    temperature: float = 2.0
+    alpha: float = 1.0
+
+
+def _hint(bad: str, valid: list[str]) -> str:
+    close = difflib.get_close_matches(bad, valid, n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _check_keys(section: str, given: dict[str, Any], valid: list[str], reserved: tuple[str, ...] = ()) -> None:
+    for key in given:
+        if key in reserved:
+            raise RecipeError(f"recipe key {section}.{key} is set by heal itself (from --out); remove it")
+        if key not in valid:
+            raise RecipeError(
+                f"unknown recipe key {section}.{key}{_hint(key, valid)}; "
+                f"valid {section} keys: {', '.join(sorted(valid))}"
+            )
+
+
+def sft_fields() -> list[str]:
+    """The field names of TRL's ``SFTConfig``."""
+    from trl import SFTConfig
+
+    return [f.name for f in dataclasses.fields(SFTConfig) if f.init]
+
+
+def lora_fields() -> list[str]:
+    """The field names of PEFT's ``LoraConfig``."""
+    from peft import LoraConfig
+
+    return [f.name for f in dataclasses.fields(LoraConfig) if f.init]
+
+
+def quantization_fields() -> list[str]:
+    """The keyword arguments of transformers' ``BitsAndBytesConfig``."""
+    from transformers import BitsAndBytesConfig
+
+    return [p for p in inspect.signature(BitsAndBytesConfig.__init__).parameters if p not in ("self", "kwargs")]
+
+
+def selfgen_fields() -> list[str]:
+    """Keys of a recipe's ``selfgen`` section."""
+    from .selfgen import FilterSettings, GenerationSettings
+
+    return [
+        "n",
+        *(f.name for f in dataclasses.fields(GenerationSettings)),
+        *(f.name for f in dataclasses.fields(FilterSettings)),
+    ]
+
+
+@dataclass
+class Recipe:
+    """A validated recipe (after overrides); ``raw`` is the mapping written next to the weights."""
+
+    name: str
+    raw: dict[str, Any]
+    path: Path | None = None
+    method: str = "selfgen"
+    sft: dict[str, Any] = field(default_factory=dict)
+    lora: dict[str, Any] | None = None
+    quantization: dict[str, Any] | None = None
+    kd: KDSettings = field(default_factory=KDSettings)
+    selfgen: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def finetune(self) -> str:
+        """``qlora``, ``lora`` or ``full``."""
+        if self.lora is None:
+            return "full"
+        return "qlora" if self.quantization else "lora"
+
+    def get(self, key: str, default: Any = None) -> Any:
+        """A top-level value of ours (``data``, ``teacher``, ``drop``, ``dtype``, ...)."""
+        value = self.raw.get(key)
+        return default if value is None else value
+
+
+def recipes_dir() -> Path:
+    """The folder of bundled recipes."""
+    return bundled_dir("recovery")
+
+
+def list_recipes() -> dict[str, str]:
+    """Bundled recipe name -> description."""
+    out = {}
+    for path in sorted(recipes_dir().glob("*.yaml")):
+        data = yaml.safe_load(path.read_text()) or {}
+        if isinstance(data, dict) and "sft" in data:
+            out[path.stem] = str(data.get("description", ""))
+    return out
+
+
+def _find(recipe: str) -> Path:
+    path = Path(recipe).expanduser()
+    if path.suffix in (".yaml", ".yml"):
+        if not path.is_file():
+            raise RecipeError(f"recipe file {recipe!r} does not exist")
+        return path
+    bundled = recipes_dir() / f"{recipe}.yaml"
+    if bundled.is_file() and recipe in list_recipes():
+        return bundled
+    names = list(list_recipes())
+    raise RecipeError(
+        f"unknown recipe {recipe!r}{_hint(recipe, names)}; bundled recipes: {', '.join(names)} "
+        "(or a path to a .yaml file)"
+    )
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """``"sft.max_steps=5"`` -> ``(["sft", "max_steps"], 5)``; the value is parsed as YAML."""
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise RecipeError(f"bad override {text!r}; expected KEY=VALUE or SECTION.KEY=VALUE, e.g. sft.max_steps=5")
+    try:
+        parsed = yaml.safe_load(value) if value.strip() else None
+    except yaml.YAMLError as e:
+        raise RecipeError(f"bad value in override {text!r}: {e}") from None
+    return key.strip().split("."), parsed
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str] | tuple[str, ...]) -> dict[str, Any]:
+    """A copy of ``raw`` with ``SECTION.KEY=VALUE`` / ``KEY=VALUE`` overrides applied."""
+    out = copy.deepcopy(raw)
+    for text in overrides:
+        path, value = parse_override(text)
+        if len(path) > 2:
+            raise RecipeError(f"bad override {text!r}: at most SECTION.KEY")
+        if path[0] not in TOP_LEVEL:
+            raise RecipeError(
+                f"unknown recipe key {path[0]!r}{_hint(path[0], list(TOP_LEVEL))} in override {text!r}; "
+                f"valid: {', '.join(TOP_LEVEL)}"
+            )
+        if len(path) == 1:
+            out[path[0]] = value
+        else:
+            section = out.get(path[0])
+            if section is None:
+                section = {}
+            if not isinstance(section, dict):
+                raise RecipeError(f"override {text!r}: recipe key {path[0]!r} is not a section")
+            section[path[1]] = value
+            out[path[0]] = section
+    return out
+
+
+def validate(raw: dict[str, Any], name: str = "<recipe>", path: Path | None = None) -> Recipe:
+    """Check every key and value of a recipe mapping and build a :class:`Recipe`."""
+    if not isinstance(raw, dict):
+        raise RecipeError(f"recipe {name!r} must be a mapping of keys, got {type(raw).__name__}")
+    _check_keys("recipe", {k: 1 for k in raw}, list(TOP_LEVEL))
+    method = raw.get("method") or "selfgen"
+    if method not in METHODS:
+        raise RecipeError(f"recipe {name!r}: unknown method {method!r}; valid: {', '.join(METHODS)}")
+    sections: dict[str, dict[str, Any] | None] = {}
+    for key in ("sft", "lora", "quantization", "kd", "selfgen"):
+        value = raw.get(key)
+        if value is not None and not isinstance(value, dict):
+            raise RecipeError(f"recipe {name!r}: {key} must be a mapping (or null), got {value!r}")
+        sections[key] = value
+    sft = dict(sections["sft"] or {})
+    _check_keys("sft", sft, sft_fields(), RESERVED_SFT)
+    lora = sections["lora"]
+    if lora is not None:
+        _check_keys("lora", lora, lora_fields())
+    quant = sections["quantization"]
+    if quant:
+        _check_keys("quantization", quant, quantization_fields())
+        if lora is None:
+            raise RecipeError(
+                f"recipe {name!r}: quantization (QLoRA) needs a lora section; a 4-bit base cannot be fully finetuned"
+            )
+    kd_raw = dict(sections["kd"] or {})
+    _check_keys("kd", kd_raw, [f.name for f in dataclasses.fields(KDSettings)])
+    kd = KDSettings(**kd_raw)
+    if not kd.temperature > 0 or not 0 <= kd.alpha <= 1:
+        raise RecipeError(f"recipe {name!r}: kd.temperature must be > 0 and kd.alpha in [0, 1], got {kd}")
+    if kd_raw and method != "kd":
+        raise RecipeError(f"recipe {name!r}: a kd section needs method: kd (method is {method!r})")
+    sg = dict(sections["selfgen"] or {})
+    _check_keys("selfgen", sg, selfgen_fields())
+    dtype = raw.get("dtype")
+    if dtype is not None and dtype not in ("float32", "bfloat16", "float16"):
+        raise RecipeError(f"recipe {name!r}: dtype {dtype!r} is not one of float32, bfloat16, float16")
+    return Recipe(
+        name=name, raw=raw, path=path, method=method, sft=sft, lora=lora, quantization=quant, kd=kd, selfgen=sg
+    )
+
+
+def load_recipe(recipe: str, overrides: list[str] | tuple[str, ...] = ()) -> Recipe:
+    """Load a bundled recipe by name (``selfgen-lora``) or a YAML file, apply overrides, validate."""
+    path = _find(recipe)
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise RecipeError(f"recipe {path} is not valid YAML: {e}") from None
+    if not isinstance(raw, dict):
+        raise RecipeError(f"recipe {path} must be a mapping of keys")
+    return validate(apply_overrides(raw, overrides), name=path.stem, path=path)

@@ -1,0 +1,654 @@
+"""Self-generated responses: the unpruned parent answers a set of prompts (``lmeval-prune selfgen``).
+
+The output is a JSONL file with one record per prompt::
+
+    {"id": ..., "prompt": [{"role": "user", "content": ...}], "response": ..., "finish_reason": "stop"|"length",
+     "prompt_tokens": int, "completion_tokens": int, "filtered": null|"truncated"|"empty"|"degenerate"|"overlength",
+     "rep4": float, "reference": <the source's own response or null>}
+
+and a sidecar ``<out>.meta.json`` with the teacher, the source, the backend and the sampling and
+filter settings. Filtered records stay in the file (so a restart knows they are done); training
+skips them.
+
+The file is append-only and resumable: records are appended batch by batch, each batch in one
+``write`` followed by ``fsync``; a restart drops a half-written last line and generates only the
+prompts that have no record yet, so a run killed at any point and started again ends with every
+prompt exactly once.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import hashlib
+import json
+import logging
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .fsutil import file_lock
+from .prompt_set import BUNDLED_NAME, bundled_prompts
+from .spec import LayerPruneError
+
+logger = logging.getLogger(__name__)
+
+META_SUFFIX = ".meta.json"
+FILTERS = ("truncated", "empty", "degenerate", "overlength")
+
+#: Used when a tokenizer has no chat template: an Alpaca-style layout (documented in recovery/README.md).
+FALLBACK_CHAT_TEMPLATE = (
+    "{{ bos_token if bos_token else '' }}"
+    "{% for message in messages %}"
+    "{% if message['role'] == 'system' %}{{ message['content'] + '\n\n' }}"
+    "{% elif message['role'] == 'user' %}{{ '### Instruction:\n' + message['content'] + '\n\n' }}"
+    "{% elif message['role'] == 'assistant' %}{{ '### Response:\n' + message['content'] + eos_token }}"
+    "{% endif %}{% endfor %}"
+    "{% if add_generation_prompt %}{{ '### Response:\n' }}{% endif %}"
+)
+
+
+class SelfGenError(LayerPruneError, ValueError):
+    """Bad prompt source, column mapping, settings, or an output file made from something else."""
+
+
+@dataclass
+class Prompt:
+    """One training prompt: a stable id, the chat messages up to the assistant turn, and the
+    source's own response (``None`` when the source has none)."""
+
+    id: str
+    messages: list[dict[str, str]]
+    reference: str | None = None
+
+
+@dataclass
+class GenerationSettings:
+    """Sampling settings (defaults: the paper's, temperature 0.9, top-p 0.95).
+
+    ``temperature`` 0 means greedy decoding. ``seed`` seeds each batch (``seed`` + the batch's
+    first position in the remaining work), so a resumed run samples differently from an
+    uninterrupted one unless decoding is greedy.
+    """
+
+    max_new_tokens: int = 512
+    temperature: float = 0.9
+    top_p: float = 0.95
+    top_k: int = 0
+    seed: int = 0
+    batch_size: int = 16
+    system: str | None = None
+
+
+@dataclass
+class FilterSettings:
+    """Which generated responses are marked unusable for training.
+
+    ``filters`` names the active ones among ``truncated`` (hit ``max_new_tokens``), ``empty``,
+    ``degenerate`` (Rep-4 over ``max_repetition``: the share of repeated token 4-grams) and
+    ``overlength`` (prompt plus response over ``max_length`` tokens; off when ``max_length`` is None).
+    """
+
+    filters: tuple[str, ...] = FILTERS
+    max_repetition: float = 0.5
+    max_length: int | None = None
+
+    def __post_init__(self) -> None:
+        self.filters = tuple(self.filters)
+        bad = [f for f in self.filters if f not in FILTERS]
+        if bad:
+            raise SelfGenError(f"unknown filter(s) {bad}; valid: {', '.join(FILTERS)}")
+
+
+# ------------------------------------------------------------------- prompts
+
+_RESPONSE_COLUMNS = ("response", "completion", "output", "answer")
+
+
+def _read_rows(source: str, split: str) -> list[dict[str, Any]]:
+    path = Path(source).expanduser()
+    suffix = path.suffix.lower()
+    if path.is_file():
+        if suffix in (".jsonl", ".ndjson"):
+            rows = []
+            with open(path, encoding="utf-8") as fh:
+                for n, line in enumerate(fh, 1):
+                    if line.strip():
+                        try:
+                            rows.append(json.loads(line))
+                        except json.JSONDecodeError as e:
+                            raise SelfGenError(f"{source}: line {n} is not JSON ({e})") from None
+            return rows
+        if suffix == ".json":
+            data = json.loads(path.read_text(encoding="utf-8"))
+            if isinstance(data, dict) and "data" in data:
+                data = data["data"]
+            if not isinstance(data, list):
+                raise SelfGenError(f"{source}: expected a JSON list of objects")
+            return data
+        if suffix in (".csv", ".tsv"):
+            with open(path, encoding="utf-8", newline="") as fh:
+                return list(csv.DictReader(fh, delimiter="\t" if suffix == ".tsv" else ","))
+        if suffix == ".parquet":
+            import pyarrow.parquet as pq
+
+            return pq.read_table(path).to_pylist()
+        raise SelfGenError(f"{source}: unsupported file type {suffix!r}; use .jsonl, .json, .csv, .tsv or .parquet")
+    known = (".jsonl", ".ndjson", ".json", ".csv", ".tsv", ".parquet")
+    if suffix in known or source.startswith((".", "/", "~")) or path.exists():
+        raise SelfGenError(f"prompt file {source!r} does not exist (or is not a file)")
+    import datasets
+
+    try:
+        return datasets.load_dataset(source, split=split).to_list()
+    except Exception as e:  # noqa: BLE001 - re-raised with what to do
+        raise SelfGenError(
+            f"could not load the Hub dataset {source!r} (split {split!r}): {e}. Offline, use a local "
+            f"file or --prompts {BUNDLED_NAME}"
+        ) from e
+
+
+def parse_columns(text: str | dict[str, str] | None) -> dict[str, str]:
+    """``"prompt=question,response=answer"`` -> ``{"prompt": "question", "response": "answer"}``.
+
+    Keys are our names (``id``, ``messages``, ``prompt``, ``instruction``, ``input``, ``response``,
+    ``system``); values are the source's column names.
+    """
+    if not text:
+        return {}
+    if isinstance(text, dict):
+        pairs = dict(text)
+    else:
+        pairs = {}
+        for part in text.split(","):
+            key, sep, value = part.partition("=")
+            if not sep or not key.strip() or not value.strip():
+                raise SelfGenError(f"bad column mapping {part!r}; expected OURS=THEIRS, e.g. prompt=question")
+            pairs[key.strip()] = value.strip()
+    valid = ("id", "messages", "prompt", "instruction", "input", "response", "system")
+    bad = [k for k in pairs if k not in valid]
+    if bad:
+        raise SelfGenError(f"unknown column role(s) {bad} in the mapping; valid: {', '.join(valid)}")
+    return pairs
+
+
+def _row_to_prompt(row: dict[str, Any], index: int, cols: dict[str, str], system: str | None) -> Prompt:
+    def col(name: str) -> str:
+        return cols.get(name, name)
+
+    rid = row.get(col("id"))
+    pid = str(rid) if rid not in (None, "") else f"row-{index:06d}"
+    reference = None
+    messages: list[dict[str, str]]
+    if col("messages") in row and row[col("messages")]:
+        msgs = row[col("messages")]
+        if isinstance(msgs, str):
+            msgs = json.loads(msgs)
+        msgs = [{"role": str(m["role"]), "content": str(m["content"])} for m in msgs]
+        if msgs and msgs[-1]["role"] == "assistant":
+            reference = msgs[-1]["content"]
+            msgs = msgs[:-1]
+        if not msgs or msgs[-1]["role"] != "user":
+            raise SelfGenError(f"row {index}: 'messages' must end with a user turn (optionally then an assistant one)")
+        messages = msgs
+    elif col("instruction") in row:
+        instruction = str(row[col("instruction")] or "").strip()
+        extra = str(row.get(col("input")) or "").strip()
+        messages = [{"role": "user", "content": f"{instruction}\n\n{extra}" if extra else instruction}]
+        reference = row.get(col("response")) if col("response") in row else row.get("output")
+    elif col("prompt") in row:
+        prompt = row[col("prompt")]
+        if isinstance(prompt, list):  # TRL's conversational prompt column
+            messages = [{"role": str(m["role"]), "content": str(m["content"])} for m in prompt]
+        else:
+            messages = [{"role": "user", "content": str(prompt)}]
+        for name in [col("response")] if "response" in cols else list(_RESPONSE_COLUMNS):
+            if name in row and row[name] not in (None, ""):
+                value = row[name]
+                reference = value[-1]["content"] if isinstance(value, list) else str(value)
+                break
+    else:
+        raise SelfGenError(
+            f"row {index} has columns {sorted(row)}: expected 'messages' (chat), 'instruction'/'input'/'output' "
+            "(Alpaca) or 'prompt' (plain); map yours with --columns, e.g. prompt=question,response=answer"
+        )
+    sys_text = row.get(cols["system"]) if "system" in cols else None
+    sys_text = sys_text or system
+    if sys_text and messages[0]["role"] != "system":
+        messages = [{"role": "system", "content": str(sys_text)}, *messages]
+    if not any(m["content"].strip() for m in messages if m["role"] == "user"):
+        raise SelfGenError(f"row {index} (id {pid}) has an empty prompt")
+    return Prompt(pid, messages, None if reference in (None, "") else str(reference))
+
+
+def load_prompts(
+    source: str,
+    *,
+    columns: str | dict[str, str] | None = None,
+    split: str = "train",
+    n: int | None = None,
+    system: str | None = None,
+) -> list[Prompt]:
+    """Read prompts from ``source``: ``"bundled"``, a local .jsonl/.json/.csv/.tsv/.parquet file, or a Hub dataset id.
+
+    Chat (``messages``), Alpaca (``instruction``/``input``/``output``) and plain (``prompt`` with an
+    optional ``response``/``completion``/``output``/``answer``) rows are understood; ``columns`` maps
+    other column names (see :func:`parse_columns`). ``n`` keeps the first ``n`` prompts.
+    """
+    cols = parse_columns(columns)
+    if n is not None and n < 1:
+        raise SelfGenError(f"n must be at least 1, got {n}")
+    rows = bundled_prompts() if source == BUNDLED_NAME else _read_rows(source, split)
+    if not rows:
+        raise SelfGenError(f"prompt source {source!r} is empty")
+    prompts = [_row_to_prompt(row, i, cols, system) for i, row in enumerate(rows[: n or None])]
+    ids = [p.id for p in prompts]
+    if len(set(ids)) != len(ids):
+        dup = next(i for i in ids if ids.count(i) > 1)
+        raise SelfGenError(f"prompt source {source!r} has duplicate id {dup!r}; ids must be unique")
+    return prompts
+
+
+# ------------------------------------------------------------- tokenization
+
+
+def ensure_chat_template(tokenizer: Any) -> bool:
+    """Give ``tokenizer`` :data:`FALLBACK_CHAT_TEMPLATE` if it has no chat template; True if it did."""
+    if getattr(tokenizer, "chat_template", None):
+        return False
+    logger.warning("the tokenizer has no chat template; using the Alpaca-style fallback (### Instruction / Response)")
+    tokenizer.chat_template = FALLBACK_CHAT_TEMPLATE
+    return True
+
+
+def encode_prompt(tokenizer: Any, messages: Sequence[dict[str, str]]) -> list[int]:
+    """Token ids of ``messages`` rendered with the chat template and the generation prompt.
+
+    Tokenized by ``apply_chat_template`` itself, which adds no special tokens beyond those the
+    template writes, so a template that starts with the BOS token yields exactly one BOS.
+    """
+    out = tokenizer.apply_chat_template(list(messages), tokenize=True, add_generation_prompt=True, return_dict=True)
+    return list(out["input_ids"])
+
+
+def rep_n(ids: Sequence[int], n: int = 4) -> float:
+    """Rep-n: the share of repeated n-grams, 1 - unique / total (0 when there are fewer than n tokens)."""
+    grams = [tuple(ids[i : i + n]) for i in range(len(ids) - n + 1)]
+    return 0.0 if not grams else 1.0 - len(set(grams)) / len(grams)
+
+
+def filter_reason(
+    response: str, finish_reason: str, prompt_tokens: int, completion_ids: Sequence[int], settings: FilterSettings
+) -> str | None:
+    """The first active filter that ``response`` fails, or None."""
+    active = set(settings.filters)
+    if "empty" in active and not response.strip():
+        return "empty"
+    if "truncated" in active and finish_reason == "length":
+        return "truncated"
+    if "degenerate" in active and rep_n(completion_ids) > settings.max_repetition:
+        return "degenerate"
+    if "overlength" in active and settings.max_length and prompt_tokens + len(completion_ids) > settings.max_length:
+        return "overlength"
+    return None
+
+
+# ------------------------------------------------------------------ backends
+
+
+def _eos_ids(tokenizer: Any, model_eos: Any) -> list[int]:
+    ids = {tokenizer.eos_token_id} if tokenizer.eos_token_id is not None else set()
+    if isinstance(model_eos, int):
+        ids.add(model_eos)
+    elif model_eos:
+        ids.update(int(i) for i in model_eos)
+    return sorted(ids)
+
+
+class TransformersBackend:
+    """Batched ``generate`` with left padding (the fallback when vLLM or a GPU is missing)."""
+
+    name = "transformers"
+
+    def __init__(self, model_path: str, tokenizer: Any, dtype: str | None = None, device: str | None = None) -> None:
+        import torch
+        from transformers import AutoModelForCausalLM
+
+        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        kwargs: dict[str, Any] = {"dtype": getattr(torch, dtype) if dtype else "auto"}
+        self.model = AutoModelForCausalLM.from_pretrained(model_path, **kwargs).to(self.device).eval()
+        self.tokenizer = tokenizer
+        self.eos = _eos_ids(tokenizer, self.model.generation_config.eos_token_id)
+        self.pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.eos[0]
+
+    def generate(self, batch: list[list[int]], settings: GenerationSettings, seed: int) -> list[tuple[list[int], str]]:
+        """Completion token ids (without EOS) and finish reason (``stop``/``length``) per prompt."""
+        import torch
+
+        width = max(map(len, batch))
+        ids = torch.tensor([[self.pad] * (width - len(b)) + b for b in batch], device=self.device)
+        mask = torch.tensor([[0] * (width - len(b)) + [1] * len(b) for b in batch], device=self.device)
+        sample = settings.temperature > 0
+        kwargs: dict[str, Any] = {"do_sample": sample}
+        if sample:
+            kwargs.update(temperature=settings.temperature, top_p=settings.top_p, top_k=settings.top_k or None)
+        else:
+            kwargs.update(temperature=None, top_p=None, top_k=None)
+        torch.manual_seed(seed)
+        with torch.no_grad():
+            out = self.model.generate(
+                input_ids=ids,
+                attention_mask=mask,
+                max_new_tokens=settings.max_new_tokens,
+                eos_token_id=self.eos,
+                pad_token_id=self.pad,
+                **kwargs,
+            )
+        results = []
+        for row in out[:, width:].tolist():
+            stop = next((i for i, t in enumerate(row) if t in self.eos), None)
+            results.append((row, "length") if stop is None else (row[:stop], "stop"))
+        return results
+
+
+class VLLMBackend:
+    """vLLM offline inference on token-id prompts (so the chat template's BOS is never doubled)."""
+
+    name = "vllm"
+
+    def __init__(self, model_path: str, tokenizer: Any, dtype: str | None = None, **engine_kwargs: Any) -> None:
+        from vllm import LLM
+
+        self.llm = LLM(model=model_path, dtype=dtype or "auto", **engine_kwargs)
+        self.tokenizer = tokenizer
+
+    def generate(self, batch: list[list[int]], settings: GenerationSettings, seed: int) -> list[tuple[list[int], str]]:
+        """Completion token ids and finish reason per prompt."""
+        from vllm import SamplingParams
+        from vllm.inputs import TokensPrompt
+
+        params = SamplingParams(
+            temperature=settings.temperature,
+            top_p=settings.top_p if settings.temperature > 0 else 1.0,
+            top_k=settings.top_k if settings.top_k > 0 else -1,
+            max_tokens=settings.max_new_tokens,
+            seed=seed,
+        )
+        outs = self.llm.generate([TokensPrompt(prompt_token_ids=b) for b in batch], params, use_tqdm=False)
+        return [
+            (list(o.outputs[0].token_ids), "length" if o.outputs[0].finish_reason == "length" else "stop") for o in outs
+        ]
+
+
+def pick_backend(backend: str) -> str:
+    """``auto`` -> ``vllm`` when vLLM is installed and CUDA is available, else ``transformers``."""
+    import importlib.util
+
+    if backend not in ("auto", "vllm", "transformers"):
+        raise SelfGenError(f"unknown backend {backend!r}; valid: auto, vllm, transformers")
+    has_vllm = importlib.util.find_spec("vllm") is not None
+    if backend == "vllm" and not has_vllm:
+        raise SelfGenError("backend 'vllm' needs vLLM: pip install 'lmeval-layerprune[vllm]'")
+    if backend != "auto":
+        return backend
+    import torch
+
+    return "vllm" if has_vllm and torch.cuda.is_available() else "transformers"
+
+
+# ------------------------------------------------------------------- output
+
+
+def read_records(path: str | Path, *, repair: bool = False) -> list[dict[str, Any]]:
+    """The complete records of a selfgen JSONL file.
+
+    A last line without its newline is what a killed writer leaves; it is ignored, and with
+    ``repair`` cut off the file so that appending continues on a clean line.
+    """
+    path = Path(path)
+    if not path.exists():
+        return []
+    data = path.read_bytes()
+    end = data.rfind(b"\n") + 1
+    if end < len(data):
+        logger.warning("%s: dropping a half-written last record (%d bytes)", path, len(data) - end)
+        if repair:
+            with open(path, "r+b") as fh:
+                fh.truncate(end)
+    records = []
+    for n, line in enumerate(data[:end].splitlines(), 1):
+        if line.strip():
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError as e:
+                raise SelfGenError(f"{path}: line {n} is not a JSON record ({e})") from None
+    return records
+
+
+def is_selfgen_file(path: str | Path) -> bool:
+    """True if ``path`` is a JSONL file written by :func:`generate_responses`."""
+    p = Path(path)
+    if not (p.is_file() and p.suffix == ".jsonl"):
+        return False
+    with open(p, encoding="utf-8") as fh:
+        first = fh.readline()
+    try:
+        rec = json.loads(first)
+    except json.JSONDecodeError:
+        return False
+    return isinstance(rec, dict) and "response" in rec and "finish_reason" in rec
+
+
+def _prompt_hash(messages: Sequence[dict[str, str]]) -> str:
+    return hashlib.sha256(json.dumps(list(messages), sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _check_meta(meta_path: Path, meta: dict[str, Any]) -> None:
+    if not meta_path.exists():
+        meta_path.write_text(json.dumps(meta, indent=2))
+        return
+    old = json.loads(meta_path.read_text())
+    keys = ("teacher", "source", "generation")
+    diff = [k for k in keys if old.get(k) != meta.get(k)]
+    if diff:
+        raise SelfGenError(
+            f"{meta_path.name[: -len(META_SUFFIX)]} was started with different {', '.join(diff)} "
+            f"({', '.join(f'{k}={old.get(k)!r}' for k in diff)}); use another --out or delete it to start over"
+        )
+
+
+def generate_responses(
+    teacher: str,
+    prompts: Sequence[Prompt],
+    out: str | Path,
+    *,
+    generation: GenerationSettings | None = None,
+    filters: FilterSettings | None = None,
+    source: str | None = None,
+    backend: str = "auto",
+    dtype: str | None = None,
+    device: str | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Have ``teacher`` answer every prompt that ``out`` has no record of yet, appending records.
+
+    Returns a summary: ``total``, ``generated`` (this call), ``kept``, ``filtered`` (per reason), ``out``.
+    """
+    from tqdm.auto import tqdm
+    from transformers import AutoTokenizer
+
+    from .embedded import base_model_name, resolve_pretrained
+
+    gen = generation or GenerationSettings()
+    flt = filters or FilterSettings()
+    if gen.max_new_tokens < 1 or gen.batch_size < 1:
+        raise SelfGenError("max_new_tokens and batch_size must be at least 1")
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    model_path = str(resolve_pretrained(teacher))
+    meta = {
+        "teacher": base_model_name(teacher) or teacher,
+        "source": source,
+        "generation": dataclasses.asdict(gen),
+        "filters": dataclasses.asdict(flt) | {"filters": list(flt.filters)},
+    }
+    with file_lock(out.with_name(out.name + ".lock")):
+        done = {r["id"]: r for r in read_records(out, repair=True)}
+        by_id = {p.id: p for p in prompts}
+        for pid, rec in done.items():
+            if pid in by_id and rec.get("prompt_hash") != _prompt_hash(by_id[pid].messages):
+                raise SelfGenError(
+                    f"{out}: the record of prompt {pid!r} was made from a different prompt; "
+                    "the file belongs to another prompt source (use another --out)"
+                )
+        todo = [p for p in prompts if p.id not in done]
+        used_backend = pick_backend(backend) if todo else "none"
+        meta["backend"] = used_backend
+        _check_meta(out.with_name(out.name + META_SUFFIX), meta)
+        if todo:
+            tokenizer = AutoTokenizer.from_pretrained(model_path)
+            ensure_chat_template(tokenizer)
+            engine: Any
+            if used_backend == "vllm":
+                engine = VLLMBackend(model_path, tokenizer, dtype=dtype)
+            else:
+                engine = TransformersBackend(model_path, tokenizer, dtype=dtype, device=device)
+            bar = tqdm(total=len(prompts), initial=len(prompts) - len(todo), desc="selfgen", disable=not progress)
+            with open(out, "a", encoding="utf-8") as fh:
+                for start in range(0, len(todo), gen.batch_size):
+                    chunk = todo[start : start + gen.batch_size]
+                    encoded = [encode_prompt(tokenizer, p.messages) for p in chunk]
+                    results = engine.generate(encoded, gen, seed=gen.seed + start)
+                    lines = []
+                    for p, ids, (completion, finish) in zip(chunk, encoded, results, strict=True):
+                        text = tokenizer.decode(completion, skip_special_tokens=True).strip()
+                        reason = filter_reason(text, finish, len(ids), completion, flt)
+                        rec = {
+                            "id": p.id,
+                            "prompt": p.messages,
+                            "response": text,
+                            "finish_reason": finish,
+                            "prompt_tokens": len(ids),
+                            "completion_tokens": len(completion),
+                            "rep4": round(rep_n(completion), 4),
+                            "filtered": reason,
+                            "reference": p.reference,
+                            "prompt_hash": _prompt_hash(p.messages),
+                        }
+                        lines.append(json.dumps(rec, ensure_ascii=False) + "\n")
+                    fh.write("".join(lines))
+                    fh.flush()
+                    os.fsync(fh.fileno())
+                    bar.update(len(chunk))
+            bar.close()
+        records = read_records(out)
+    wanted = set(by_id)
+    mine = [r for r in records if r["id"] in wanted]
+    reasons: dict[str, int] = {}
+    for r in mine:
+        if r.get("filtered"):
+            reasons[r["filtered"]] = reasons.get(r["filtered"], 0) + 1
+    return {
+        "out": str(out),
+        "total": len(mine),
+        "generated": len(todo),
+        "kept": sum(1 for r in mine if not r.get("filtered")),
+        "filtered": reasons,
+        "backend": used_backend,
+    }
+
+
+def training_pairs(records: Iterable[dict[str, Any]], *, use: str = "response") -> list[dict[str, Any]]:
+    """Conversational prompt-completion rows for TRL from selfgen records (filtered ones skipped).
+
+    ``use="response"`` trains on the teacher's answer, ``use="reference"`` on the source's own.
+    """
+    rows = []
+    for r in records:
+        if use == "response" and r.get("filtered"):
+            continue
+        text = r.get(use)
+        if not text:
+            continue
+        rows.append({"prompt": r["prompt"], "completion": [{"role": "assistant", "content": text}]})
+    return rows
+
+
+# ----------------------------------------------------------------------- CLI
+
+
+def add_parser(sub: Any) -> None:
+    """Add the ``selfgen`` subcommand to the CLI's subparsers."""
+    import argparse
+
+    p = sub.add_parser(
+        "selfgen",
+        help="have the unpruned parent answer a set of prompts (self-generated responses), resumable",
+        description="Generate responses with TEACHER's chat template for every prompt of SOURCE and append them "
+        "to OUT (JSONL, one record per prompt: id, prompt, response, finish reason, token counts, filter verdict). "
+        "Rerunning the same command after an interruption generates only what is missing. Uses vLLM when it is "
+        "installed and a GPU is present, else batched transformers generation.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("--teacher", required=True, help="the unpruned parent: checkpoint directory, Hub id, or 'embedded'")
+    p.add_argument(
+        "--prompts",
+        default=BUNDLED_NAME,
+        help="'bundled' (offline instruction set), a .jsonl/.json/.csv/.tsv/.parquet file, or a Hub dataset id",
+    )
+    p.add_argument("--out", required=True, help="output JSONL (appended to; a sidecar OUT.meta.json records settings)")
+    p.add_argument("--n", type=int, default=5000, help="use the first N prompts")
+    p.add_argument("--columns", default=None, help="column mapping OURS=THEIRS, e.g. prompt=question,response=answer")
+    p.add_argument("--split", default="train", help="split of a Hub dataset")
+    p.add_argument("--system", default=None, help="system message to add (default: none; the template's own)")
+    g = GenerationSettings()
+    p.add_argument("--max-new-tokens", type=int, default=g.max_new_tokens)
+    p.add_argument("--temperature", type=float, default=g.temperature, help="0: greedy")
+    p.add_argument("--top-p", type=float, default=g.top_p)
+    p.add_argument("--top-k", type=int, default=g.top_k, help="0: off")
+    p.add_argument("--seed", type=int, default=g.seed)
+    p.add_argument("--batch-size", type=int, default=g.batch_size)
+    p.add_argument("--backend", choices=["auto", "vllm", "transformers"], default="auto")
+    p.add_argument("--dtype", default=None, help="model dtype (default: the checkpoint's)")
+    p.add_argument("--device", default=None, help="transformers backend device (default: cuda if available)")
+    p.add_argument("--filters", default=",".join(FILTERS), help="active filters, comma-separated ('' for none)")
+    p.add_argument("--max-repetition", type=float, default=0.5, help="degenerate above this Rep-4")
+    p.add_argument("--max-length", type=int, default=None, help="overlength: prompt + response tokens above this")
+    p.set_defaults(func=_cmd_selfgen)
+
+
+def _cmd_selfgen(args: Any) -> int:
+    prompts = load_prompts(args.prompts, columns=args.columns, split=args.split, n=args.n, system=args.system)
+    gen = GenerationSettings(
+        max_new_tokens=args.max_new_tokens,
+        temperature=args.temperature,
+        top_p=args.top_p,
+        top_k=args.top_k,
+        seed=args.seed,
+        batch_size=args.batch_size,
+        system=args.system,
+    )
+    flt = FilterSettings(
+        filters=tuple(f for f in args.filters.split(",") if f.strip()),
+        max_repetition=args.max_repetition,
+        max_length=args.max_length,
+    )
+    summary = generate_responses(
+        args.teacher,
+        prompts,
+        args.out,
+        generation=gen,
+        filters=flt,
+        source=args.prompts,
+        backend=args.backend,
+        dtype=args.dtype,
+        device=args.device,
+    )
+    filtered = ", ".join(f"{k} {v}" for k, v in sorted(summary["filtered"].items())) or "none"
+    print(
+        f"{summary['out']}: {summary['total']} prompts ({summary['generated']} generated now, backend "
+        f"{summary['backend']}); {summary['kept']} kept, filtered: {filtered}"
+    )
+    return 0
