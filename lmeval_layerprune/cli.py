@@ -6,12 +6,9 @@ import argparse
 import json
 import sys
 import textwrap
-from pathlib import Path
 
 from . import __version__, publish
-
-DEMO_TASKS = "arith_probe"
-DEMO_DROP = "20-25"
+from .demo import DEMO_DROPS, DEMO_LIMIT, DEMO_MODEL, DEMO_RECIPE, DEMO_TASKS
 
 
 def _cmd_eval(argv: list[str]) -> int:
@@ -145,49 +142,18 @@ def _cmd_cache(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    """The main job on the embedded model: evaluate it with and without a drop spec."""
-    import lm_eval
-    from lm_eval.tasks import TaskManager
+    from .demo import run_demo
 
-    from .plugin import register
-
-    register()
-    out_dir = Path(args.output_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    tasks = args.tasks.split(",")
-    runs = {"base": "none", f"drop={args.drop}": args.drop}
-    scores: dict[str, dict[str, float]] = {}
-    for label, drop in runs.items():
-        print(f"\n=== {args.model} ({label}) ===", flush=True)
-        results = lm_eval.simple_evaluate(
-            model="pruned-hf",
-            model_args={"pretrained": args.model, "drop": drop, "dtype": "float32"},
-            tasks=tasks,
-            limit=args.limit,
-            device=args.device,
-            batch_size=args.batch_size,
-            task_manager=TaskManager(),
-        )
-        from lm_eval.utils import make_table
-
-        print(make_table(results))
-        name = "base" if drop == "none" else "pruned"
-        path = out_dir / f"results_{name}.json"
-        path.write_text(json.dumps(results, indent=2, default=str))
-        print(f"results JSON: {path}")
-        scores[label] = {
-            f"{task}/{metric}": value
-            for task, metrics in results["results"].items()
-            for metric, value in metrics.items()
-            if isinstance(value, float) and "_stderr" not in metric
-        }
-    print("\n=== comparison ===")
-    keys = sorted({k for s in scores.values() for k in s})
-    labels = list(scores)
-    width = max(map(len, keys)) if keys else 10
-    print(f"{'task/metric':<{width}}  " + "  ".join(f"{lbl:>14}" for lbl in labels))
-    for k in keys:
-        print(f"{k:<{width}}  " + "  ".join(f"{scores[lbl].get(k, float('nan')):>14.3f}" for lbl in labels))
+    run_demo(
+        args.model,
+        tasks=[t for t in args.tasks.split(",") if t],
+        drops=args.drop or list(DEMO_DROPS),
+        limit=args.limit,
+        heal_recipe=None if args.no_heal else args.recipe,
+        output_dir=args.output_dir,
+        device=args.device,
+        batch_size=args.batch_size,
+    )
     return 0
 
 
@@ -287,14 +253,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("action", choices=["list", "clear"], help="list entries with sizes, or remove them all")
     p.set_defaults(func=_cmd_cache)
 
-    p = sub.add_parser("demo", help="main job: evaluate the embedded model with and without a drop spec")
-    p.add_argument("--model", default="embedded", help="model to evaluate (default: embedded)")
-    p.add_argument("--drop", default=DEMO_DROP, help=f"drop spec for the pruned run (default: {DEMO_DROP})")
+    p = sub.add_parser(
+        "demo",
+        help="main job: probe the embedded model unpruned, pruned two ways, and healed; write its model card",
+        description="The whole pipeline, small: evaluate MODEL on the probe tasks unpruned and with each --drop spec, "
+        "heal the first pruned model with a recovery recipe (self-generated responses + LoRA), evaluate it, write "
+        "its model card, and print one table. Results go under --output-dir.",
+    )
+    p.add_argument("--model", default=DEMO_MODEL, help=f"model to evaluate (default: {DEMO_MODEL})")
+    p.add_argument(
+        "--drop",
+        action="append",
+        default=None,
+        help=f"drop spec of a pruned run; repeat for several (default: {' and '.join(DEMO_DROPS)})",
+    )
     p.add_argument("--tasks", default=DEMO_TASKS, help=f"comma-separated lm-eval tasks (default: {DEMO_TASKS})")
-    p.add_argument("--limit", type=float, default=40, help="items per task (default: 40)")
+    p.add_argument("--limit", type=float, default=DEMO_LIMIT, help=f"items per task (default: {DEMO_LIMIT})")
+    p.add_argument("--recipe", default=DEMO_RECIPE, help=f"recovery recipe for the heal step (default: {DEMO_RECIPE})")
+    p.add_argument("--no-heal", action="store_true", help="skip the heal step (evaluation only)")
     p.add_argument("--device", default="cpu", help="device (default: cpu)")
     p.add_argument("--batch-size", default="8", help="lm-eval batch size (default: 8)")
-    p.add_argument("--output-dir", default="lmeval_layerprune_demo", help="where results JSON files go")
+    p.add_argument("--output-dir", default="lmeval_layerprune_demo", help="where results, checkpoint and card go")
     p.set_defaults(func=_cmd_demo)
 
     from .heal import add_parser as add_heal_parsers

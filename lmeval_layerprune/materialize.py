@@ -134,8 +134,13 @@ def _run_mergekit(config: dict[str, Any], full_config: Any, keep: Sequence[int],
 # --------------------------------------------------------------- verification
 
 
-def verify_checkpoint(path: Path, reference: Any, atol: float = 1e-5) -> None:
+def verify_checkpoint(
+    path: Path, reference: Any, atol: float = 1e-5, rtol: float = 0.0, what: str = "the in-memory slice"
+) -> None:
     """Reload ``path`` and compare its logits with ``reference`` (the in-memory slice).
+
+    The check passes when the largest absolute logit difference is at most
+    ``atol + rtol * max|reference logits|``.
 
     Raises:
         VerificationError: tensors missing or unexpected, or logits that differ; the
@@ -162,10 +167,11 @@ def verify_checkpoint(path: Path, reference: Any, atol: float = 1e-5) -> None:
         got = model.eval()(input_ids=ids).logits.float()
         want = reference.eval()(input_ids=ids.to(reference.device)).logits.float().cpu()
     diff = (got - want).abs().max().item()
-    if not diff <= atol:
+    bound = atol + rtol * want.abs().max().item()
+    if not diff <= bound:
         raise VerificationError(
-            f"{model_type}: logits of the written checkpoint differ from the in-memory slice "
-            f"(max abs difference {diff:.3g} > {atol:g})"
+            f"{model_type}: logits of the written checkpoint differ from {what} "
+            f"(max abs difference {diff:.3g} > {bound:.3g})"
         )
 
 
