@@ -305,3 +305,38 @@ def test_digit_choices_are_single_tokens_for_smollm2() -> None:
     conts = _digit_continuations(tok, "Question: What is 6 + (4 * 8)?\nAnswer:")
     _assert_digits_differ_in_one_token(conts)
     assert [tok.convert_ids_to_tokens(c) for c in conts][7] == ["\u0120", "7"]
+
+
+def test_cot_metrics_attach_to_another_task_through_a_group_override(llama_dir, tmp_path) -> None:
+    """The README recipe for gsm8k_cot, applied offline to a bundled task: a group entry that
+    overrides a task's filters and metrics with the reusable probe functions."""
+    from lm_eval import simple_evaluate
+    from lm_eval.tasks import TaskManager
+
+    from lmeval_layerprune.lm import PrunedHFLM
+    from lmeval_layerprune.resources import tasks_dir
+
+    (tmp_path / "steps.yaml").write_text(
+        """
+group: word_cot_steps
+task:
+  - task: arith_word_cot
+    filter_list:
+      - name: strict-match
+        filter: [{function: regex, regex_pattern: "The answer is (\\\\-?[0-9\\\\.\\\\,]+)."}, {function: take_first}]
+      - name: raw
+        filter: [{function: take_first}]
+    metric_list:
+      - {metric: exact_match, aggregation: mean, higher_is_better: true}
+      - metric: !function lmeval_layerprune.probes.cot.cot_step_error
+        aggregation: !function lmeval_layerprune.probes.cot.step_error_rate
+        higher_is_better: false
+      - {metric: !function lmeval_layerprune.probes.degeneration.rep_2, aggregation: mean, higher_is_better: false}
+"""
+    )
+    manager = TaskManager(include_defaults=False, include_path=[str(tasks_dir()), str(tmp_path)])
+    lm = PrunedHFLM(pretrained=str(llama_dir), dtype="float32", batch_size=4)
+    res = simple_evaluate(model=lm, tasks=["word_cot_steps"], limit=2, task_manager=manager, bootstrap_iters=0)
+    values = res["results"]["arith_word_cot"]
+    assert {"exact_match,strict-match", "cot_step_error,raw", "rep_2,raw"} <= set(values)
+    assert "final_answer_match,none" not in values  # the override replaced the task's own metrics
