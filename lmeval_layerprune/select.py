@@ -28,6 +28,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
@@ -239,6 +240,9 @@ def primary_metrics(results: dict[str, Any]) -> dict[str, float]:
         metrics = cfg.get("metric_list") or [{"metric": "acc"}]
         name = metrics[0]["metric"]
         name = name if isinstance(name, str) else getattr(name, "__name__", str(name))
+        # lm-eval writes a `!function` metric into the results config as its source code
+        defined = re.match(r"\s*def\s+(\w+)", name)
+        name = defined.group(1) if defined else name
         values = results["results"][task]
         key = next((k for k in values if k.split(",")[0] == name and "_stderr" not in k), None)
         if key is None:
