@@ -59,15 +59,27 @@ def test_killed_conversion_leaves_nothing_that_looks_complete(embedded_cache) ->
 
 
 def test_main_job_command(embedded_cache, tmp_path) -> None:
-    cmd = [str(BIN / "lmeval-prune"), "demo", "--tasks", "arith_probe_add_1d", "--limit", "20"]
-    proc = subprocess.run(cmd, cwd=tmp_path, env=_env(embedded_cache), capture_output=True, text=True, timeout=900)
+    """The demo end to end (one task, few items): evaluate, prune, heal, evaluate, card, table."""
+    cmd = [str(BIN / "lmeval-prune"), "demo", "--tasks", "arith_probe_add_1d", "--limit", "20", "--drop", "20-25"]
+    proc = subprocess.run(cmd, cwd=tmp_path, env=_env(embedded_cache), capture_output=True, text=True, timeout=1500)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "=== comparison ===" in proc.stdout
-    base = json.loads((tmp_path / "lmeval_layerprune_demo" / "results_base.json").read_text())
-    pruned = json.loads((tmp_path / "lmeval_layerprune_demo" / "results_pruned.json").read_text())
-    assert base["config"]["model"] == pruned["config"]["model"] == "pruned-hf"
-    assert pruned["config"]["model_args"]["drop"] == "20-25"
+    out = tmp_path / "lmeval_layerprune_demo"
+    runs = {name: json.loads((out / "eval" / name / "results_demo.json").read_text()) for name in ("base", "20-25")}
+    healed = json.loads((out / "eval" / "healed" / "results_demo.json").read_text())
+    assert runs["20-25"]["config"]["model_args"]["drop"] == "20-25"
+    assert healed["config"]["model_args"]["pretrained"] == str(out / "healed")
     metric = "exact_match,first-integer"
     # The unpruned model adds some single digits right; removing six late layers breaks it.
-    assert base["results"]["arith_probe_add_1d"][metric] >= 0.25
-    assert pruned["results"]["arith_probe_add_1d"][metric] < base["results"]["arith_probe_add_1d"][metric]
+    base_score = runs["base"]["results"]["arith_probe_add_1d"][metric]
+    assert base_score >= 0.25 and runs["20-25"]["results"]["arith_probe_add_1d"][metric] < base_score
+    # the healed checkpoint records plan and recipe, and got a card naming the parent
+    config = json.loads((out / "healed" / "config.json").read_text())
+    assert config["layer_pruning"]["drop"] == [20, 21, 22, 23, 24, 25]
+    assert config["layer_pruning"]["recovery"]["recipe"] == "demo-selfgen-lora"
+    card = (out / "healed" / "README.md").read_text()
+    assert "base_model: HuggingFaceTB/SmolLM2-135M-Instruct" in card and "arith_probe_add_1d" in card
+    # one table, printed and saved, with a column per run
+    summary = (out / "summary.md").read_text()
+    header = next(line for line in summary.splitlines() if line.startswith("| task/metric"))
+    assert header == "| task/metric | base | 20-25 | 20-25 healed |"
+    assert "arith_probe_add_1d/exact_match" in proc.stdout
