@@ -7,7 +7,8 @@
 3. write the healed checkpoint's model card from the plan, the recipe and the results;
 4. print (and save as ``summary.md``) one table: base versus each pruned model versus healed.
 
-Every run's lm-eval results are saved as ``<output-dir>/eval/<name>/results_demo.json``.
+Every run's lm-eval results are saved as ``<output-dir>/eval/<name>/results_demo.json``; the healed
+checkpoint (with its model card) is ``<output-dir>/healed-<spec>``.
 """
 
 from __future__ import annotations
@@ -120,13 +121,13 @@ def run_demo(
         from .publish import write_card
 
         heal_drop = drops[0]
-        healed_dir = out / "healed"
+        healed_dir = out / f"healed-{_slug(heal_drop)}"  # one per spec: rerunning resumes or reuses it
         label = f"{heal_drop} healed"
         print(f"\n=== healing drop={heal_drop} with the {heal_recipe!r} recipe ===", flush=True)
         heal(heal_recipe, model, healed_dir, drop=heal_drop)
         print(f"\n=== {model} (drop={heal_drop}, healed: {healed_dir}) ===", flush=True)
         results = evaluate(str(healed_dir), "none", tasks, limit, device, batch_size)
-        files[label] = _save(results, out / "eval" / "healed")
+        files[label] = _save(results, out / "eval" / healed_dir.name)
         scores[label] = headline(results)
         card = write_card(
             healed_dir,

@@ -65,18 +65,18 @@ def test_main_job_command(embedded_cache, tmp_path) -> None:
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = tmp_path / "lmeval_layerprune_demo"
     runs = {name: json.loads((out / "eval" / name / "results_demo.json").read_text()) for name in ("base", "20-25")}
-    healed = json.loads((out / "eval" / "healed" / "results_demo.json").read_text())
+    healed = json.loads((out / "eval" / "healed-20-25" / "results_demo.json").read_text())
     assert runs["20-25"]["config"]["model_args"]["drop"] == "20-25"
-    assert healed["config"]["model_args"]["pretrained"] == str(out / "healed")
+    assert healed["config"]["model_args"]["pretrained"] == str(out / "healed-20-25")
     metric = "exact_match,first-integer"
     # The unpruned model adds some single digits right; removing six late layers breaks it.
     base_score = runs["base"]["results"]["arith_probe_add_1d"][metric]
     assert base_score >= 0.25 and runs["20-25"]["results"]["arith_probe_add_1d"][metric] < base_score
     # the healed checkpoint records plan and recipe, and got a card naming the parent
-    config = json.loads((out / "healed" / "config.json").read_text())
+    config = json.loads((out / "healed-20-25" / "config.json").read_text())
     assert config["layer_pruning"]["drop"] == [20, 21, 22, 23, 24, 25]
     assert config["layer_pruning"]["recovery"]["recipe"] == "demo-selfgen-lora"
-    card = (out / "healed" / "README.md").read_text()
+    card = (out / "healed-20-25" / "README.md").read_text()
     assert "base_model: HuggingFaceTB/SmolLM2-135M-Instruct" in card and "arith_probe_add_1d" in card
     # one table, printed and saved, with a column per run
     summary = (out / "summary.md").read_text()
