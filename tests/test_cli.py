@@ -27,8 +27,8 @@ def _env(**extra: str) -> dict[str, str]:
     return env
 
 
-def _run(args: list[str], cwd: Path, **env: str) -> subprocess.CompletedProcess:
-    return subprocess.run(args, cwd=cwd, env=_env(**env), capture_output=True, text=True, timeout=300)
+def _run(args: list[str], cwd: Path, timeout: float = 300, **env: str) -> subprocess.CompletedProcess:
+    return subprocess.run(args, cwd=cwd, env=_env(**env), capture_output=True, text=True, timeout=timeout)
 
 
 def _results(out_dir: Path) -> dict:
@@ -151,7 +151,8 @@ def test_lm_eval_cli_for_every_architecture(tmp_path) -> None:
     """lm-eval's own CLI entry point evaluates pruned-hf on a tiny model of each family.
 
     One subprocess calls ``lm_eval.__main__.cli_evaluate`` (what the ``lm_eval`` console script
-    runs) once per architecture, so imports are paid once.
+    runs) once per architecture, so imports are paid once; so is lm-eval's scan of its task
+    folders (the index of thousands of YAMLs is the same for every call and is memoized).
     """
     from conftest import ARCH_CASES, save_tiny
 
@@ -160,6 +161,15 @@ def test_lm_eval_cli_for_every_architecture(tmp_path) -> None:
         """
         import json, sys
         from lm_eval.__main__ import cli_evaluate
+        from lm_eval.tasks._index import TaskIndex
+
+        _build, _seen = TaskIndex.build, {}
+        def build(self, paths, *a, **k):
+            key = tuple(map(str, paths))
+            if key not in _seen:
+                _seen[key] = _build(paths, *a, **k)
+            return dict(_seen[key])
+        TaskIndex.build = build
         for model_type, path in json.loads(sys.argv[1]).items():
             sys.argv = ["lm_eval", "--model", "pruned-hf", "--model_args", f"pretrained={path},drop=0+5",
                         "--tasks", "arith_probe_add_1d", "--limit", "2", "--device", "cpu",
@@ -167,7 +177,8 @@ def test_lm_eval_cli_for_every_architecture(tmp_path) -> None:
             cli_evaluate()
         """
     )
-    proc = _run([sys.executable, "-c", script, json.dumps({k: str(v) for k, v in dirs.items()})], tmp_path)
+    args = [sys.executable, "-c", script, json.dumps({k: str(v) for k, v in dirs.items()})]
+    proc = _run(args, tmp_path, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
     for model_type, path in dirs.items():
         res = _results(path / "out")
