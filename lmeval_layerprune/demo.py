@@ -23,7 +23,7 @@ DEMO_MODEL = "embedded"
 DEMO_TASKS = "layerprune_probes"
 DEMO_DROPS = ("last:25%", "angular:25%")
 DEMO_RECIPE = "demo-selfgen-lora"
-DEMO_LIMIT = 20
+DEMO_LIMIT = 10
 
 
 def _slug(text: str) -> str:
