@@ -65,7 +65,9 @@ def headline(results: dict[str, Any]) -> dict[str, float]:
     for section in ("groups", "results"):
         for task, metrics in results.get(section, {}).items():
             for metric, value in metrics.items():
-                if isinstance(value, (int, float)) and not isinstance(value, bool) and "_stderr" not in metric:
+                if metric.startswith("sample_len") or "_stderr" in metric:
+                    continue  # lm-eval's item counts and standard errors are not scores
+                if isinstance(value, (int, float)) and not isinstance(value, bool):
                     out.setdefault(f"{task}/{metric.split(',')[0]}", float(value))
     return out
 
