@@ -77,7 +77,9 @@ def _probe_texts() -> set[str]:
     texts = set()
     for task in sorted((REPO / "tasks" / "arith_probe").glob("arith_probe_*.yaml")):
         cfg = yaml.safe_load(task.read_text().replace("!function ", ""))
-        meta = {k: v for k, v in cfg["metadata"].items() if k != "version"}
+        if "custom_dataset" not in cfg:
+            continue  # a group (arith_probe_mc.yaml): its members are read on their own
+        meta = {k: v for k, v in cfg["metadata"].items() if k not in ("version", "n_choices")}
         ds = getattr(arith, cfg["custom_dataset"].split(".")[-1])(**meta)
         for split in ds.values():
             texts |= {f"What is {d['a']} {d['op']} {d['b']}?" for d in split}
