@@ -114,7 +114,8 @@ def test_documents_are_the_same_in_another_process() -> None:
 
     names = _ids(TASKS)
     code = (
-        "import json, sys; sys.path.insert(0, 'tests'); import test_task_conformance as t; "
+        f"import json, sys; sys.path.insert(0, {str(Path(__file__).resolve().parent)!r}); "
+        "import test_task_conformance as t; "
         f"print(json.dumps(t._digest({names!r})))"
     )
     env = {**os.environ, "PYTHONHASHSEED": "12345"}
@@ -172,7 +173,9 @@ def test_selection_seed_gives_disjoint_items(name: str, path: Path) -> None:
 def tiny_lm(llama_dir):
     from lmeval_layerprune.lm import PrunedHFLM
 
-    return PrunedHFLM(pretrained=str(llama_dir), drop="1", dtype="float32", batch_size=8)
+    # max_length above the tiny config's 256 positions (RoPE has no hard limit): code tasks ask for
+    # 512 new tokens, which lm-eval refuses on a model it believes holds only 256
+    return PrunedHFLM(pretrained=str(llama_dir), drop="1", dtype="float32", batch_size=8, max_length=1024)
 
 
 def _run(lm: Any, name: str, leaves: set[str], limit: int) -> dict[str, Any]:
