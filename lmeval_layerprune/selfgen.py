@@ -274,9 +274,10 @@ def encode_prompt(tokenizer: Any, messages: Sequence[dict[str, str]]) -> list[in
 
 
 def rep_n(ids: Sequence[int], n: int = 4) -> float:
-    """Rep-n: the share of repeated n-grams, 1 - unique / total (0 when there are fewer than n tokens)."""
-    grams = [tuple(ids[i : i + n]) for i in range(len(ids) - n + 1)]
-    return 0.0 if not grams else 1.0 - len(set(grams)) / len(grams)
+    """Rep-n over token ids (the degeneration filter): the probes' :func:`ngram_repetition`."""
+    from .probes.degeneration import ngram_repetition
+
+    return ngram_repetition(ids, n)
 
 
 def filter_reason(

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from typing import Any
 
 _TOKEN_RE = re.compile(r"\w+|[^\w\s]")
 _SENTENCE_RE = re.compile(r"(?<=[.!?])\s+|\n+")
@@ -31,13 +32,17 @@ def tokens(text: str) -> list[str]:
     return _TOKEN_RE.findall(text.lower())
 
 
-def rep_n(text: str, n: int) -> float:
-    """``1 - |unique n-grams| / |n-grams|`` of ``text`` (0 when it has fewer than ``n`` tokens)."""
+def ngram_repetition(seq: Sequence[Any], n: int) -> float:
+    """``1 - |unique n-grams| / |n-grams|`` of any sequence (words, token ids); 0 when shorter than ``n``."""
     if n < 1:
         raise ValueError(f"n must be >= 1, got {n}")
-    toks = tokens(text)
-    grams = [tuple(toks[i : i + n]) for i in range(len(toks) - n + 1)]
+    grams = [tuple(seq[i : i + n]) for i in range(len(seq) - n + 1)]
     return 1.0 - len(set(grams)) / len(grams) if grams else 0.0
+
+
+def rep_n(text: str, n: int) -> float:
+    """Rep-n of ``text``'s word and punctuation tokens (:func:`ngram_repetition`)."""
+    return ngram_repetition(tokens(text), n)
 
 
 def sentences(text: str) -> list[str]:
