@@ -3,19 +3,24 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import sys
 import textwrap
 
-from . import __version__, publish
-from .demo import DEMO_DROPS, DEMO_LIMIT, DEMO_MODEL, DEMO_RECIPE, DEMO_TASKS
+from .. import __version__, publish
+from ..demo import DEMO_DROPS, DEMO_LIMIT, DEMO_MODEL, DEMO_RECIPE, DEMO_TASKS
+
+#: One module per command under ``lmeval_layerprune/cli/``; each defines ``register(sub)``, which adds
+#: its subparser (with ``set_defaults(func=...)``) to the ``lmeval-prune`` subcommands.
+COMMAND_MODULES: tuple[str, ...] = ()
 
 
 def _cmd_eval(argv: list[str]) -> int:
     """Run lm-eval's own CLI with our models and tasks registered."""
     from lm_eval.__main__ import cli_evaluate
 
-    from .plugin import register
+    from ..plugin import register
 
     register()
     sys.argv = ["lm-eval", *argv]
@@ -24,14 +29,14 @@ def _cmd_eval(argv: list[str]) -> int:
 
 
 def _cmd_embedded_model(_args: argparse.Namespace) -> int:
-    from .embedded import embedded_model_dir
+    from ..embedded import embedded_model_dir
 
     print(embedded_model_dir())
     return 0
 
 
 def _cmd_archs(_args: argparse.Namespace) -> int:
-    from .arch import ARCHITECTURES
+    from ..arch import ARCHITECTURES
 
     width = max(map(len, ARCHITECTURES))
     for name, info in sorted(ARCHITECTURES.items()):
@@ -43,16 +48,16 @@ def _cmd_archs(_args: argparse.Namespace) -> int:
 def _cmd_resolve(args: argparse.Namespace) -> int:
     from transformers import AutoConfig
 
-    from .arch import num_layers
-    from .embedded import resolve_pretrained
-    from .spec import DropSpec, format_indices
+    from ..arch import num_layers
+    from ..embedded import resolve_pretrained
+    from ..spec import DropSpec, format_indices
 
     path = str(resolve_pretrained(args.model))
     spec = DropSpec.parse(args.drop)
     config = AutoConfig.from_pretrained(path)
     n = num_layers(config)
     if spec.needs_scores:
-        from .slicing import load_pruned_model
+        from ..slicing import load_pruned_model
 
         model = load_pruned_model(path, spec, calib=args.calib)
         drop = model.config.layer_pruning["drop"]
@@ -63,8 +68,8 @@ def _cmd_resolve(args: argparse.Namespace) -> int:
 
 
 def _cmd_slice(args: argparse.Namespace) -> int:
-    from .materialize import MERGEKIT_FILE, PLAN_FILE, materialize
-    from .publish import check_push_to_hub, push_after
+    from ..materialize import MERGEKIT_FILE, PLAN_FILE, materialize
+    from ..publish import check_push_to_hub, push_after
 
     check_push_to_hub(args)
     out = materialize(
@@ -85,8 +90,8 @@ def _cmd_slice(args: argparse.Namespace) -> int:
 
 
 def _cmd_select(args: argparse.Namespace) -> int:
-    from .select import select_layers
-    from .spec import format_indices
+    from ..select import select_layers
+    from ..spec import format_indices
 
     plan = select_layers(
         args.model,
@@ -125,7 +130,7 @@ def _human(n: float) -> str:
 
 
 def _cmd_cache(args: argparse.Namespace) -> int:
-    from .materialize import cache_dir, cache_entries, clear_cache
+    from ..materialize import cache_dir, cache_entries, clear_cache
 
     if args.action == "clear":
         print(f"removed {_human(clear_cache())} from {cache_dir()}")
@@ -142,7 +147,7 @@ def _cmd_cache(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from .demo import run_demo
+    from ..demo import run_demo
 
     run_demo(
         args.model,
@@ -276,11 +281,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output-dir", default="lmeval_layerprune_demo", help="where results, checkpoint and card go")
     p.set_defaults(func=_cmd_demo)
 
-    from .heal import add_parser as add_heal_parsers
-    from .selfgen import add_parser as add_selfgen_parser
+    from ..heal import add_parser as add_heal_parsers
+    from ..selfgen import add_parser as add_selfgen_parser
 
     add_selfgen_parser(sub)
     add_heal_parsers(sub)
+    for name in COMMAND_MODULES:
+        importlib.import_module(f"{__name__}.{name}").register(sub)
     return parser
 
 
@@ -293,14 +300,10 @@ def main(argv: list[str] | None = None) -> int:
     if not hasattr(args, "func"):
         parser.print_help()
         return 0
-    from .spec import LayerPruneError
+    from ..spec import LayerPruneError
 
     try:
         return args.func(args)
     except (LayerPruneError, OSError, ValueError, ImportError) as e:
         print(f"lmeval-prune: error: {e}", file=sys.stderr)
         return 2
-
-
-if __name__ == "__main__":
-    sys.exit(main())
