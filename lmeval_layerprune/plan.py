@@ -195,10 +195,16 @@ class PruningPlan:
             return None
         return cls.from_dict(rec, source=f"the config's {CONFIG_KEY!r} record")
 
-    def save(self, path: str | Path) -> Path:
-        """Write the plan to ``path``: a folder (``PLAN_FILE`` inside) or a ``.json`` file. Returns the file."""
+    def save(self, path: str | Path, *, folder: bool | None = None) -> Path:
+        """Write the plan to ``path`` and return the file written.
+
+        ``path`` is a folder (``PLAN_FILE`` is written inside) or a file. ``folder=None`` decides
+        by the path: an existing folder, or a name without the ``.json`` suffix, is a folder.
+        """
         p = Path(path).expanduser()
-        if p.suffix != ".json" or p.is_dir():
+        if folder is None:
+            folder = p.is_dir() or p.suffix != ".json"
+        if folder:
             p = p / PLAN_FILE
         p.parent.mkdir(parents=True, exist_ok=True)
         tmp = p.with_name(f".{p.name}.tmp-{os.getpid()}")
