@@ -215,7 +215,8 @@ class PruningPlan:
     @classmethod
     def load(cls, path: str | Path, *, num_layers: int | None = None) -> PruningPlan:
         """Read a plan from a ``.json`` file or a folder (``PLAN_FILE``, an older name, or ``config.json``)."""
-        return cls.from_dict(*read_plan_record(path), num_layers=num_layers)
+        record, source = read_plan_record(path)
+        return cls.from_dict(record, num_layers=num_layers, source=source)
 
     # ------------------------------------------------------------ operations
     def on_parent(self, parent: PruningPlan | None, base_model: str | None = None) -> PruningPlan:
