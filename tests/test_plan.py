@@ -253,3 +253,16 @@ def test_cached_checkpoint_loads_the_full_model_at_most_once(llama_dir, tmp_path
     assert len(source_loads) == 1, loads  # scored and sliced in memory; the other loads verify the output
     plan = PruningPlan.load(ckpt)
     assert plan.method == "bi" and plan.spec == "bi:2" and len(plan.scores) == 6 and len(plan.drop) == 2
+
+
+def test_resolve_command_takes_plan_at_k(llama_dir, tmp_path, capsys) -> None:
+    from lmeval_layerprune.cli import main
+
+    sel = tmp_path / "sel.json"
+    sel.write_text(json.dumps(SELECT_PLAN))
+    assert main(["resolve", str(llama_dir), "--drop", f"plan:{sel}@2"]) == 0
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert out["drop"] == [1, 4] and out["spec"] == "1+4" and out["plan"]["order"] == [4, 1]
+    assert main(["resolve", str(llama_dir), "--drop", f"plan:{sel}@7"]) == 2
+    err = capsys.readouterr().err
+    assert "K must be 1..3" in err and "Traceback" not in err
