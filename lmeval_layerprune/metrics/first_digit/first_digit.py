@@ -33,7 +33,9 @@ class FirstDigit(evaluate.Metric):
             description=_DESCRIPTION,
             citation=_CITATION,
             inputs_description=_KWARGS_DESCRIPTION,
-            features=datasets.Features({"predictions": datasets.Sequence(datasets.Value("float64")), "references": datasets.Value("int64")}),
+            features=datasets.Features(
+                {"predictions": datasets.Sequence(datasets.Value("float64")), "references": datasets.Value("int64")}
+            ),
             reference_urls=["https://github.com/safal312/on-the-limits-of-layer-pruning"],
         )
 
