@@ -168,6 +168,12 @@ def test_self_bleu_on_crafted_responses() -> None:
     assert math.isnan(degeneration.self_bleu([""], ["Yes. No. The cat sat on the mat."]))
     # after lower-casing, "19. the" is no sentence break (Punkt), so this is one sentence
     assert math.isnan(degeneration.self_bleu([""], ["So 12 + 7 = 19. The answer is 19."]))
+    # the same rule on a repeated sentence (documented in the task README): one sentence, so
+    # Self-BLEU is not scorable; tokens [the answer is 12. the answer is 12 .] (9): the inner
+    # "12." keeps its period, so Rep-4 sees 6 distinct 4-grams of 6 (0) and Rep-2 6 of 8
+    repeated = "The answer is 12. The answer is 12."
+    assert math.isnan(degeneration.self_bleu([""], [repeated]))
+    assert degeneration.rep_n(repeated, 4) == 0.0 and degeneration.rep_n(repeated, 2) == pytest.approx(1 - 6 / 8)
 
 
 def _nltk_paper_self_bleu(response: str) -> float:
