@@ -242,10 +242,11 @@ def test_rep_n_by_hand() -> None:
     assert degeneration.rep_n("a b a b", 2) == pytest.approx(1 - 2 / 3)  # ab, ba, ab
     assert degeneration.rep_n("the the the the the", 2) == pytest.approx(0.75)
     assert degeneration.rep_n("The cat. the CAT.", 3) == pytest.approx(1 - 3 / 4)  # case and punctuation
-    assert degeneration.rep_n("short", 4) == 0.0
+    assert math.isnan(degeneration.rep_n("short", 4))  # fewer than n tokens: not scorable
     with pytest.raises(ValueError, match="n must be >= 1, got 0"):
         degeneration.rep_n("x", 0)
     assert degeneration.rep_3([""], ["go go go go"]) == pytest.approx(0.5)
+    # more crafted responses with hand-worked values: tests/test_probe_metrics.py
 
 
 def test_self_bleu() -> None:
@@ -254,8 +255,8 @@ def test_self_bleu() -> None:
     varied = "I like green apples a lot. Dogs bark loudly at night! Where is the station?"
     partly = "I like green apples a lot. I like green apples a bit. Dogs bark loudly at night."
     assert degeneration.self_bleu([""], [varied]) < degeneration.self_bleu([""], [partly]) < 1.0
-    assert degeneration.self_bleu([""], ["Only one sentence here."]) == 0.0
-    assert degeneration.sentences("One. Two!\nThree? ") == ["One.", "Two!", "Three?"]
+    assert math.isnan(degeneration.self_bleu([""], ["Only one sentence here."]))  # not scorable
+    assert degeneration.sentences("One. Two!\nThree\nfour? ") == ["One.", "Two!", "Three\nfour?"]  # no break at a line
 
 
 # ---------------------------------------------------------------- next-token digits

@@ -8,8 +8,11 @@ compares it with the written result, and the lm-eval metrics below report, separ
 from final-answer accuracy:
 
 * ``cot_step_error``: the share of all steps, over all responses, whose arithmetic is
-  wrong (lower is better; ``nan`` when no response contains a step);
-* ``cot_steps``: the mean number of steps per response.
+  wrong (lower is better). A response that writes no step is not scorable for it (its
+  per-item value is ``(0, 0)``), and the rate is ``nan`` when no response writes a step;
+* ``cot_step_error_n``: the number of responses that write at least one step (the scorable
+  ones), by the shared rule of :mod:`lmeval_layerprune.probes.scoring`;
+* ``cot_steps``: the mean number of steps per response (defined for every response).
 
 They read the raw generation, so use them in a filter pipeline that only does
 ``take_first`` (lm-eval's default ``none`` pipeline), e.g. on ``gsm8k_cot``::
@@ -19,8 +22,11 @@ They read the raw generation, so use them in a filter pipeline that only does
         filter: [{function: take_first}]
     metric_list:
       - metric: !function lmeval_layerprune.probes.cot.cot_step_error
-        aggregation: !function lmeval_layerprune.probes.cot.step_error_rate
+        aggregation: !function lmeval_layerprune.probes.scoring.pooled_ratio
         higher_is_better: false
+      - metric: !function lmeval_layerprune.probes.cot.cot_step_error_n
+        aggregation: !function lmeval_layerprune.probes.scoring.count_scorable
+        higher_is_better: true
       - metric: !function lmeval_layerprune.probes.cot.cot_steps
         aggregation: mean
         higher_is_better: true
@@ -29,12 +35,13 @@ They read the raw generation, so use them in a filter pipeline that only does
 from __future__ import annotations
 
 import ast
-import math
 import operator
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from fractions import Fraction
+
+from .scoring import pooled_ratio
 
 _NUM = r"\$?\d+(?:,\d{3})*(?:\.\d+)?"
 _OPERAND = rf"[(\s]*-?{_NUM}[)\s]*"
@@ -129,16 +136,24 @@ def extract_steps(text: str) -> list[Step]:
 
 
 def cot_step_error(references: Sequence[str], predictions: Sequence[str]) -> tuple[int, int]:
-    """lm-eval metric (per response): ``(wrong steps, steps)``; aggregate with :func:`step_error_rate`."""
+    """lm-eval metric (per response): ``(wrong steps, steps)``; aggregate with
+    :func:`~lmeval_layerprune.probes.scoring.pooled_ratio` (``(0, 0)`` is not scorable)."""
     steps = extract_steps(predictions[0])
     return sum(not s.correct for s in steps), len(steps)
 
 
+def cot_step_error_n(references: Sequence[str], predictions: Sequence[str]) -> tuple[int, int]:
+    """lm-eval metric: :func:`cot_step_error`'s value, to count the responses that write a step
+    (aggregate with :func:`~lmeval_layerprune.probes.scoring.count_scorable`)."""
+    return cot_step_error(references, predictions)
+
+
 def step_error_rate(items: Sequence[tuple[int, int]]) -> float:
-    """lm-eval aggregation: wrong steps / all steps over all responses (``nan`` when there are none)."""
-    wrong = sum(w for w, _ in items)
-    total = sum(t for _, t in items)
-    return wrong / total if total else math.nan
+    """lm-eval aggregation: wrong steps / all steps over all responses (``nan`` when there are none).
+
+    The shared :func:`~lmeval_layerprune.probes.scoring.pooled_ratio` under its older name.
+    """
+    return pooled_ratio(items)
 
 
 def cot_steps(references: Sequence[str], predictions: Sequence[str]) -> int:

@@ -16,8 +16,11 @@ from typing import Any
 import datasets
 
 from lmeval_layerprune.probes.brackets import PAIRS, closing_sequence, closure_scores
+from lmeval_layerprune.probes.scoring import NOT_SCORABLE
 
 KINDS = tuple(PAIRS)
+#: the item styles a per-style metric reports on
+STYLES = ("dyck", "code")
 _PY_NAMES = ["total", "result", "value", "items", "data", "config", "out"]
 _PY_FUNCS = ["sum", "max", "len", "sorted", "compute", "merge", "build", "fetch"]
 _JS_FUNCS = ["Math.max", "compute", "merge", "buildList", "fetchData", "Object.keys"]
@@ -147,7 +150,10 @@ def make_dataset(
 
 
 def process_results(doc: dict, results: list[str]) -> dict[str, float]:
-    """``exact_closure`` and ``balanced`` for every item, and ``exact_closure`` per style."""
+    """``exact_closure`` and ``balanced`` for every item, and ``exact_closure`` per style: an
+    item of the other style is not scorable for a style's metric (``nan``; the YAML aggregates
+    with ``probes.scoring.mean_scorable``)."""
     scores = closure_scores(doc["prefix"], results[0], doc["lang"])
     group = "dyck" if doc["lang"] == "dyck" else "code"
-    return {**scores, f"exact_closure_{group}": scores["exact_closure"]}
+    per_style = {f"exact_closure_{g}": scores["exact_closure"] if g == group else NOT_SCORABLE for g in STYLES}
+    return {**scores, **per_style}
