@@ -302,3 +302,31 @@ def corrupt_file(
     detail = str(error).splitlines()[0] if str(error) else type(error).__name__
     hint = fix or "restore it, or delete it and write it again"
     return CorruptFileError(f"{kind} {path} is unreadable ({type(error).__name__}: {detail}); {hint}")
+
+
+def check_weights(folder: str | os.PathLike[str], *, fix: str = "") -> None:
+    """Read the header of every ``*.safetensors`` file in ``folder`` (cheap: no tensor is loaded).
+
+    A truncated or garbled weights file raises :class:`CorruptFileError` naming it, instead of a
+    ``SafetensorError`` from deep inside the loader that names no file.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        return
+    try:
+        from safetensors import safe_open
+    except ImportError:  # pragma: no cover - a dependency of transformers
+        return
+    for path in sorted(folder.glob("*.safetensors")):
+        try:
+            with safe_open(str(path), framework="pt") as fh:
+                fh.keys()
+        except Exception as e:  # noqa: BLE001 - SafetensorError and OSError alike: name the file
+            raise corrupt_file(
+                path,
+                e,
+                kind="weights file",
+                fix=fix
+                or "the checkpoint is truncated or damaged: download or write it again "
+                "(a materialized cache entry: `lmeval-prune cache clear`)",
+            ) from None
