@@ -916,12 +916,14 @@ def build_card(
 
 def write_card(folder: str | Path, **kwargs: Any) -> Path:
     """Write :func:`build_card`'s card to ``folder/README.md`` and return its path."""
+    from .guard import guard_card, mark_card, replace_atomically
+
     folder = Path(folder).expanduser()
-    card = build_card(folder, **kwargs)
     path = folder / CARD_FILE
-    tmp = path.with_name(f".{CARD_FILE}.tmp")
-    tmp.write_text(str(card))
-    tmp.replace(path)
+    guard_card(path)  # a hand-written README.md is never replaced
+    card = build_card(folder, **kwargs)
+    with replace_atomically(path) as tmp:
+        tmp.write_text(mark_card(str(card)))
     return path
 
 
@@ -1156,6 +1158,9 @@ def push(
 
     if dry_run is not None:
         out = Path(dry_run).expanduser()
+        from .guard import guard_output
+
+        guard_output(out, inputs=[folder], what="dry-run folder", flag="--dry-run")
         if out.exists() and any(out.iterdir()):
             raise PublishError(f"dry-run folder {out} already exists and is not empty; remove it or name another")
         from .fsutil import atomic_dir
