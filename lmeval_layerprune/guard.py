@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import errno
+import json
 import os
 import shutil
 import uuid
@@ -41,6 +42,7 @@ __all__ = [
     "guard_output",
     "replace_atomically",
     "owned_by_marker",
+    "owned_json",
     "check_causal_lm",
     "corrupt_file",
 ]
@@ -89,6 +91,19 @@ def owned_by_marker(*markers: str) -> Callable[[Path], bool]:
         if path.is_dir():
             return any((path / m).is_file() for m in markers)
         return any(path.with_name(path.name + m).is_file() for m in markers)
+
+    return test
+
+
+def owned_json(*keys: str) -> Callable[[Path], bool]:
+    """An ``owned`` test for JSON files this tool writes: a JSON object holding every one of ``keys``."""
+
+    def test(path: Path) -> bool:
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, ValueError):
+            return False
+        return isinstance(data, dict) and all(k in data for k in keys)
 
     return test
 

@@ -37,6 +37,7 @@ from typing import Any, TypeVar
 import torch
 
 from .arch import arch_for
+from .guard import guard_output, owned_json, replace_atomically
 from .importance import DEFAULT_CALIB_MAX_TOKENS, DEFAULT_CALIB_SAMPLES, compute_scores, load_calibration_texts
 from .journal import Journal
 from .slicing import _get_layers, keep_from_drop, layer_subset
@@ -534,6 +535,8 @@ def select_layers(
     )
     if journal is None and out is not None:
         journal = Path(str(out) + ".journal.jsonl")
+    if out is not None:  # before any work: never over an input, nor over a file that is not a plan
+        guard_output(out, inputs=[model, calib, include_path], overwrite=True, owned=owned_json("drop", "num_layers"))
     lm = PrunedHFLM(pretrained=model, dtype=dtype, batch_size=batch_size, device=device)
     num_layers = int(lm.model.config.num_hidden_layers)
     for p in settings.protect:
@@ -562,8 +565,8 @@ def select_layers(
         plan.update(result)
     plan["settings"] = asdict(settings)
     if out is not None:
-        Path(out).parent.mkdir(parents=True, exist_ok=True)
-        Path(out).write_text(json.dumps(plan, indent=2) + "\n")
+        with replace_atomically(out) as tmp:
+            tmp.write_text(json.dumps(plan, indent=2) + "\n")
     if plot is not None:
         plot_plan(plan, plot)
     return plan
