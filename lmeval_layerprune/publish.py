@@ -1150,6 +1150,10 @@ def push(
     _validate_repo(repo_id)
     if not folder.is_dir():
         raise PublishError(f"checkpoint folder {str(folder)!r} does not exist")
+    if dry_run is not None:  # before anything is written: never into or over the checkpoint folder
+        from .guard import guard_output
+
+        guard_output(Path(dry_run).expanduser(), inputs=[folder], what="dry-run folder", flag="--dry-run")
     if not (folder / CARD_FILE).is_file():
         echo(f"no {CARD_FILE} in {folder}: writing the model card first")
         write_card(folder, repo_id=repo_id, base_model=base_model, license=license)
@@ -1158,9 +1162,6 @@ def push(
 
     if dry_run is not None:
         out = Path(dry_run).expanduser()
-        from .guard import guard_output
-
-        guard_output(out, inputs=[folder], what="dry-run folder", flag="--dry-run")
         if out.exists() and any(out.iterdir()):
             raise PublishError(f"dry-run folder {out} already exists and is not empty; remove it or name another")
         from .fsutil import atomic_dir

@@ -18,11 +18,12 @@ prompt exactly once.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -122,6 +123,23 @@ def _bad_json_line(path: Path) -> str | None:
     return None
 
 
+@contextlib.contextmanager
+def _quiet_datasets() -> Iterator[None]:
+    """No progress bars or error logs from ``datasets`` while it reads a local file (errors are re-raised as ours)."""
+    import datasets
+
+    log = logging.getLogger("datasets")
+    level, bars = log.level, datasets.is_progress_bar_enabled()
+    log.setLevel(logging.CRITICAL)
+    datasets.disable_progress_bars()
+    try:
+        yield
+    finally:
+        log.setLevel(level)
+        if bars:
+            datasets.enable_progress_bars()
+
+
 def _read_file(path: Path, source: str) -> list[dict[str, Any]]:
     """Rows of a local prompt file, read by ``datasets.load_dataset`` (json, csv, parquet builders)."""
     import datasets
@@ -145,7 +163,8 @@ def _read_file(path: Path, source: str) -> list[dict[str, Any]]:
         if builder == "csv":
             kwargs["keep_default_na"] = False  # empty cells stay "" (as csv.DictReader gave them)
     try:
-        ds = datasets.load_dataset(builder, data_files=str(path), split="train", **kwargs)
+        with _quiet_datasets():
+            ds = datasets.load_dataset(builder, data_files=str(path), split="train", **kwargs)
     except Exception as e:  # noqa: BLE001 - re-raised naming the file and the line where known
         where = _bad_json_line(path) if builder == "json" and suffix != ".json" else None
         if where:
@@ -497,7 +516,7 @@ def read_records(path: str | Path, *, repair: bool = False) -> list[dict[str, An
     if bad is not None:
         lacks = ", ".join(k for k in RECORD_KEYS if k not in records[bad - 1])
         raise SelfGenError(f"{path} is not a selfgen file: line {bad} lacks {lacks}; name another --out (or --data)")
-    if torn:
+    if torn and repair:
         logger.warning("%s: dropping a half-written last record (%d bytes)", path, torn)
         if repair:
             if not records and not torn_fragment(path).startswith(b'{"id": '):

@@ -29,8 +29,8 @@ ENV = {**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1", "OMP_NUM_TH
        "TOKENIZERS_PARALLELISM": "false", "HF_HUB_DISABLE_TELEMETRY": "1"}  # fmt: skip
 TALLY = {"kills": 0, "kills_recovered": 0, "inputs": 0, "clear_errors": 0, "files_lost": 0}
 TINY_HEAL = ["dtype=float32", "selfgen.n=12", "selfgen.max_new_tokens=8", "selfgen.temperature=0",
-             "selfgen.filters=[]", "sft.per_device_train_batch_size=4", "sft.warmup_steps=0",
-             "sft.max_length=128", "sft.gradient_checkpointing=false", "sft.learning_rate=0.01", "lora.r=4"]  # fmt: skip
+             "selfgen.filters=[]", "sft.per_device_train_batch_size=4", "sft.warmup_steps=0", "sft.max_length=128",
+             "sft.gradient_checkpointing=false", "sft.learning_rate=0.01", "lora.r=4"]  # fmt: skip
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -271,7 +271,7 @@ def test_selfgen_never_repairs_or_appends_to_a_file_that_is_not_its_own(chat, tm
     before = snapshot(tmp_path)
     # other settings: refused, naming them; the half-written line is NOT cut (the run is not proven ours)
     code, err = cli(capsys, *base[:-1], "0.5", "--out", str(out))
-    clear(code, err, "generation.temperature: 0 -> 0.5", "rerun with the same settings")
+    clear(code, err, "generation.temperature: 0.0 -> 0.5", "rerun with the same settings")
     assert lost(before, tmp_path) == 0
 
 
@@ -314,21 +314,22 @@ def test_heal_refuses_outputs_over_its_inputs_before_deleting_anything(chat, res
 
 def test_heal_checks_everything_before_generating(chat, tmp_path, capsys):
     out = tmp_path / "o"
-    h = ["heal", "--recipe", "selfgen-lora", "--base", str(chat), "--out", str(out), "--data", "bundled", *TINY_HEAL]
+    h = ["heal", "--recipe", "selfgen-lora", "--base", str(chat), "--out", str(out), "--data", "bundled"]
     cases = [
-        (["--drop", "2-9"], "out of range"),
-        (["--drop", "last:100%"], "every layer"),
-        (["--drop", "2", "sft.learning_rate=abc"], "sft.learning_rate = 'abc'"),
-        (["--drop", "2", "lora.r=two"], "expected an integer"),
-        (["--drop", "2", "sft.lr_scheduler_type=cosinus"], "expected one of"),
-        (["--drop", "2", "--data", str(tmp_path / "missing.jsonl")], "does not exist"),
-        (["--drop", "2", "--min-examples", "-1"], "--min-examples"),
+        (["--drop", "2-9"], [], "out of range"),
+        (["--drop", "0-5"], [], "every layer"),
+        (["--drop", "2"], ["sft.learning_rate=abc"], "sft.learning_rate = 'abc'"),
+        (["--drop", "2"], ["lora.r=two"], "expected an integer"),
+        (["--drop", "2"], ["sft.lr_scheduler_type=cosinus"], "expected one of"),
+        (["--drop", "2", "--data", str(tmp_path / "missing.jsonl")], [], "does not exist"),
+        (["--drop", "2", "--min-examples", "-1"], [], "--min-examples"),
     ]
-    for extra, needle in cases:
+    for opts, overrides, needle in cases:
         t0 = time.time()
-        clear(*cli(capsys, *h, *extra), needle)
+        clear(*cli(capsys, *h, *opts, *TINY_HEAL, *overrides), needle)
         assert time.time() - t0 < 30  # no generation, no training
         assert not out.exists()  # no state written: the corrected rerun is never blocked
+    h = [*h, *TINY_HEAL]
     empty = tmp_path / "empty.yaml"
     empty.write_text("# nothing\n")
     clear(*cli(capsys, *h[:2], str(empty), *h[3:], "--drop", "2"), "is empty")
@@ -340,10 +341,9 @@ def test_heal_checks_everything_before_generating(chat, tmp_path, capsys):
 def test_heal_announces_survivors_and_refuses_too_few(chat, tmp_path, capsys):
     out = tmp_path / "o"
     h = ["heal", "--recipe", "selfgen-lora", "--base", str(chat), "--out", str(out), "--data", "bundled",
-         "--drop", "2", *TINY_HEAL, "selfgen.filters=[truncated]", "selfgen.max_new_tokens=1", "selfgen.n=6",
-         "sft.max_steps=1", "sft.warmup_steps=3"]  # fmt: skip
+         "--drop", "2", *TINY_HEAL, "selfgen.n=6", "sft.max_steps=1", "sft.warmup_steps=3"]  # fmt: skip
     code, err = cli(capsys, *h)
-    clear(code, err, "only", "--min-examples")
+    clear(code, err, "only 6 training examples survived (6 responses, none filtered)", "--min-examples 6")
     assert "warmup_steps=3 is not below sft.max_steps=1" in err
     assert (out / "selfgen_responses.jsonl").is_file()  # the responses are kept for a rerun
 
@@ -439,13 +439,18 @@ def test_card_cache_and_select_never_replace_what_they_did_not_write(llama_dir, 
     readme = ckpt / "README.md"
     readme.write_text("# My own notes\nhand-written\n")
     before = snapshot(readme)
-    clear(*cli(capsys, "card", str(ckpt), "--license", "mit"), str(readme), "did not write", "README.hand.md")
+    card = ["card", str(ckpt), "--license", "mit", "--base-model", "me/tiny"]
+    clear(*cli(capsys, *card), str(readme), "did not write", "README.hand.md")
     assert lost(before, readme) == 0
     readme.rename(ckpt / "README.hand.md")
-    assert cli(capsys, "card", str(ckpt), "--license", "mit")[0] == 0
+    code, err = cli(capsys, *card)
+    assert code == 0, err
     assert CARD_MARKER in readme.read_text()
-    assert cli(capsys, "card", str(ckpt), "--license", "mit")[0] == 0  # its own card it may replace
-    clear(*cli(capsys, "push", str(ckpt), "--repo", "me/x", "--dry-run", str(ckpt / "up")), "lies inside")
+    assert cli(capsys, *card)[0] == 0  # its own card it may replace
+    clear(
+        *cli(capsys, "push", str(ckpt), "--repo", "me/x", "--base-model", "me/tiny", "--dry-run", str(ckpt / "up")),
+        "lies inside",
+    )
 
     monkeypatch.setenv("LMEVAL_LAYERPRUNE_CACHE", str(tmp_path / "cache"))
     root = cache_dir()
