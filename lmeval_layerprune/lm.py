@@ -23,8 +23,12 @@ to lm-eval's own ``vllm`` model with every other argument passed through.
 
 from __future__ import annotations
 
+import difflib
 import gc
+import inspect
+import json
 import logging
+import re
 from importlib.util import find_spec
 from typing import Any
 
@@ -54,6 +58,8 @@ class PrunedHFLM(HFLM):
         materialize: bool | str = False,
         **kwargs: Any,
     ) -> None:
+        check_model_args(kwargs)
+        materialize = strict_bool("materialize", materialize)
         self._drop_spec = DropSpec.parse(drop)
         self._calib = calib
         self._calib_samples = int(calib_samples)
@@ -79,9 +85,22 @@ class PrunedHFLM(HFLM):
             pretrained = str(path)
             self._drop_spec = DropSpec.parse(None)  # the checkpoint is already pruned
         pretrained = resolve_pretrained(pretrained)
+        if isinstance(pretrained, str):
+            from .guard import check_weights
+
+            check_weights(pretrained)  # a truncated weights file is named, not a SafetensorError from the loader
         if kwargs.get("device") is None and not torch.cuda.is_available():
             kwargs["device"] = "cpu"  # HFLM defaults to "cuda" even on machines without one
-        super().__init__(pretrained=pretrained, **kwargs)
+        try:
+            super().__init__(pretrained=pretrained, **kwargs)
+        except TypeError as e:
+            m = re.search(r"unexpected keyword argument '(\w+)'", str(e))
+            if m is None:
+                raise
+            raise ModelArgError(
+                f"model arg {m.group(1)!r} is not accepted: pruned-hf takes {', '.join(OUR_ARGS)} and lm-eval's "
+                f"HFLM arguments, and passes the rest to from_pretrained, where the model class refused it ({e})"
+            ) from None
         if materialized is not None:
             self.drop = materialized.drop
             self.plan = materialized
@@ -165,8 +184,45 @@ def _plan_of_unpruned(config: Any, pretrained: Any) -> PruningPlan | None:
     return PruningPlan(base_model=name, num_layers=n, drop=(), spec="none")
 
 
+#: The model args pruned-hf adds to HFLM's.
+OUR_ARGS = ("drop", "calib", "calib_samples", "materialize")
+_TRUE, _FALSE = ("1", "true", "yes"), ("0", "false", "no")
+
+
+class ModelArgError(LayerPruneError, ValueError):
+    """A ``--model_args`` value pruned-hf cannot take (a misspelt key, a boolean that is not one)."""
+
+
+def strict_bool(name: str, value: Any) -> bool:
+    """A boolean model arg: True/False, or the text true/false, 1/0, yes/no (any case); anything else is an error."""
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in _TRUE:
+        return True
+    if text in _FALSE:
+        return False
+    raise ModelArgError(f"model arg {name}={value!r} is not a boolean; use true or false (also 1/0, yes/no)")
+
+
+def check_model_args(kwargs: dict[str, Any]) -> None:
+    """Refuse a model arg that is a near miss of one pruned-hf or HFLM knows (``dorp`` for ``drop``).
+
+    Other unknown args pass through to ``from_pretrained`` (``attn_implementation``, ...), as HFLM does.
+    """
+    known = {*OUR_ARGS, *(p for p in inspect.signature(HFLM.__init__).parameters if p not in ("self", "kwargs"))}
+    for key in kwargs:
+        if key in known:
+            continue
+        close = difflib.get_close_matches(key, sorted(known), n=1, cutoff=0.75)
+        if close:
+            raise ModelArgError(
+                f"unknown model arg {key!r} (did you mean {close[0]!r}?); pruned-hf's own: {', '.join(OUR_ARGS)}"
+            )
+
+
 def _truthy(value: Any) -> bool:
-    return value is True or str(value).strip().lower() in ("1", "true", "yes", "on")
+    return strict_bool("materialize", value)
 
 
 def _cache_dtype(dtype: Any) -> str | None:
@@ -232,7 +288,6 @@ class PrunedVLLM(TemplateLM):
 def _plan_of_local_checkpoint(path: str, pretrained: Any) -> PruningPlan | None:
     """The plan of a checkpoint served as is: its own record if it is a local pruned checkpoint, "nothing
     removed" for a local unpruned one; ``None`` for a Hub id (nothing is downloaded to find out)."""
-    import json
     from pathlib import Path
 
     cfg = Path(path) / "config.json"

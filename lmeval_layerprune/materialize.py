@@ -40,6 +40,7 @@ from . import __version__
 from .arch import arch_for, sliced_config_values
 from .embedded import base_model_name, cache_root, resolve_pretrained
 from .fsutil import atomic_dir, dir_size, file_lock, tmp_dir_is_live
+from .guard import check_weights, guard_output, replace_atomically
 from .plan import PLAN_FILE, PruningPlan, find_plan_file, resolve_drop
 from .spec import PLAN_ATTR, DropSpec, LayerPruneError
 
@@ -50,6 +51,8 @@ logger = logging.getLogger(__name__)
 
 MERGEKIT_FILE = "mergekit.yaml"
 COMPLETE_FILE = ".complete"
+#: What marks a folder as a checkpoint this tool wrote (what --overwrite may replace).
+OWNED_MARKERS = (PLAN_FILE, "layer_pruning_plan.json", COMPLETE_FILE)
 
 DTYPES = ("float32", "bfloat16", "float16")
 
@@ -214,13 +217,15 @@ def materialize(
     from .slicing import keep_from_drop, load_pruned_model, prune_model
 
     out = Path(out).expanduser()
-    occupied = out.exists() and any(out.iterdir())
+    occupied = out.exists() and (not out.is_dir() or any(out.iterdir()))
     if occupied and not overwrite:
         raise FileExistsError(f"{out} already exists and is not empty (pass overwrite=True / --overwrite)")
     name = base_model_name(pretrained)
     src = _local_path(str(resolve_pretrained(pretrained)), revision)
-    if occupied and (src == out.resolve() or out.resolve() in src.parents):
-        raise ValueError(f"--out {out} would overwrite the source model {src}")
+    # never over an input; --overwrite only over a checkpoint this tool wrote (it is replaced atomically)
+    guard_output(out, inputs=[src, calib, _plan_path(drop)], overwrite=overwrite, owned=OWNED_MARKERS,
+                 what="output folder")  # fmt: skip
+    check_weights(src)
     full_config = AutoConfig.from_pretrained(src)
     arch_for(full_config)
     dtype = dtype or _config_dtype(full_config)
@@ -258,8 +263,9 @@ def materialize(
     model_type = full_config.model_type
     plan.extra.update({"dtype": dtype, "tool": f"lmeval-layerprune {__version__}"})
 
-    if occupied:  # everything is validated and the reference built: now the old output may go
-        shutil.rmtree(out)
+    def writing(target: Path) -> Any:
+        # an occupied --out is swapped for the new checkpoint in one rename, after it is complete and verified
+        return _replacing(target) if occupied else atomic_dir(target)
 
     def finish(tmp: Path, writer: str) -> None:
         _write_mergekit_yaml(tmp / MERGEKIT_FILE, merge_cfg, model_type, writer)
@@ -267,7 +273,7 @@ def materialize(
         verify_checkpoint(tmp, reference)
 
     try:
-        with atomic_dir(out) as tmp:
+        with writing(out) as tmp:
             plan.extra["writer"] = "mergekit"
             _run_mergekit(merge_cfg, full_config, keep, tmp)
             cfg_path = tmp / "config.json"
@@ -280,13 +286,29 @@ def materialize(
             "mergekit could not slice %s correctly (%s); writing the verified in-memory slice instead", model_type, e
         )
         plan.extra.update({"writer": "transformers", "mergekit_error": f"{type(e).__name__}: {e}"[:500]})
-        with atomic_dir(out) as tmp:
+        with writing(out) as tmp:
             setattr(reference.config, PLAN_ATTR, plan.to_dict())
             reference.save_pretrained(tmp)
             AutoTokenizer.from_pretrained(src).save_pretrained(tmp)
             finish(tmp, "transformers")
     logger.info("materialized %s without layers %s to %s (%s)", name, drop_idx, out, plan.extra["writer"])
     return out
+
+
+@contextlib.contextmanager
+def _replacing(target: Path) -> Iterator[Path]:
+    with replace_atomically(target) as tmp:
+        tmp.mkdir()
+        yield tmp
+
+
+def _plan_path(drop: Any) -> str | None:
+    """The plan file a ``plan:PATH[@K]`` spec reads (an input the output must not overwrite)."""
+    text = drop.strip() if isinstance(drop, str) else ""
+    if not text.startswith("plan:"):
+        return None
+    path, at, k = text[len("plan:") :].rpartition("@")
+    return path if at and k.isdigit() else text[len("plan:") :]
 
 
 def _write_mergekit_yaml(path: Path, config: dict[str, Any], model_type: str, writer: str) -> None:
@@ -390,14 +412,21 @@ def cache_entries() -> list[dict[str, Any]]:
 
 
 def clear_cache() -> int:
-    """Remove every cached checkpoint (and abandoned partial writes); returns bytes freed."""
+    """Remove every cached checkpoint (and abandoned partial writes); returns bytes freed.
+
+    Only cache entries (folders carrying the cache's ``.complete`` marker) and this tool's own dead
+    ``.tmp-*`` writes are deleted; anything else under the cache folder is left alone and named.
+    """
     root = cache_dir()
     if not root.is_dir():
         return 0
     freed = 0
-    for path in root.iterdir():
+    for path in sorted(root.iterdir()):
         if not path.is_dir() or (path.name.startswith(".tmp-") and tmp_dir_is_live(path)):
             continue  # lock files stay (others may hold them); live partial writes are not ours
+        if not path.name.startswith(".tmp-") and not (path / COMPLETE_FILE).is_file():
+            logger.warning("cache clear: leaving %s alone (not a cache entry: no %s marker)", path, COMPLETE_FILE)
+            continue
         if not path.name.startswith(".tmp-"):
             with file_lock(root / f".{path.name}.lock"):
                 freed += dir_size(path)

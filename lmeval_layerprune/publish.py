@@ -916,12 +916,14 @@ def build_card(
 
 def write_card(folder: str | Path, **kwargs: Any) -> Path:
     """Write :func:`build_card`'s card to ``folder/README.md`` and return its path."""
+    from .guard import guard_card, mark_card, replace_atomically
+
     folder = Path(folder).expanduser()
-    card = build_card(folder, **kwargs)
     path = folder / CARD_FILE
-    tmp = path.with_name(f".{CARD_FILE}.tmp")
-    tmp.write_text(str(card))
-    tmp.replace(path)
+    guard_card(path)  # a hand-written README.md is never replaced
+    card = build_card(folder, **kwargs)
+    with replace_atomically(path) as tmp:
+        tmp.write_text(mark_card(str(card)))
     return path
 
 
@@ -1148,6 +1150,10 @@ def push(
     _validate_repo(repo_id)
     if not folder.is_dir():
         raise PublishError(f"checkpoint folder {str(folder)!r} does not exist")
+    if dry_run is not None:  # before anything is written: never into or over the checkpoint folder
+        from .guard import guard_output
+
+        guard_output(Path(dry_run).expanduser(), inputs=[folder], what="dry-run folder", flag="--dry-run")
     if not (folder / CARD_FILE).is_file():
         echo(f"no {CARD_FILE} in {folder}: writing the model card first")
         write_card(folder, repo_id=repo_id, base_model=base_model, license=license)

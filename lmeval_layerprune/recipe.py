@@ -16,8 +16,11 @@
     quantization: {load_in_4bit: true, bnb_4bit_quant_type: nf4}     # BitsAndBytesConfig fields (QLoRA)
     kd: {temperature: 2.0, alpha: 1.0}                                # method kd only
 
-Unknown keys are errors that list the valid names. ``section.key=value`` overrides (values parsed
-as YAML) are applied before validation.
+Unknown keys are errors that list the valid names; values are checked against the field types of
+those configs (and ours) before any training, naming the key, the value and the expected type
+(a number written ``1e-4``, which YAML reads as text, is taken as the number). An empty recipe, or
+one without an ``sft`` section, is an error: it would silently train on built-in defaults.
+``section.key=value`` overrides (values parsed as YAML) are applied before validation.
 """
 
 from __future__ import annotations
@@ -25,7 +28,10 @@ from __future__ import annotations
 import copy
 import dataclasses
 import difflib
+import enum
 import inspect
+import types
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -82,6 +88,138 @@ def _check_keys(section: str, given: dict[str, Any], valid: list[str], reserved:
                 f"unknown recipe key {section}.{key}{_hint(key, valid)}; "
                 f"valid {section} keys: {', '.join(sorted(valid))}"
             )
+
+
+_NO_VALUE = object()
+
+
+def _type_name(tp: Any) -> str:
+    if tp is type(None):
+        return "null"
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if any(isinstance(a, type) and issubclass(a, enum.Enum) for a in args):
+            args = tuple(a for a in args if a is not str)
+        return " or ".join(_type_name(a) for a in args)
+    if origin is typing.Literal:
+        return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
+    if origin in (list, tuple, set):
+        args = typing.get_args(tp)
+        return f"a list of {_type_name(args[0]).removeprefix('a ').removeprefix('an ')}s" if args else "a list"
+    if origin is dict or tp is dict:
+        return "a mapping"
+    if isinstance(tp, type) and issubclass(tp, enum.Enum):
+        return "one of " + ", ".join(repr(e.value) for e in tp)
+    return {bool: "a boolean (true/false)", int: "an integer", float: "a number", str: "a string"}.get(
+        tp, getattr(tp, "__name__", str(tp))
+    )
+
+
+def _conform(value: Any, tp: Any) -> Any:
+    """``value`` as type ``tp`` (ints as floats, numeric text as numbers), or ``_NO_VALUE`` if it is not one.
+
+    Types this cannot judge (classes, callables, forward references) accept anything.
+    """
+    if tp is Any or tp is None or isinstance(tp, str | typing.TypeVar):
+        return value
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        # a string for an "Enum | str" field must still be one of the enum's values
+        enums = [a for a in args if isinstance(a, type) and issubclass(a, enum.Enum)]
+        if enums and isinstance(value, str):
+            ok = [_conform(value, e) for e in enums]
+            return value if any(v is not _NO_VALUE for v in ok) else _NO_VALUE
+        for a in sorted(args, key=lambda a: a is str):  # try str last: "1e-4" is a number first
+            got = _conform(value, a)
+            if got is not _NO_VALUE:
+                return got
+        return _NO_VALUE
+    if origin is typing.Literal:
+        return value if value in typing.get_args(tp) else _NO_VALUE
+    if origin in (list, tuple, set) or tp in (list, tuple, set):
+        if not isinstance(value, list | tuple):
+            return _NO_VALUE
+        args = typing.get_args(tp)
+        if args and args[-1] is not Ellipsis:
+            items = [_conform(v, args[0]) for v in value]
+            return _NO_VALUE if any(v is _NO_VALUE for v in items) else items
+        return value
+    if origin is dict or tp is dict:
+        return value if isinstance(value, dict) else _NO_VALUE
+    if tp is type(None):
+        return value if value is None else _NO_VALUE
+    if tp is bool:
+        return value if isinstance(value, bool) else _NO_VALUE
+    if tp is int:
+        if isinstance(value, bool):
+            return _NO_VALUE
+        if isinstance(value, int):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        if isinstance(value, str):
+            try:
+                f = float(value)
+            except ValueError:
+                return _NO_VALUE
+            return int(f) if f.is_integer() else _NO_VALUE
+        return _NO_VALUE
+    if tp is float:
+        if isinstance(value, bool):
+            return _NO_VALUE
+        if isinstance(value, int | float):
+            return float(value) if isinstance(value, int) else value
+        if isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                return _NO_VALUE
+        return _NO_VALUE
+    if tp is str:
+        return value if isinstance(value, str) else _NO_VALUE
+    if isinstance(tp, type) and issubclass(tp, enum.Enum):
+        if isinstance(value, tp):
+            return value
+        return value if isinstance(value, str) and value in {str(e.value) for e in tp} else _NO_VALUE
+    return value  # a class or construct we do not judge: the config itself will
+
+
+def _field_types(cls: Any) -> dict[str, Any]:
+    """Field name -> type of a dataclass (or, for a plain class, the type of each keyword's default)."""
+    if dataclasses.is_dataclass(cls):
+        try:
+            hints = typing.get_type_hints(cls)
+        except Exception:  # noqa: BLE001 - unresolvable annotations: judge nothing
+            hints = {}
+        return {f.name: hints.get(f.name, Any) for f in dataclasses.fields(cls) if f.init}
+    out = {}
+    for name, param in inspect.signature(cls.__init__).parameters.items():
+        if name in ("self", "kwargs", "args"):
+            continue
+        default = param.default
+        out[name] = type(default) if isinstance(default, bool | int | float | str) else Any
+    return out
+
+
+def check_types(section: str, given: dict[str, Any], types_: dict[str, Any], name: str = "<recipe>") -> dict[str, Any]:
+    """``given`` with every value checked against ``types_`` (and numbers written as text converted).
+
+    Raises:
+        RecipeError: naming the key, the value and the expected type.
+    """
+    out = dict(given)
+    for key, value in given.items():
+        tp = types_.get(key, Any)
+        got = _conform(value, tp)
+        if got is _NO_VALUE:
+            raise RecipeError(
+                f"recipe {name!r}: {section}.{key} = {value!r} ({type(value).__name__}) is not valid; "
+                f"expected {_type_name(tp)}"
+            )
+        out[key] = got
+    return out
 
 
 def sft_fields() -> list[str]:
@@ -215,6 +353,11 @@ def validate(raw: dict[str, Any], name: str = "<recipe>", path: Path | None = No
     """Check every key and value of a recipe mapping and build a :class:`Recipe`."""
     if not isinstance(raw, dict):
         raise RecipeError(f"recipe {name!r} must be a mapping of keys, got {type(raw).__name__}")
+    if not raw:
+        raise RecipeError(
+            f"recipe {name!r} is empty; it would train on built-in defaults. Start from a bundled recipe "
+            "(lmeval-prune recipes --path) and set at least method, sft and lora"
+        )
     _check_keys("recipe", {k: 1 for k in raw}, list(TOP_LEVEL))
     method = raw.get("method") or "selfgen"
     if method not in METHODS:
@@ -227,18 +370,28 @@ def validate(raw: dict[str, Any], name: str = "<recipe>", path: Path | None = No
         sections[key] = value
     sft = dict(sections["sft"] or {})
     _check_keys("sft", sft, sft_fields(), RESERVED_SFT)
+    from trl import SFTConfig
+
+    sft = check_types("sft", sft, _field_types(SFTConfig), name)
     lora = sections["lora"]
     if lora is not None:
         _check_keys("lora", lora, lora_fields())
+        from peft import LoraConfig
+
+        lora = check_types("lora", lora, _field_types(LoraConfig), name)
     quant = sections["quantization"]
     if quant:
         _check_keys("quantization", quant, quantization_fields())
+        from transformers import BitsAndBytesConfig
+
+        quant = check_types("quantization", quant, _field_types(BitsAndBytesConfig), name)
         if lora is None:
             raise RecipeError(
                 f"recipe {name!r}: quantization (QLoRA) needs a lora section; a 4-bit base cannot be fully finetuned"
             )
     kd_raw = dict(sections["kd"] or {})
     _check_keys("kd", kd_raw, [f.name for f in dataclasses.fields(KDSettings)])
+    kd_raw = check_types("kd", kd_raw, _field_types(KDSettings), name)
     kd = KDSettings(**kd_raw)
     if not kd.temperature > 0 or not 0 <= kd.alpha <= 1:
         raise RecipeError(f"recipe {name!r}: kd.temperature must be > 0 and kd.alpha in [0, 1], got {kd}")
@@ -246,6 +399,14 @@ def validate(raw: dict[str, Any], name: str = "<recipe>", path: Path | None = No
         raise RecipeError(f"recipe {name!r}: a kd section needs method: kd (method is {method!r})")
     sg = dict(sections["selfgen"] or {})
     _check_keys("selfgen", sg, selfgen_fields())
+    from .selfgen import FilterSettings, GenerationSettings
+
+    sg = check_types(
+        "selfgen", sg, {"n": int, **_field_types(GenerationSettings), **_field_types(FilterSettings)}, name
+    )
+    for key, low in (("n", 1), ("max_new_tokens", 1), ("batch_size", 1)):
+        if key in sg and sg[key] is not None and sg[key] < low:
+            raise RecipeError(f"recipe {name!r}: selfgen.{key} = {sg[key]!r} must be at least {low}")
     dtype = raw.get("dtype")
     if dtype is not None and dtype not in ("float32", "bfloat16", "float16"):
         raise RecipeError(f"recipe {name!r}: dtype {dtype!r} is not one of float32, bfloat16, float16")
@@ -258,9 +419,23 @@ def load_recipe(recipe: str, overrides: list[str] | tuple[str, ...] = ()) -> Rec
     """Load a bundled recipe by name (``selfgen-lora``) or a YAML file, apply overrides, validate."""
     path = _find(recipe)
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except UnicodeDecodeError as e:
+        raise RecipeError(
+            f"recipe {path} is not text ({e.reason} at byte {e.start}); is it really a YAML file?"
+        ) from None
     except yaml.YAMLError as e:
         raise RecipeError(f"recipe {path} is not valid YAML: {e}") from None
     if not isinstance(raw, dict):
         raise RecipeError(f"recipe {path} must be a mapping of keys")
+    if not raw:
+        raise RecipeError(
+            f"recipe {path} is empty; it would train on built-in defaults. Copy a bundled recipe "
+            "(lmeval-prune recipes --path) and edit it"
+        )
+    if "sft" not in raw:
+        raise RecipeError(
+            f"recipe {path} has no sft section (TRL SFTConfig settings: learning_rate, max_steps, ...); "
+            "it would train on built-in defaults"
+        )
     return validate(apply_overrides(raw, overrides), name=path.stem, path=path)

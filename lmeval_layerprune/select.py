@@ -27,18 +27,19 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import re
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
 import torch
 
 from .arch import arch_for
+from .guard import guard_output, owned_json
 from .importance import DEFAULT_CALIB_MAX_TOKENS, DEFAULT_CALIB_SAMPLES, compute_scores, load_calibration_texts
+from .journal import Journal
 from .plan import PruningPlan, resolve_drop
 from .slicing import _get_layers, keep_from_drop, layer_subset
 from .spec import select_by_scores
@@ -76,54 +77,6 @@ class SelectionSettings:
 
 
 # -------------------------------------------------------------------- journal
-
-
-@dataclass
-class Journal:
-    """Append-only JSONL record of every measurement, keyed by the settings."""
-
-    path: Path | None
-    settings_key: str
-    records: dict[str, dict[str, float]] = field(default_factory=dict)
-
-    @classmethod
-    def open(cls, path: str | Path | None, settings: SelectionSettings) -> Journal:
-        journal = cls(Path(path) if path else None, settings.key())
-        if journal.path is None or not journal.path.exists():
-            return journal
-        data = journal.path.read_bytes()
-        if data and not data.endswith(b"\n"):
-            # A write cut short by a kill: drop the fragment so later appends start on a fresh line.
-            data = data[: data.rfind(b"\n") + 1]
-            with open(journal.path, "r+b") as fh:
-                fh.truncate(len(data))
-        lines = data.decode().splitlines()
-        for i, line in enumerate(lines):
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError:
-                raise ValueError(f"{journal.path}:{i + 1} is not valid JSON; the journal is damaged") from None
-            if rec.get("settings_key") != journal.settings_key:
-                raise ValueError(
-                    f"the journal {journal.path} was written with other settings; "
-                    "use another --journal (or delete it) to start a new search"
-                )
-            journal.records[rec["id"]] = rec["raw"]
-        return journal
-
-    def get(self, rec_id: str) -> dict[str, float] | None:
-        return self.records.get(rec_id)
-
-    def add(self, rec_id: str, raw: dict[str, float], **extra: Any) -> None:
-        self.records[rec_id] = raw
-        if self.path is None:
-            return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        line = json.dumps({"settings_key": self.settings_key, "id": rec_id, "raw": raw, **extra})
-        with open(self.path, "a") as fh:
-            fh.write(line + "\n")
-            fh.flush()
-            os.fsync(fh.fileno())
 
 
 def _candidate_id(dropped: Sequence[int]) -> str:
@@ -583,6 +536,8 @@ def select_layers(
     )
     if journal is None and out is not None:
         journal = Path(str(out) + ".journal.jsonl")
+    if out is not None:  # before any work: never over an input, nor over a file that is not a plan
+        guard_output(out, inputs=[model, calib, include_path], overwrite=True, owned=owned_json("drop", "num_layers"))
     lm = PrunedHFLM(pretrained=model, dtype=dtype, batch_size=batch_size, device=device)
     num_layers = int(lm.model.config.num_hidden_layers)
     for p in settings.protect:
@@ -614,7 +569,7 @@ def select_layers(
     plan["settings"] = asdict(settings)
     plan = PruningPlan.from_dict(plan, source="the selected plan").to_dict()  # the one plan layout
     if out is not None:
-        PruningPlan.from_dict(plan).save(out, folder=False)
+        PruningPlan.from_dict(plan).save(out, folder=False)  # written beside, then renamed: atomic
     if plot is not None:
         plot_plan(plan, plot)
     return plan

@@ -18,18 +18,19 @@ prompt exactly once.
 
 from __future__ import annotations
 
-import csv
+import contextlib
 import dataclasses
 import hashlib
 import json
 import logging
-import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from .fsutil import file_lock
+from .guard import check_causal_lm, check_weights, guard_output
+from .journal import RunManifest, append_jsonl, describe_diff, read_jsonl, repair_torn_tail, torn_fragment
 from .prompt_set import BUNDLED_NAME, bundled_prompts
 from .spec import LayerPruneError
 
@@ -68,9 +69,9 @@ class Prompt:
 class GenerationSettings:
     """Sampling settings (defaults: the paper's, temperature 0.9, top-p 0.95).
 
-    ``temperature`` 0 means greedy decoding. ``seed`` seeds each batch (``seed`` + the batch's
-    first position in the remaining work), so a resumed run samples differently from an
-    uninterrupted one unless decoding is greedy.
+    ``temperature`` 0 means greedy decoding. Sampling is seeded per item, from ``seed`` and the
+    prompt's id (:func:`item_seed`), so a resumed run, or one with another ``batch_size``, draws the
+    same responses as an uninterrupted one.
     """
 
     max_new_tokens: int = 512
@@ -107,37 +108,82 @@ class FilterSettings:
 _RESPONSE_COLUMNS = ("response", "completion", "output", "answer")
 
 
+_BUILDERS = {".jsonl": "json", ".ndjson": "json", ".json": "json", ".csv": "csv", ".tsv": "csv", ".parquet": "parquet"}
+
+
+def _bad_json_line(path: Path) -> str | None:
+    """Where a JSON Lines file stops parsing (for the message), or None."""
+    with open(path, encoding="utf-8", errors="replace") as fh:
+        for n, line in enumerate(fh, 1):
+            if line.strip():
+                try:
+                    json.loads(line)
+                except json.JSONDecodeError as e:
+                    return f"line {n} is not JSON ({e})"
+    return None
+
+
+@contextlib.contextmanager
+def _quiet_datasets() -> Iterator[None]:
+    """No progress bars or error logs from ``datasets`` while it reads a local file (errors are re-raised as ours)."""
+    import datasets
+
+    log = logging.getLogger("datasets")
+    level, bars = log.level, datasets.is_progress_bar_enabled()
+    log.setLevel(logging.CRITICAL)
+    datasets.disable_progress_bars()
+    try:
+        yield
+    finally:
+        log.setLevel(level)
+        if bars:
+            datasets.enable_progress_bars()
+
+
+def _read_file(path: Path, source: str) -> list[dict[str, Any]]:
+    """Rows of a local prompt file, read by ``datasets.load_dataset`` (json, csv, parquet builders)."""
+    import datasets
+
+    suffix = path.suffix.lower()
+    builder = _BUILDERS.get(suffix)
+    if builder is None:
+        raise SelfGenError(f"{source}: unsupported file type {suffix!r}; use .jsonl, .json, .csv, .tsv or .parquet")
+    if path.stat().st_size == 0:
+        return []
+    kwargs: dict[str, Any] = {}
+    if suffix == ".tsv":
+        kwargs["delimiter"] = "\t"
+    if builder in ("json", "csv"):
+        try:
+            head = path.read_bytes()[:4096].decode("utf-8")
+        except UnicodeDecodeError:
+            raise SelfGenError(f"prompt file {source} is not UTF-8 text; is it really {suffix}?") from None
+        if suffix == ".json" and head.lstrip().startswith("{") and '"data"' in path.read_text(encoding="utf-8"):
+            kwargs["field"] = "data"  # {"data": [...]}: the layout of many published sets
+        if builder == "csv":
+            kwargs["keep_default_na"] = False  # empty cells stay "" (as csv.DictReader gave them)
+    try:
+        with _quiet_datasets():
+            ds = datasets.load_dataset(builder, data_files=str(path), split="train", **kwargs)
+    except Exception as e:  # noqa: BLE001 - re-raised naming the file and the line where known
+        where = _bad_json_line(path) if builder == "json" and suffix != ".json" else None
+        if where:
+            raise SelfGenError(f"{source}: {where}") from None
+        cause = e.__cause__ or e.__context__ or e
+        raise SelfGenError(
+            f"prompt file {source} could not be read as {suffix} ({type(cause).__name__}: "
+            f"{str(cause).splitlines()[0] if str(cause) else ''}); expected "
+            + ("a JSON list of objects" if suffix == ".json" else f"a valid {suffix} file")
+        ) from None
+    return ds.to_list()
+
+
 def _read_rows(source: str, split: str) -> list[dict[str, Any]]:
     path = Path(source).expanduser()
-    suffix = path.suffix.lower()
     if path.is_file():
-        if suffix in (".jsonl", ".ndjson"):
-            rows = []
-            with open(path, encoding="utf-8") as fh:
-                for n, line in enumerate(fh, 1):
-                    if line.strip():
-                        try:
-                            rows.append(json.loads(line))
-                        except json.JSONDecodeError as e:
-                            raise SelfGenError(f"{source}: line {n} is not JSON ({e})") from None
-            return rows
-        if suffix == ".json":
-            data = json.loads(path.read_text(encoding="utf-8"))
-            if isinstance(data, dict) and "data" in data:
-                data = data["data"]
-            if not isinstance(data, list):
-                raise SelfGenError(f"{source}: expected a JSON list of objects")
-            return data
-        if suffix in (".csv", ".tsv"):
-            with open(path, encoding="utf-8", newline="") as fh:
-                return list(csv.DictReader(fh, delimiter="\t" if suffix == ".tsv" else ","))
-        if suffix == ".parquet":
-            import pyarrow.parquet as pq
-
-            return pq.read_table(path).to_pylist()
-        raise SelfGenError(f"{source}: unsupported file type {suffix!r}; use .jsonl, .json, .csv, .tsv or .parquet")
-    known = (".jsonl", ".ndjson", ".json", ".csv", ".tsv", ".parquet")
-    if suffix in known or source.startswith((".", "/", "~")) or path.exists():
+        return _read_file(path, source)
+    known = tuple(_BUILDERS)
+    if path.suffix.lower() in known or source.startswith((".", "/", "~")) or path.exists():
         raise SelfGenError(f"prompt file {source!r} does not exist (or is not a file)")
     import datasets
 
@@ -324,20 +370,24 @@ class TransformersBackend:
         self.eos = _eos_ids(tokenizer, self.model.generation_config.eos_token_id)
         self.pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.eos[0]
 
-    def generate(self, batch: list[list[int]], settings: GenerationSettings, seed: int) -> list[tuple[list[int], str]]:
-        """Completion token ids (without EOS) and finish reason (``stop``/``length``) per prompt."""
+    def generate(
+        self, batch: list[list[int]], settings: GenerationSettings, seeds: Sequence[int]
+    ) -> list[tuple[list[int], str]]:
+        """Completion token ids (without EOS) and finish reason (``stop``/``length``) per prompt.
+
+        Sampling draws each row's tokens from its own generator (``seeds``, one per prompt), so a
+        response does not depend on which other prompts share its batch.
+        """
         import torch
+        from transformers import LogitsProcessorList
 
         width = max(map(len, batch))
         ids = torch.tensor([[self.pad] * (width - len(b)) + b for b in batch], device=self.device)
         mask = torch.tensor([[0] * (width - len(b)) + [1] * len(b) for b in batch], device=self.device)
-        sample = settings.temperature > 0
-        kwargs: dict[str, Any] = {"do_sample": sample}
-        if sample:
-            kwargs.update(temperature=settings.temperature, top_p=settings.top_p, top_k=settings.top_k or None)
-        else:
-            kwargs.update(temperature=None, top_p=None, top_k=None)
-        torch.manual_seed(seed)
+        # greedy decoding over scores that the per-row sampler has reduced to the one token it drew
+        kwargs: dict[str, Any] = {"do_sample": False, "temperature": None, "top_p": None, "top_k": None}
+        if settings.temperature > 0:
+            kwargs["logits_processor"] = LogitsProcessorList([_PerRowSampler(seeds, settings)])
         with torch.no_grad():
             out = self.model.generate(
                 input_ids=ids,
@@ -354,6 +404,45 @@ class TransformersBackend:
         return results
 
 
+def item_seed(seed: int, item_id: str) -> int:
+    """The sampling seed of one item: a stable hash of the run's seed and the item's id."""
+    digest = hashlib.sha256(f"{int(seed)}:{item_id}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") & ((1 << 63) - 1)
+
+
+class _PerRowSampler:
+    """A logits processor that samples each row with its own seeded generator (temperature, top-k, top-p)
+    and leaves only the drawn token possible, so greedy decoding emits exactly it."""
+
+    def __init__(self, seeds: Sequence[int], settings: GenerationSettings) -> None:
+        import torch
+
+        self.generators = [torch.Generator().manual_seed(int(s)) for s in seeds]
+        self.settings = settings
+
+    def __call__(self, input_ids: Any, scores: Any) -> Any:
+        import torch
+
+        s = self.settings
+        logits = scores.double() / s.temperature
+        if s.top_k and s.top_k > 0:
+            kth = torch.topk(logits, min(s.top_k, logits.shape[-1]), dim=-1).values[..., -1:]
+            logits = logits.masked_fill(logits < kth, float("-inf"))
+        probs = torch.softmax(logits, dim=-1)
+        if s.top_p < 1.0:  # keep the smallest set of most likely tokens whose mass reaches top_p
+            sorted_p, order = torch.sort(probs, descending=True, dim=-1)
+            before = sorted_p.cumsum(-1) - sorted_p
+            sorted_p = sorted_p.masked_fill(before >= s.top_p, 0.0)
+            probs = torch.zeros_like(probs).scatter(-1, order, sorted_p)
+        out = torch.full_like(scores, float("-inf"))
+        for row, gen in enumerate(self.generators):
+            cdf = probs[row].cpu().cumsum(0)
+            u = torch.rand((), generator=gen, dtype=torch.float64) * cdf[-1]
+            token = int(torch.searchsorted(cdf, u.reshape(1), right=True).clamp(max=cdf.numel() - 1))
+            out[row, token] = 0.0
+        return out
+
+
 class VLLMBackend:
     """vLLM offline inference on token-id prompts (so the chat template's BOS is never doubled)."""
 
@@ -365,18 +454,23 @@ class VLLMBackend:
         self.llm = LLM(model=model_path, dtype=dtype or "auto", **engine_kwargs)
         self.tokenizer = tokenizer
 
-    def generate(self, batch: list[list[int]], settings: GenerationSettings, seed: int) -> list[tuple[list[int], str]]:
-        """Completion token ids and finish reason per prompt."""
+    def generate(
+        self, batch: list[list[int]], settings: GenerationSettings, seeds: Sequence[int]
+    ) -> list[tuple[list[int], str]]:
+        """Completion token ids and finish reason per prompt (each prompt sampled with its own seed)."""
         from vllm import SamplingParams
         from vllm.inputs import TokensPrompt
 
-        params = SamplingParams(
-            temperature=settings.temperature,
-            top_p=settings.top_p if settings.temperature > 0 else 1.0,
-            top_k=settings.top_k if settings.top_k > 0 else -1,
-            max_tokens=settings.max_new_tokens,
-            seed=seed,
-        )
+        params = [
+            SamplingParams(
+                temperature=settings.temperature,
+                top_p=settings.top_p if settings.temperature > 0 else 1.0,
+                top_k=settings.top_k if settings.top_k > 0 else -1,
+                max_tokens=settings.max_new_tokens,
+                seed=seed,
+            )
+            for seed in seeds
+        ]
         outs = self.llm.generate([TokensPrompt(prompt_token_ids=b) for b in batch], params, use_tqdm=False)
         return [
             (list(o.outputs[0].token_ids), "length" if o.outputs[0].finish_reason == "length" else "stop") for o in outs
@@ -402,29 +496,32 @@ def pick_backend(backend: str) -> str:
 # ------------------------------------------------------------------- output
 
 
+#: Keys every record of a selfgen file has (how a file is recognised as one).
+RECORD_KEYS = ("id", "response", "finish_reason")
+#: Generation settings whose change does not change any response (sampling is seeded per item).
+_UNCOMPARED_GENERATION = ("batch_size",)
+SEEDING = "per-item"
+
+
 def read_records(path: str | Path, *, repair: bool = False) -> list[dict[str, Any]]:
     """The complete records of a selfgen JSONL file.
 
-    A last line without its newline is what a killed writer leaves; it is ignored, and with
-    ``repair`` cut off the file so that appending continues on a clean line.
+    A last line without its newline is what a killed writer leaves; it is ignored. ``repair`` cuts it
+    off, but only once every complete line has proven to be a selfgen record (a file that is not one
+    is refused and left as it is).
     """
     path = Path(path)
-    if not path.exists():
-        return []
-    data = path.read_bytes()
-    end = data.rfind(b"\n") + 1
-    if end < len(data):
-        logger.warning("%s: dropping a half-written last record (%d bytes)", path, len(data) - end)
+    records, torn = read_jsonl(path, what="selfgen file")
+    bad = next((i for i, r in enumerate(records, 1) if any(k not in r for k in RECORD_KEYS)), None)
+    if bad is not None:
+        lacks = ", ".join(k for k in RECORD_KEYS if k not in records[bad - 1])
+        raise SelfGenError(f"{path} is not a selfgen file: line {bad} lacks {lacks}; name another --out (or --data)")
+    if torn and repair:
+        logger.warning("%s: dropping a half-written last record (%d bytes)", path, torn)
         if repair:
-            with open(path, "r+b") as fh:
-                fh.truncate(end)
-    records = []
-    for n, line in enumerate(data[:end].splitlines(), 1):
-        if line.strip():
-            try:
-                records.append(json.loads(line))
-            except json.JSONDecodeError as e:
-                raise SelfGenError(f"{path}: line {n} is not a JSON record ({e})") from None
+            if not records and not torn_fragment(path).startswith(b'{"id": '):
+                raise SelfGenError(f"{path} is not a selfgen file (its only line is not a record); name another --out")
+            repair_torn_tail(path)
     return records
 
 
@@ -433,11 +530,11 @@ def is_selfgen_file(path: str | Path) -> bool:
     p = Path(path)
     if not (p.is_file() and p.suffix == ".jsonl"):
         return False
-    with open(p, encoding="utf-8") as fh:
+    with open(p, "rb") as fh:
         first = fh.readline()
     try:
-        rec = json.loads(first)
-    except json.JSONDecodeError:
+        rec = json.loads(first.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError):
         return False
     return isinstance(rec, dict) and "response" in rec and "finish_reason" in rec
 
@@ -446,18 +543,79 @@ def _prompt_hash(messages: Sequence[dict[str, str]]) -> str:
     return hashlib.sha256(json.dumps(list(messages), sort_keys=True).encode()).hexdigest()[:16]
 
 
-def _check_meta(meta_path: Path, meta: dict[str, Any]) -> None:
-    if not meta_path.exists():
-        meta_path.write_text(json.dumps(meta, indent=2))
-        return
-    old = json.loads(meta_path.read_text())
-    keys = ("teacher", "source", "generation")
-    diff = [k for k in keys if old.get(k) != meta.get(k)]
+def _manifest(out: Path, meta: dict[str, Any]) -> RunManifest:
+    """The run manifest of a selfgen file: teacher, source and the settings that change responses."""
+    gen = {k: v for k, v in meta["generation"].items() if k not in _UNCOMPARED_GENERATION}
+    settings = {"teacher": meta["teacher"], "source": meta["source"], "generation": gen}
+    if meta["generation"].get("temperature", 0) > 0:
+        settings["seeding"] = SEEDING
+    extra = {k: v for k, v in meta.items() if k not in settings}
+    extra["batch_size"] = meta["generation"].get("batch_size")
+    return RunManifest(out.with_name(out.name + META_SUFFIX), "selfgen", settings, extra=extra)
+
+
+def check_output(out: Path, meta: dict[str, Any], prompts: Sequence[Prompt], inputs: Sequence[Any] = ()) -> bool:
+    """Prove that ``out`` may be written by this run, changing nothing; True when it already holds records.
+
+    Refused (:class:`SelfGenError` / :class:`~lmeval_layerprune.guard.OutputError`): ``out`` is an input,
+    a file that is not a selfgen file of this tool, one started with other settings (named, old and new),
+    or one holding records of other prompts.
+    """
+    guard_output(out, inputs=inputs, what="output file")
+    if out.is_dir():
+        raise SelfGenError(f"--out {out} is a folder; name a .jsonl file")
+    manifest = _manifest(out, meta)
+    if not out.exists() or out.stat().st_size == 0:
+        return False
+    if not manifest.path.is_file():
+        raise SelfGenError(
+            f"--out {out} exists but has no {manifest.path.name} beside it, so it is not a selfgen output of this "
+            "tool; refusing to append to it. Name another --out"
+        )
+    records = read_records(out)  # refuses a file that is not a selfgen file, without changing it
+    old = manifest.load() or {}
+    if "seeding" not in old and old.get("generation", {}).get("temperature", 0) > 0:
+        old["seeding"] = "per-batch (older version)"
+    if old.get("generation"):
+        old["generation"] = {k: v for k, v in old["generation"].items() if k not in _UNCOMPARED_GENERATION}
+    diff = manifest.differences(old)
     if diff:
         raise SelfGenError(
-            f"{meta_path.name[: -len(META_SUFFIX)]} was started with different {', '.join(diff)} "
-            f"({', '.join(f'{k}={old.get(k)!r}' for k in diff)}); use another --out or delete it to start over"
+            f"{out} was started with other settings ({describe_diff(diff)}); rerun with the same settings to resume "
+            "it, or name another --out (or delete it and its .meta.json) to start over"
         )
+    by_id = {p.id: p for p in prompts}
+    for rec in records:
+        pid = rec["id"]
+        if pid in by_id and rec.get("prompt_hash") != _prompt_hash(by_id[pid].messages):
+            raise SelfGenError(
+                f"{out}: the record of prompt {pid!r} was made from a different prompt; "
+                "the file belongs to another prompt source (use another --out)"
+            )
+    return True
+
+
+def _meta(teacher: str, gen: GenerationSettings, flt: FilterSettings, source: str | None) -> dict[str, Any]:
+    from .embedded import base_model_name
+
+    return {
+        "teacher": base_model_name(teacher) or teacher,
+        "source": source,
+        "generation": dataclasses.asdict(gen),
+        "filters": dataclasses.asdict(flt) | {"filters": list(flt.filters)},
+    }
+
+
+def _check_teacher(model_path: str, teacher: str) -> None:
+    """Refuse a teacher that cannot generate (encoder-only, encoder-decoder) or whose weights are unreadable."""
+    from transformers import AutoConfig
+
+    try:
+        config = AutoConfig.from_pretrained(model_path)
+    except (OSError, ValueError) as e:
+        raise SelfGenError(f"teacher {teacher!r}: cannot read its config ({str(e).splitlines()[0]})") from None
+    check_causal_lm(config, role="teacher", name=teacher)
+    check_weights(model_path)
 
 
 def generate_responses(
@@ -475,40 +633,44 @@ def generate_responses(
 ) -> dict[str, Any]:
     """Have ``teacher`` answer every prompt that ``out`` has no record of yet, appending records.
 
-    Returns a summary: ``total``, ``generated`` (this call), ``kept``, ``filtered`` (per reason), ``out``.
+    Everything is checked before anything is written or generated: ``out`` must not be an input, and
+    an existing ``out`` must be a selfgen file of this tool with the same settings (see
+    :func:`check_output`). Returns a summary: ``total``, ``generated`` (this call), ``kept``,
+    ``filtered`` (per reason), ``out``.
     """
     from tqdm.auto import tqdm
     from transformers import AutoTokenizer
 
-    from .embedded import base_model_name, resolve_pretrained
+    from .embedded import resolve_pretrained
 
     gen = generation or GenerationSettings()
     flt = filters or FilterSettings()
     if gen.max_new_tokens < 1 or gen.batch_size < 1:
         raise SelfGenError("max_new_tokens and batch_size must be at least 1")
+    if gen.temperature < 0 or not 0 < gen.top_p <= 1 or gen.top_k < 0:
+        raise SelfGenError(
+            f"bad sampling settings temperature={gen.temperature}, top_p={gen.top_p}, top_k={gen.top_k}; "
+            "expected temperature >= 0 (0: greedy), 0 < top_p <= 1, top_k >= 0 (0: off)"
+        )
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
     model_path = str(resolve_pretrained(teacher))
-    meta = {
-        "teacher": base_model_name(teacher) or teacher,
-        "source": source,
-        "generation": dataclasses.asdict(gen),
-        "filters": dataclasses.asdict(flt) | {"filters": list(flt.filters)},
-    }
+    meta = _meta(teacher, gen, flt, source)
+    inputs = [model_path, source if source and Path(source).expanduser().exists() else None]
+    check_output(out, meta, prompts, inputs)  # before the lock file or anything else appears
+    out.parent.mkdir(parents=True, exist_ok=True)
     with file_lock(out.with_name(out.name + ".lock")):
-        done = {r["id"]: r for r in read_records(out, repair=True)}
+        existed = check_output(out, meta, prompts, inputs)  # again, under the lock
+        done = {r["id"]: r for r in read_records(out, repair=True)} if existed else {}
         by_id = {p.id: p for p in prompts}
-        for pid, rec in done.items():
-            if pid in by_id and rec.get("prompt_hash") != _prompt_hash(by_id[pid].messages):
-                raise SelfGenError(
-                    f"{out}: the record of prompt {pid!r} was made from a different prompt; "
-                    "the file belongs to another prompt source (use another --out)"
-                )
         todo = [p for p in prompts if p.id not in done]
         used_backend = pick_backend(backend) if todo else "none"
-        meta["backend"] = used_backend
-        _check_meta(out.with_name(out.name + META_SUFFIX), meta)
+        manifest = _manifest(out, {**meta, "backend": used_backend, "seeding": SEEDING})
+        if not existed:
+            _check_teacher(model_path, teacher)
+            manifest.write()
         if todo:
+            if existed:
+                _check_teacher(model_path, teacher)
             tokenizer = AutoTokenizer.from_pretrained(model_path)
             ensure_chat_template(tokenizer)
             engine: Any
@@ -517,16 +679,16 @@ def generate_responses(
             else:
                 engine = TransformersBackend(model_path, tokenizer, dtype=dtype, device=device)
             bar = tqdm(total=len(prompts), initial=len(prompts) - len(todo), desc="selfgen", disable=not progress)
-            with open(out, "a", encoding="utf-8") as fh:
-                for start in range(0, len(todo), gen.batch_size):
-                    chunk = todo[start : start + gen.batch_size]
-                    encoded = [encode_prompt(tokenizer, p.messages) for p in chunk]
-                    results = engine.generate(encoded, gen, seed=gen.seed + start)
-                    lines = []
-                    for p, ids, (completion, finish) in zip(chunk, encoded, results, strict=True):
-                        text = tokenizer.decode(completion, skip_special_tokens=True).strip()
-                        reason = filter_reason(text, finish, len(ids), completion, flt)
-                        rec = {
+            for start in range(0, len(todo), gen.batch_size):
+                chunk = todo[start : start + gen.batch_size]
+                encoded = [encode_prompt(tokenizer, p.messages) for p in chunk]
+                results = engine.generate(encoded, gen, seeds=[item_seed(gen.seed, p.id) for p in chunk])
+                recs = []
+                for p, ids, (completion, finish) in zip(chunk, encoded, results, strict=True):
+                    text = tokenizer.decode(completion, skip_special_tokens=True).strip()
+                    reason = filter_reason(text, finish, len(ids), completion, flt)
+                    recs.append(
+                        {
                             "id": p.id,
                             "prompt": p.messages,
                             "response": text,
@@ -538,11 +700,9 @@ def generate_responses(
                             "reference": p.reference,
                             "prompt_hash": _prompt_hash(p.messages),
                         }
-                        lines.append(json.dumps(rec, ensure_ascii=False) + "\n")
-                    fh.write("".join(lines))
-                    fh.flush()
-                    os.fsync(fh.fileno())
-                    bar.update(len(chunk))
+                    )
+                append_jsonl(out, recs)  # one write + fsync per batch
+                bar.update(len(chunk))
             bar.close()
         records = read_records(out)
     wanted = set(by_id)

@@ -201,7 +201,9 @@ def test_heal_lora_end_to_end_matches_an_independent_reference(base, responses, 
     heal_mod.heal("selfgen-lora", str(base), out, drop="2-3", data=str(responses),
                   overrides=[*TINY, "sft.max_steps=4", "sft.save_steps=4"], keep_checkpoints=True)  # fmt: skip
     assert (out / "model.safetensors").stat().st_mtime == mtime
-    with pytest.raises(heal_mod.HealError, match="different drop"):
+    with pytest.raises(
+        heal_mod.HealError, match=r"other settings \(drop: \"2-3\" -> \"1-3\"; sft.max_steps: 4 -> <unset>.*--overwrite"
+    ):
         heal_mod.heal("selfgen-lora", str(base), out, drop="1-3", data=str(responses), overrides=TINY)
 
 

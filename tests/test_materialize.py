@@ -17,6 +17,7 @@ import yaml
 from conftest import ARCH_CASES, VOCAB, save_tiny
 from transformers import AutoModelForCausalLM
 
+from lmeval_layerprune.guard import OutputError
 from lmeval_layerprune.materialize import (
     MERGEKIT_FILE,
     PLAN_FILE,
@@ -85,15 +86,21 @@ def test_materialize_refuses_to_clobber(llama_dir, tmp_path) -> None:
     assert (tmp_path / "out" / "precious.txt").read_text() == "keep me"
     with pytest.raises(ValueError, match="removes nothing"):
         materialize(str(llama_dir), "none", tmp_path / "other")
-    # --overwrite with a bad spec must fail before anything is deleted
-    with pytest.raises(ValueError, match="out of range"):
-        materialize(str(llama_dir), "99", tmp_path / "out", overwrite=True)
+    # --overwrite never replaces what this tool did not write, nor an input; refusals change nothing
+    with pytest.raises(OutputError, match="did not write"):
+        materialize(str(llama_dir), "1", tmp_path / "out", overwrite=True)
     assert (tmp_path / "out" / "precious.txt").read_text() == "keep me"
-    with pytest.raises(ValueError, match="would overwrite the source model"):
+    with pytest.raises(OutputError, match="is the input"):
         materialize(str(llama_dir), "1", llama_dir, overwrite=True)
     assert (llama_dir / "config.json").is_file()
-    materialize(str(llama_dir), "1", tmp_path / "out", overwrite=True)
-    assert not (tmp_path / "out" / "precious.txt").exists()
+    ours = materialize(str(llama_dir), "1", tmp_path / "ours")
+    # --overwrite with a bad spec must fail before anything is touched
+    with pytest.raises(ValueError, match="out of range"):
+        materialize(str(llama_dir), "99", ours, overwrite=True)
+    assert json.loads((ours / PLAN_FILE).read_text())["drop"] == [1]
+    materialize(str(llama_dir), "2", ours, overwrite=True)
+    assert json.loads((ours / PLAN_FILE).read_text())["drop"] == [2]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ours", "out"]  # no temporary or set-aside copy left
 
 
 def test_slicing_an_already_pruned_checkpoint(llama_dir, tmp_path) -> None:

@@ -254,7 +254,9 @@ def test_selfgen_refuses_a_file_of_other_prompts_or_settings(chat_dir, tmp_path)
     prompts = load_prompts("bundled", n=2)
     summary = generate_responses(str(chat_dir), prompts, out, generation=gen, source="bundled", progress=False)
     assert summary["total"] == 2 and summary["generated"] == 2
-    with pytest.raises(SelfGenError, match="different generation"):
+    with pytest.raises(
+        SelfGenError, match=r"other settings \(generation.max_new_tokens: 2 -> 3; generation.temperature: 0 -> 0.9\)"
+    ):
         generate_responses(
             str(chat_dir), prompts, out, generation=GenerationSettings(max_new_tokens=3), source="bundled"
         )

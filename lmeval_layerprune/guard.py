@@ -1,0 +1,381 @@
+"""One guard for every output this tool writes, and atomic replacement.
+
+Rules (checked before any work, and changing nothing on disk when they refuse):
+
+1. An output that **is**, **contains**, or **lies inside** one of the command's inputs is refused,
+   ``--overwrite`` or not (symbolic links are resolved first).
+2. ``--overwrite`` replaces only what this tool wrote, recognised by its own marker (the plan file
+   of a sliced checkpoint, the state file of a heal run, a selfgen file's metadata, the marker line
+   of a generated model card, the cache entry marker). Anything else in the way is refused, and
+   the message names the path.
+3. Replacement is atomic (:func:`replace_atomically`): the new output is written beside the old,
+   the two are swapped by one ``rename`` (``renameat2(RENAME_EXCHANGE)`` for folders where the
+   kernel has it), then the old one is deleted. A process killed at any moment leaves the old
+   output or the new one, complete, at the target path (plus, at worst, a hidden ``.tmp-*``
+   leftover that the next writer removes).
+
+It also holds the input checks every command shares: :func:`check_causal_lm` refuses models that
+cannot generate text (encoder-only, encoder-decoder) with one message, and :func:`corrupt_file`
+turns an unreadable weights, data, results or plan file into a message that names it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import errno
+import json
+import os
+import shutil
+import uuid
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+from .fsutil import _tmp_prefix, remove_abandoned_tmp_dirs, tmp_dir_is_live
+from .spec import LayerPruneError
+
+__all__ = [
+    "OutputError",
+    "CorruptFileError",
+    "ModelKindError",
+    "guard_output",
+    "replace_atomically",
+    "owned_by_marker",
+    "owned_json",
+    "check_causal_lm",
+    "corrupt_file",
+]
+
+
+class OutputError(LayerPruneError, ValueError):
+    """An output that would overwrite an input, or replace something this tool did not write."""
+
+
+class CorruptFileError(LayerPruneError, ValueError):
+    """A file that cannot be read (truncated, not the format it claims, binary garbage)."""
+
+
+class ModelKindError(LayerPruneError, ValueError):
+    """A model that cannot do a command's job (an encoder-only or encoder-decoder model)."""
+
+
+Owned = Callable[[Path], bool] | str | Iterable[str] | None
+
+
+def _real(path: str | os.PathLike[str]) -> Path:
+    return Path(path).expanduser().resolve(strict=False)
+
+
+def _local_inputs(inputs: Iterable[Any]) -> list[tuple[str, Path]]:
+    """(as given, resolved) for the inputs that exist on disk (Hub ids and ``None`` are skipped)."""
+    out = []
+    for item in inputs:
+        if item is None or not isinstance(item, str | os.PathLike):
+            continue
+        text = os.fspath(item)
+        if not text or not Path(text).expanduser().exists():
+            continue
+        out.append((text, _real(text)))
+    return out
+
+
+def owned_by_marker(*markers: str) -> Callable[[Path], bool]:
+    """An ``owned`` test: ``path`` is ours when it holds (a folder) or sits beside (a file) one of ``markers``.
+
+    For a folder the markers are file names inside it; for a file they are suffixes appended to its
+    name (``out.jsonl`` + ``.meta.json``).
+    """
+
+    def test(path: Path) -> bool:
+        if path.is_dir():
+            return any((path / m).is_file() for m in markers)
+        return any(path.with_name(path.name + m).is_file() for m in markers)
+
+    return test
+
+
+def owned_json(*keys: str) -> Callable[[Path], bool]:
+    """An ``owned`` test for JSON files this tool writes: a JSON object holding every one of ``keys``."""
+
+    def test(path: Path) -> bool:
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, ValueError):
+            return False
+        return isinstance(data, dict) and all(k in data for k in keys)
+
+    return test
+
+
+def _as_test(owned: Owned) -> Callable[[Path], bool] | None:
+    if owned is None or callable(owned):
+        return owned  # type: ignore[return-value]
+    markers = (owned,) if isinstance(owned, str) else tuple(owned)
+    return owned_by_marker(*markers)
+
+
+def _occupied(path: Path) -> bool:
+    if path.is_dir():
+        return any(path.iterdir())
+    return path.exists() or path.is_symlink()
+
+
+def guard_output(
+    out: str | os.PathLike[str],
+    *,
+    inputs: Iterable[Any] = (),
+    overwrite: bool = False,
+    owned: Owned = None,
+    what: str = "output",
+    flag: str = "--out",
+    hint: str = "",
+) -> None:
+    """Refuse an output that would destroy an input or something this tool did not write.
+
+    Args:
+        out: the output file or folder.
+        inputs: the command's inputs (paths; Hub ids, ``None`` and missing paths are ignored).
+        overwrite: the caller will replace an existing ``out``; then ``out`` must be ours by ``owned``.
+        owned: how to recognise an output of ours: a callable, or marker name(s) (see
+            :func:`owned_by_marker`). ``None``: nothing existing may be replaced.
+        what, flag: words for the messages (``"plan file"``, ``"--out"``).
+        hint: what to do, for the refusal of something this tool did not write.
+
+    Raises:
+        OutputError: naming the path and what to do. Nothing on disk is changed, ever.
+    """
+    given = os.fspath(out)
+    target = _real(given)
+    for text, src in _local_inputs(inputs):
+        if target == src:
+            raise OutputError(f"{flag} {given} is the input {text}; refusing to write over it (name another {what})")
+        if src in target.parents:
+            raise OutputError(
+                f"{flag} {given} lies inside the input {text}; refusing to write there (name an {what} outside it)"
+            )
+        if target in src.parents:
+            raise OutputError(
+                f"{flag} {given} contains the input {text}; "
+                f"{'--overwrite would delete it' if overwrite else 'writing there could destroy it'} "
+                f"(name an {what} that does not hold your inputs)"
+            )
+    if not overwrite:
+        return
+    if not _occupied(target):
+        return
+    test = _as_test(owned)
+    if test is not None and test(target):
+        return
+    kind = "folder" if target.is_dir() else "file"
+    raise OutputError(
+        f"{flag} {given} is a {kind} this tool did not write (it carries no marker of lmeval-prune's); refusing to "
+        f"replace it. {hint or f'Remove it yourself if it is disposable, or name another {what}'}"
+    )
+
+
+# ------------------------------------------------------------------ atomic swap
+
+_RENAME_EXCHANGE = 2
+_AT_FDCWD = -100
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two paths in one step (Linux ``renameat2``); False where the kernel or libc lacks it."""
+    try:
+        fn = ctypes.CDLL(None, use_errno=True).renameat2
+    except (AttributeError, OSError):
+        return False
+    fn.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    fn.restype = ctypes.c_int
+    if fn(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.ENOSYS, errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV):
+        return False
+    raise OSError(err, f"renameat2({a}, {b}) failed: {os.strerror(err)}")
+
+
+def _old_name(target: Path) -> Path:
+    return target.with_name(f".{target.name}.lmeval-old")
+
+
+def recover(target: str | os.PathLike[str]) -> None:
+    """Finish a swap that a kill interrupted between its two renames (only where ``renameat2`` is missing).
+
+    If ``target`` is gone and its set-aside old copy is there, put the old copy back.
+    """
+    target = Path(target)
+    old = _old_name(target)
+    if not target.exists() and old.exists():
+        os.rename(old, target)
+    elif target.exists() and old.exists():
+        _remove(old)
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+
+
+def _remove_abandoned(parent: Path) -> None:
+    remove_abandoned_tmp_dirs(parent)
+    for tmp in parent.glob(".tmp-*"):
+        if tmp.is_file() and not tmp_dir_is_live(tmp):
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
+
+
+def _fsync_dir(folder: Path) -> None:
+    with contextlib.suppress(OSError):
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+@contextlib.contextmanager
+def replace_atomically(target: str | os.PathLike[str]) -> Iterator[Path]:
+    """Yield a sibling temporary path to write the new ``target`` to (a file or a folder; it does not exist yet).
+
+    When the block ends without an exception, the new output takes ``target``'s place in one step
+    and the old one (if any) is deleted; on an exception the temporary output is removed and
+    ``target`` is untouched. Guard the target with :func:`guard_output` first.
+    """
+    target = Path(target).expanduser()
+    parent = target.parent
+    parent.mkdir(parents=True, exist_ok=True)
+    recover(target)
+    _remove_abandoned(parent)
+    tmp = parent / f"{_tmp_prefix()}{uuid.uuid4().hex[:8]}-{target.name}"
+    try:
+        yield tmp
+        if not tmp.exists():
+            raise OutputError(f"nothing was written for {target}")
+        if tmp.is_file():
+            with open(tmp, "rb+") as fh:
+                os.fsync(fh.fileno())
+        _fsync_dir(parent)
+        if not target.exists() and not target.is_symlink():
+            os.rename(tmp, target)
+        elif tmp.is_dir() and target.is_dir() and _exchange(tmp, target):
+            pass  # tmp now holds the old output; removed below
+        elif tmp.is_file() and not target.is_dir():
+            os.replace(tmp, target)  # one atomic rename for files
+        else:
+            old = _old_name(target)
+            _remove(old)
+            os.rename(target, old)  # a kill here: recover() puts the old one back
+            os.rename(tmp, target)
+            _remove(old)
+        _fsync_dir(parent)
+    finally:
+        if tmp.exists() or tmp.is_symlink():
+            _remove(tmp)
+
+
+# ----------------------------------------------------------------- model cards
+
+#: The last line of every card ``lmeval-prune card`` writes: how a later run knows it may replace the card.
+CARD_MARKER = "<!-- generated by lmeval-layerprune (delete this line to keep your edits from being replaced) -->"
+
+
+def is_generated_card(path: Path) -> bool:
+    """True for a model card written by this tool (the marker line; older cards: the "Made with" line)."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return False
+    return CARD_MARKER in text or "Made with [lmeval-layerprune]" in text
+
+
+def mark_card(text: str) -> str:
+    """``text`` with :data:`CARD_MARKER` as its last line."""
+    return text.rstrip("\n") + "\n\n" + CARD_MARKER + "\n"
+
+
+def guard_card(path: str | os.PathLike[str]) -> None:
+    """Refuse to replace a ``README.md`` that ``lmeval-prune card`` did not write (it is left as it is)."""
+    guard_output(
+        path,
+        overwrite=True,
+        owned=is_generated_card,
+        what="model card",
+        flag="card",
+        hint="Rename it (e.g. to README.hand.md) to keep it and let the card be written, or edit it by hand",
+    )
+
+
+# --------------------------------------------------------------- input checks
+
+
+def check_causal_lm(config: Any, *, role: str = "model", name: str | None = None) -> None:
+    """Refuse a model that cannot generate text left to right (encoder-only, encoder-decoder).
+
+    ``config`` is a transformers config (or a parsed ``config.json``); ``role`` names the model's job
+    in the message (``"teacher"``, ``"base model"``).
+    """
+    get = config.get if isinstance(config, dict) else (lambda k, d=None: getattr(config, k, d))
+    model_type = str(get("model_type", "") or "")
+    label = f"{role} {name!r}" if name else role
+    if get("is_encoder_decoder", False):
+        raise ModelKindError(
+            f"the {label} is an encoder-decoder model ({model_type}); this command needs a decoder-only "
+            "causal language model (e.g. Llama, Qwen, SmolLM)"
+        )
+    try:
+        from transformers.models.auto.modeling_auto import (
+            MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
+            MODEL_FOR_MASKED_LM_MAPPING_NAMES,
+        )
+    except ImportError:  # pragma: no cover - transformers always has them
+        return
+    if not model_type:
+        return
+    causal = MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.get(model_type)
+    if causal is None or model_type in MODEL_FOR_MASKED_LM_MAPPING_NAMES:
+        raise ModelKindError(
+            f"the {label} is a {model_type!r} model, which cannot generate text (an encoder-only or "
+            "non-causal architecture); this command needs a decoder-only causal language model"
+        )
+
+
+def corrupt_file(
+    path: str | os.PathLike[str], error: BaseException, *, kind: str = "file", fix: str = ""
+) -> CorruptFileError:
+    """A :class:`CorruptFileError` naming ``path``, what went wrong and what to do."""
+    detail = str(error).splitlines()[0] if str(error) else type(error).__name__
+    hint = fix or "restore it, or delete it and write it again"
+    return CorruptFileError(f"{kind} {path} is unreadable ({type(error).__name__}: {detail}); {hint}")
+
+
+def check_weights(folder: str | os.PathLike[str], *, fix: str = "") -> None:
+    """Read the header of every ``*.safetensors`` file in ``folder`` (cheap: no tensor is loaded).
+
+    A truncated or garbled weights file raises :class:`CorruptFileError` naming it, instead of a
+    ``SafetensorError`` from deep inside the loader that names no file.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        return
+    try:
+        from safetensors import safe_open
+    except ImportError:  # pragma: no cover - a dependency of transformers
+        return
+    for path in sorted(folder.glob("*.safetensors")):
+        try:
+            with safe_open(str(path), framework="pt") as fh:
+                fh.keys()
+        except Exception as e:  # noqa: BLE001 - SafetensorError and OSError alike: name the file
+            raise corrupt_file(
+                path,
+                e,
+                kind="weights file",
+                fix=fix
+                or "the checkpoint is truncated or damaged: download or write it again "
+                "(a materialized cache entry: `lmeval-prune cache clear`)",
+            ) from None
