@@ -64,9 +64,8 @@ def overrides(args: argparse.Namespace) -> list[str]:
 
 
 def run_heal(args: argparse.Namespace) -> int:
-    import json
-
-    from ..heal import PLAN_JSON, eval_command, heal
+    from ..heal import eval_command, heal
+    from ..plan import PruningPlan
 
     check_push_to_hub(args)  # a bad repo id or a missing token fails before any training
     out = heal(
@@ -85,13 +84,13 @@ def run_heal(args: argparse.Namespace) -> int:
 
     if not PartialState().is_main_process:
         return 0
-    plan = json.loads((out / PLAN_JSON).read_text())
-    r = plan["recovery"]
+    plan = PruningPlan.load(out)
+    r = plan.recovery or {}
     print(
         f"healed checkpoint: {out} (recipe {r['recipe']}, {r['finetune']}, {r['steps']} steps; "
-        f"layers {plan['drop']} of {plan['num_layers']} removed)"
+        f"layers {list(plan.drop)} of {plan.num_layers} removed)"
     )
-    print(f"evaluate it: {eval_command(out, args.base, args.drop or plan.get('spec') or '', args.keep_adapter)}")
+    print(f"evaluate it: {eval_command(out, args.base, args.drop or plan.spec or '', args.keep_adapter)}")
     push_after(args, out)
     return 0
 

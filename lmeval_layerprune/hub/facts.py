@@ -16,17 +16,12 @@ from typing import Any
 
 from ..heal import RECIPE_FILE
 from ..materialize import MERGEKIT_FILE
-from ..materialize import PLAN_FILE as _SLICE_PLAN_FILE
+from ..plan import LEGACY_PLAN_FILES, PLAN_FILE
 from ..spec import PLAN_ATTR, LayerPruneError
-
-try:  # the one plan module (core); until it lands, heal's file name is the one name
-    from ..plan import PLAN_FILE
-except ImportError:  # pragma: no cover - depends on the merge order
-    from ..heal import PLAN_JSON as PLAN_FILE
 
 CARD_FILE = "README.md"
 #: every name a plan file has had (the current one first); all are read and uploaded
-PLAN_FILES: tuple[str, ...] = tuple(dict.fromkeys((PLAN_FILE, _SLICE_PLAN_FILE, "layer_pruning.json")))
+PLAN_FILES: tuple[str, ...] = (PLAN_FILE, *LEGACY_PLAN_FILES)
 
 __all__ = [
     "CARD_FILE",
