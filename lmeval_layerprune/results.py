@@ -31,13 +31,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .plan import RESULTS_KEY
 from .spec import LayerPruneError
 
 GENERATIVE = "generative"
 LIKELIHOOD = "likelihood"
 _GENERATIVE_TYPES = ("generate_until",)
 #: the key under which the pruned-hf model records its plan in lm-eval's results ``config``
-PROVENANCE_KEY = "layer_pruning"
+PROVENANCE_KEY = RESULTS_KEY
 RESULTS_GLOB = "results_*.json"
 
 
