@@ -90,7 +90,8 @@ def test_plan_from_the_results_config_and_in_memory_results(lm_eval_run, tmp_pat
     f = tmp_path / "results_x.json"
     f.write_text(json.dumps(raw))
     assert load_run(f).plan == plan
-    assert load_run(lm_eval_run).plan is None or "drop" in load_run(lm_eval_run).plan
+    recorded = load_run(lm_eval_run).plan  # what pruned-hf put into the results config (provenance)
+    assert recorded["drop"] == [2, 3] and recorded["kept"] == [0, 1, 4, 5] and recorded["num_layers"] == 6
     # what lm_eval.evaluator.evaluate returns (select reads this): primary metric per leaf task
     primary = parse_results(raw).primary_scores()
     assert primary[GEN] == raw["results"][GEN]["exact_match,first-integer"]
