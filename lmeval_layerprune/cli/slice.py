@@ -5,10 +5,10 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from ._shared import add_push_to_hub_arguments, check_push_to_hub, push_after
+
 
 def register(sub: Any) -> None:
-    from .. import publish
-
     p = sub.add_parser(
         "slice",
         help="write a standalone checkpoint with layers removed (mergekit passthrough, verified)",
@@ -23,14 +23,13 @@ def register(sub: Any) -> None:
     p.add_argument("--calib", default=None, help="calibration file for bi:/angular:")
     p.add_argument("--revision", default=None, help="Hub revision of MODEL")
     p.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
-    publish.add_push_to_hub_argument(p)
+    add_push_to_hub_arguments(p)
     p.set_defaults(func=_cmd_slice)
 
 
 def _cmd_slice(args: argparse.Namespace) -> int:
     from ..materialize import MERGEKIT_FILE, materialize
     from ..plan import PruningPlan
-    from ..publish import check_push_to_hub, push_after
 
     check_push_to_hub(args)
     out = materialize(
