@@ -23,7 +23,7 @@ from typing import Any
 
 import torch
 
-from .arch import ArchInfo, arch_for, sliced_config_values
+from .arch import ArchInfo, arch_for, check_inferred_slice, num_layers, sliced_config_values, text_config_of
 from .spec import PLAN_ATTR, LayerPruneError
 
 logger = logging.getLogger(__name__)
@@ -46,7 +46,7 @@ def compose_plan(config: Any, drop: Sequence[int], base_model: str | None = None
     original model so the record always speaks of the unpruned parent (and
     ``base_model`` stays that parent's name).
     """
-    n = int(config.num_hidden_layers)
+    n = num_layers(config)
     prev = _original_plan(config)
     if prev:
         kept_before = list(prev["kept"])
@@ -64,12 +64,22 @@ def compose_plan(config: Any, drop: Sequence[int], base_model: str | None = None
         "kept": keep_from_drop(total, drop_orig),
     }
     plan.update({k: v for k, v in meta.items() if v is not None})
+    info = arch_for(config)
+    if info.text_config or info.inferred:
+        # Multimodal: only the text decoder is pruned (vision/audio towers stay whole).
+        extra = dict(plan.get("extra") or {})
+        if info.text_config:
+            extra["text_model"] = info.text_model
+        if info.inferred:
+            extra["arch"] = "inferred"
+        plan["extra"] = extra
     return plan
 
 
 def _apply_config(config: Any, keep: Sequence[int], plan: dict[str, Any] | None) -> None:
+    text = text_config_of(config)
     for name, value in sliced_config_values(config, keep).items():
-        setattr(config, name, value)
+        setattr(text, name, value)
     if plan is not None:
         setattr(config, PLAN_ATTR, plan)
 
@@ -77,7 +87,7 @@ def _apply_config(config: Any, keep: Sequence[int], plan: dict[str, Any] | None)
 def pruned_config(config: Any, drop: Sequence[int], plan: dict[str, Any] | None = None) -> Any:
     """A copy of ``config`` describing the model without the layers ``drop``."""
     new = copy.deepcopy(config)
-    _apply_config(new, keep_from_drop(int(config.num_hidden_layers), drop), plan)
+    _apply_config(new, keep_from_drop(num_layers(config), drop), plan)
     return new
 
 
@@ -88,6 +98,18 @@ def _get_layers(model: torch.nn.Module, info: ArchInfo) -> tuple[torch.nn.Module
     if not isinstance(layers, torch.nn.ModuleList):
         raise TypeError(f"expected a ModuleList at {info.layers!r} in {type(model).__name__}")
     return parent, attr, layers
+
+
+def _index_attrs(layer: torch.nn.Module, info: ArchInfo) -> list[tuple[torch.nn.Module, str, int]]:
+    """(module, attribute, offset) of the attributes carrying ``layer``'s index."""
+    if info.renumber is None:
+        return [(m, "layer_idx", 0) for m in layer.modules() if hasattr(m, "layer_idx")]
+    return [(layer.get_submodule(p), a, off) for p, a, off in info.renumber]
+
+
+def _renumber(layer: torch.nn.Module, info: ArchInfo, new_idx: int) -> None:
+    for module, name, offset in _index_attrs(layer, info):
+        setattr(module, name, new_idx + offset)
 
 
 def prune_model(model: torch.nn.Module, drop: Sequence[int], plan: dict[str, Any] | None = None) -> torch.nn.Module:
@@ -101,18 +123,22 @@ def prune_model(model: torch.nn.Module, drop: Sequence[int], plan: dict[str, Any
     info = arch_for(config)
     parent, attr, layers = _get_layers(model, info)
     n = len(layers)
-    if n != int(config.num_hidden_layers):
-        raise ValueError(f"model has {n} layers but config.num_hidden_layers is {config.num_hidden_layers}")
+    if n != num_layers(config):
+        raise ValueError(f"model has {n} layers but config.num_hidden_layers is {num_layers(config)}")
     keep = keep_from_drop(n, drop)
     if plan is None:
         plan = compose_plan(config, drop)
+    fixes = check_inferred_slice(config, keep) if info.inferred else {}
     kept_modules = [layers[i] for i in keep]
     for new_idx, layer in enumerate(kept_modules):
-        for module in layer.modules():
-            if hasattr(module, "layer_idx"):
-                module.layer_idx = new_idx
+        _renumber(layer, info, new_idx)
     setattr(parent, attr, torch.nn.ModuleList(kept_modules))
     _apply_config(config, keep, plan)
+    # Settings outside the stack that a freshly built model of the pruned config has.
+    for path, values in fixes.items():
+        module = model.get_submodule(path)
+        for name, value in values.items():
+            setattr(module, name, copy.copy(value))
     # Some models cache config-derived facts at init (e.g. whether any layer slides).
     for module in model.modules():
         if hasattr(module, "has_sliding_layers") and getattr(module, "config", None) is config:
@@ -129,20 +155,30 @@ def layer_subset(model: torch.nn.Module, drop: Sequence[int]) -> Iterator[torch.
     loaded model.
     """
     config = model.config
-    parent, attr, layers = _get_layers(model, arch_for(config))
-    saved_idx = [(m, m.layer_idx) for layer in layers for m in layer.modules() if hasattr(m, "layer_idx")]
+    info = arch_for(config)
+    parent, attr, layers = _get_layers(model, info)
+    saved_idx = [(m, a, getattr(m, a)) for layer in layers for m, a, _ in _index_attrs(layer, info)]
     keep = keep_from_drop(len(layers), drop)
-    saved_cfg = {name: copy.copy(getattr(config, name, None)) for name in sliced_config_values(config, keep)}
+    text = text_config_of(config, info)
+    saved_cfg = {name: copy.copy(text.__dict__.get(name)) for name in sliced_config_values(config, keep)}
     saved_plan = getattr(config, PLAN_ATTR, None)
     saved_sliding = [(m, m.has_sliding_layers) for m in model.modules() if hasattr(m, "has_sliding_layers")]
+    fixes = check_inferred_slice(config, keep) if info.inferred else {}
+    saved_fixes = [
+        (model.get_submodule(path), name, getattr(model.get_submodule(path), name))
+        for path, values in fixes.items()
+        for name in values
+    ]
     try:
         prune_model(model, drop, plan=saved_plan or {})
         yield model
     finally:
         setattr(parent, attr, layers)
-        for module, idx in saved_idx:
-            module.layer_idx = idx
-        config.__dict__.update(saved_cfg)
+        for module, name, idx in saved_idx:
+            setattr(module, name, idx)
+        text.__dict__.update(saved_cfg)
+        for module, name, value in saved_fixes:
+            setattr(module, name, value)
         if saved_plan is None:
             config.__dict__.pop(PLAN_ATTR, None)
         else:
@@ -195,6 +231,11 @@ def filter_state_dict(
         if orig in new_index:
             out[f"{m.group(1)}{info.layers.rpartition('.')[2]}.{new_index[orig]}.{m.group(3)}"] = value
     missing = set(keep) - seen_layers
+    if not seen_layers and state_dict:
+        raise ValueError(
+            f"no checkpoint tensor belongs to the decoder layers at {info.layers!r} (keys look like "
+            f"{sorted(state_dict)[:3]}); refusing to guess which tensors are which layer's"
+        )
     if missing and seen_layers:
         raise ValueError(f"the checkpoint has no tensors for layers {sorted(missing)} under {info.layers!r}")
     return out
@@ -211,7 +252,7 @@ def load_only_kept_layers(config: Any, drop: Sequence[int]) -> Iterator[None]:
     import transformers.modeling_utils as mu
 
     info = arch_for(config)
-    n = int(config.num_hidden_layers)
+    n = num_layers(config)
     keep = keep_from_drop(n, drop)
     state = {"used": False}
     original = getattr(mu, "convert_and_load_state_dict_in_model", None)
@@ -232,6 +273,12 @@ def load_only_kept_layers(config: Any, drop: Sequence[int]) -> Iterator[None]:
         bad = sorted(k for k in missing if rx.match(k))
         if bad:
             raise RuntimeError(f"after slicing, layer tensors were missing from the checkpoint: {bad[:5]}")
+        # Layer tensors the model did not take: the checkpoint names its layers differently
+        # (e.g. an older key layout), so kept layers could have received the wrong weights.
+        unexpected = getattr(loading_info, "unexpected_keys", None) or set()
+        stray = sorted(k for k in unexpected if rx.match(k))
+        if stray:
+            raise RuntimeError(f"after slicing, the model did not take these layer tensors: {stray[:5]}")
         return result
 
     with _PATCH_LOCK:
@@ -282,8 +329,7 @@ def load_pruned_model(
     config = AutoConfig.from_pretrained(pretrained)
     if spec.is_noop:
         return AutoModelForCausalLM.from_pretrained(pretrained, **from_pretrained_kwargs)
-    arch_for(config)
-    n = int(config.num_hidden_layers)
+    n = num_layers(config)
     if spec.needs_scores:
         model = AutoModelForCausalLM.from_pretrained(pretrained, **from_pretrained_kwargs)
         tok = tokenizer or AutoTokenizer.from_pretrained(pretrained)
