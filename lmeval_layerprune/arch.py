@@ -56,10 +56,14 @@ class ArchInfo:
     thresholds: tuple[str, ...] = ()
     sparse_step: str | None = None
     text_config: str | None = None
+    #: the config attribute that sets the decoder stack's depth
+    count: str = "num_hidden_layers"
     #: ``None``: renumber every ``layer_idx`` inside a kept layer (table entries).
     renumber: Renumber | None = None
     unsupported: str | None = None
     inferred: bool = False
+    #: the entry is a hint: discover the rest (stack, per-layer lists, indices), then check it
+    partial: bool = False
 
     @property
     def text_model(self) -> str:
@@ -106,6 +110,11 @@ ARCHITECTURES: dict[str, ArchInfo] = {
     "helium": ArchInfo(),
     "glm4": ArchInfo(),
     "gpt_neox": ArchInfo(layers="gpt_neox.layers"),
+    # Hints: discovery finds the stack, lists and indices; these say what it cannot know.
+    "llama4": ArchInfo(partial=True, index_lists=("moe_layers",)),
+    "llama4_text": ArchInfo(partial=True, index_lists=("moe_layers",)),
+    "deepseek_v2": ArchInfo(partial=True, thresholds=("first_k_dense_replace",)),
+    "deepseek_v3": ArchInfo(partial=True, thresholds=("first_k_dense_replace",)),
 }
 
 
@@ -175,18 +184,19 @@ def arch_for(config: Any) -> ArchInfo:
     if info is not None:
         if info.unsupported:
             raise _refuse(model_type, info.unsupported)
-        return info
+        if not info.partial:
+            return info
     key = _fingerprint(config)
     found = _DISCOVERED.get(key)
     if found is None:
         try:
-            found = discover(config)
+            found = discover(config, hints=info)
             logger.info(
                 "layer pruning: %s is not in the table; inferred the decoder stack %s (%d layers), "
                 "per-layer config %s, layer indices in %s",
                 model_type,
                 found.layers,
-                int(text_config_of(config, found).num_hidden_layers),
+                int(getattr(text_config_of(config, found), found.count)),
                 list(found.lists) or "none",
                 sorted({f"{p + '.' if p else ''}{a}" for p, a, _ in found.renumber or ()}) or "none",
             )
@@ -200,7 +210,8 @@ def arch_for(config: Any) -> ArchInfo:
 
 def num_layers(config: Any) -> int:
     """The decoder-layer count of a (supported) config, nested text configs included."""
-    return int(text_config_of(config, arch_for(config)).num_hidden_layers)
+    info = arch_for(config)
+    return int(getattr(text_config_of(config, info), info.count))
 
 
 # ----------------------------------------------------------------- discovery
@@ -263,13 +274,16 @@ def _stack_candidates(model: Any, config: Any, n: int) -> list[str]:
     return lists
 
 
-def discover(config: Any, model: Any = None) -> ArchInfo:
+def discover(config: Any, model: Any = None, hints: ArchInfo | None = None) -> ArchInfo:
     """Infer the :class:`ArchInfo` of ``config`` from its model's structure (built on ``meta``).
 
     Raises:
         UnsupportedArchitectureError: nothing or more than one candidate decoder stack, a
             per-layer fact that cannot be inferred (layer index lists), or a model that
             cannot be built on the meta device.
+
+    ``hints`` (a ``partial`` table entry) names what discovery cannot know: its
+    ``index_lists``, ``thresholds`` and ``sparse_step`` are taken as given.
     """
     model_type = getattr(config, "model_type", None)
     text_attr = _nested_text_attr(config)
@@ -280,6 +294,10 @@ def discover(config: Any, model: Any = None) -> ArchInfo:
     if model is None:
         model = _meta_model(config)
     cands = _stack_candidates(model, config, n)
+    dec = getattr(text, "decoder_layers", None)
+    if not cands and isinstance(dec, int) and dec >= 2 and dec != n:  # a BART-style decoder
+        n = dec
+        cands = _stack_candidates(model, config, n)
     if text_attr and len(cands) > 1:
         owners = [name for name, mod in model.named_modules() if getattr(mod, "config", None) is text]
         inside = [c for c in cands if any(not o or c.startswith(o + ".") for o in owners)]
@@ -294,10 +312,12 @@ def discover(config: Any, model: Any = None) -> ArchInfo:
         )
     path = cands[0]
     layers = model.get_submodule(path)
+    count = _depth_attribute(config, text_attr, text, path, n)
 
+    known = set(hints.index_lists) if hints else set()
     lists: list[str] = []
     for key, value in text.to_dict().items():
-        if key in _NOT_LAYER_LISTS or key == "layer_pruning" or not isinstance(value, (list, tuple)):
+        if key in _NOT_LAYER_LISTS or key in known or key == "layer_pruning" or not isinstance(value, (list, tuple)):
             continue
         ints = bool(value) and all(isinstance(v, int) and not isinstance(v, bool) for v in value)
         if len(value) == n:
@@ -323,11 +343,63 @@ def discover(config: Any, model: Any = None) -> ArchInfo:
                 if isinstance(value, int) and not isinstance(value, bool) and not attr.startswith("_"):
                     found[(sub_name, attr)] = value - i
         per_layer.append(found)
-    common = set(per_layer[0]).intersection(*per_layer[1:])
+    # Hybrid stacks: a submodule may exist in some layers only. An attribute is an index when it
+    # is "index + constant" in every layer that has it (in two or more layers), or, found in one
+    # layer only, when it is named like one and equals that layer's index.
+    offsets: dict[tuple[str, str], set[int]] = {}
+    for found in per_layer:
+        for key, off in found.items():
+            offsets.setdefault(key, set()).add(off)
+    counts = {key: sum(key in found for found in per_layer) for key in offsets}
     renumber = tuple(
-        sorted((p, a, per_layer[0][(p, a)]) for p, a in common if len({d[(p, a)] for d in per_layer}) == 1)
+        sorted(
+            (p, a, next(iter(offs)))
+            for (p, a), offs in offsets.items()
+            if len(offs) == 1 and (counts[(p, a)] >= 2 or (offs == {0} and ("idx" in a or "layer" in a)))
+        )
     )
-    return ArchInfo(layers=path, lists=tuple(lists), text_config=text_attr, renumber=renumber, inferred=True)
+    hinted = {}
+    if hints is not None:
+        hinted = {"index_lists": hints.index_lists, "thresholds": hints.thresholds, "sparse_step": hints.sparse_step}
+    return ArchInfo(
+        layers=path,
+        lists=tuple(lists),
+        text_config=text_attr,
+        count=count,
+        renumber=renumber,
+        inferred=True,
+        **hinted,
+    )
+
+
+def _depth_attribute(config: Any, text_attr: str | None, text: Any, path: str, n: int) -> str:
+    """The config attribute that sets the stack's depth: ``num_hidden_layers``, unless another
+    layer count equals it (BART-style decoders read ``decoder_layers``); then the one whose
+    change changes the stack's length, by building each candidate on the meta device."""
+    canonical = _canonical(text, "num_hidden_layers")
+    names = [
+        k
+        for k, v in text.to_dict().items()
+        if "layer" in k and isinstance(v, int) and not isinstance(v, bool) and v == n and k != canonical
+    ]
+    if not names:
+        return "num_hidden_layers"
+    found = []
+    for name in [canonical, *names]:
+        cfg = copy.deepcopy(config)
+        setattr(getattr(cfg, text_attr) if text_attr else cfg, name, n - 1)
+        try:
+            depth = len(_meta_model(cfg).get_submodule(path))
+        except Exception:  # noqa: BLE001 - that attribute does not make a valid smaller model
+            continue
+        if depth == n - 1:
+            found.append(name)
+    if len(found) != 1:
+        raise _refuse(
+            getattr(config, "model_type", None),
+            f"which config attribute sets the decoder depth is ambiguous (candidates {found or [canonical, *names]})",
+        )
+    return "num_hidden_layers" if found[0] == canonical else found[0]
 
 
 def _signature(module: Any, renumber: set[tuple[str, str]], index: int) -> list[tuple]:
@@ -356,7 +428,8 @@ def _outside(model: Any, stack: str) -> tuple[dict[str, tuple], dict[str, dict[s
         for pname, p in sub.named_parameters(recurse=False):
             tensors[f"{name}.{pname}"] = tuple(p.shape)
         for bname, b in sub.named_buffers(recurse=False):
-            tensors[f"{name}.{bname}"] = tuple(b.shape)
+            if bname not in getattr(sub, "_non_persistent_buffers_set", ()):
+                tensors[f"{name}.{bname}"] = tuple(b.shape)
         attrs[name] = {k: v for k, v in vars(sub).items() if not k.startswith("_") and k != "training" and _simple(v)}
     return tensors, attrs
 
@@ -427,12 +500,12 @@ def _check(config: Any, info: ArchInfo, keep: tuple[int, ...]) -> dict[str, dict
 
 def _config_values(config: Any, info: ArchInfo, keep: Sequence[int]) -> dict[str, Any]:
     text = text_config_of(config, info)
-    n = int(text.num_hidden_layers)
+    n = int(getattr(text, info.count))
     keep = list(keep)
     if keep != sorted(set(keep)) or not keep or keep[0] < 0 or keep[-1] >= n:
         raise ValueError(f"keep must be ascending unique indices in 0..{n - 1}, got {keep}")
     new_index = {orig: new for new, orig in enumerate(keep)}
-    values: dict[str, Any] = {_canonical(text, "num_hidden_layers"): len(keep)}
+    values: dict[str, Any] = {_canonical(text, info.count): len(keep)}
 
     for name in info.lists:
         cur = getattr(text, name, None)
@@ -487,17 +560,18 @@ def sliced_config_values(config: Any, keep: Sequence[int]) -> dict[str, Any]:
     return values
 
 
-def arch_status(model_type: str) -> tuple[str, str]:
-    """``("table" | "inferred" | "unsupported", detail)`` for a model type's default config."""
+def arch_status(model_type: str, config: Any = None) -> tuple[str, str]:
+    """``("table" | "inferred" | "unsupported", detail)`` for a model type (its default config,
+    or ``config``): discovery and the structural check run on the meta device."""
     info = ARCHITECTURES.get(model_type)
     if info is not None and info.unsupported:
         return "unsupported", info.unsupported
-    if info is not None:
+    if info is not None and not info.partial:
         return "table", f"layers at {info.layers}"
     from transformers import AutoConfig
 
     try:
-        config = AutoConfig.for_model(model_type)
+        config = AutoConfig.for_model(model_type) if config is None else config
         found = arch_for(config)
         n = num_layers(config)
         check_inferred_slice(config, [i for i in range(n) if i != n // 2])
@@ -505,8 +579,9 @@ def arch_status(model_type: str) -> tuple[str, str]:
         return "unsupported", str(e).split(" safely: ", 1)[-1].split(". To support it", 1)[0]
     except Exception as e:  # noqa: BLE001 - a listing reports, it does not crash
         return "unsupported", f"{type(e).__name__}: {e}"[:200]
-    nested = f" (text model {found.text_model})" if found.text_config else ""
-    return "inferred", f"layers at {found.layers}{nested}"
+    nested = f", text model {found.text_model} (other towers left whole)" if found.text_config else ""
+    hinted = ", with table hints" if info is not None else ""
+    return ("table" if info is not None else "inferred"), f"layers at {found.layers}{nested}{hinted}"
 
 
 def causal_lm_model_types() -> list[str]:
@@ -516,9 +591,45 @@ def causal_lm_model_types() -> list[str]:
     return sorted(set(MODEL_FOR_CAUSAL_LM_MAPPING_NAMES) | set(ARCHITECTURES))
 
 
-def archs_listing(model_types: Sequence[str] | None = None) -> list[tuple[str, str, str]]:
-    """``(model_type, status, detail)`` rows for ``lmeval-prune archs``."""
-    return [(mt, *arch_status(mt)) for mt in (model_types or causal_lm_model_types())]
+def archs_listing(models: Sequence[str] | None = None, progress: bool = True) -> list[tuple[str, str, str]]:
+    """``(model_type, status, detail)`` rows for ``lmeval-prune archs``.
+
+    ``models``: model types, or checkpoint folders / Hub ids (their config is read);
+    default: every causal-LM model type transformers knows, plus the table's.
+    """
+    from transformers import CONFIG_MAPPING
+
+    names = list(models or causal_lm_model_types())
+    rows = []
+    try:
+        from tqdm.auto import tqdm
+
+        it = tqdm(names, desc="archs", unit="type", disable=not progress or len(names) < 5)
+    except ImportError:  # pragma: no cover
+        it = names
+    for name in it:
+        if name in CONFIG_MAPPING or name in ARCHITECTURES:
+            rows.append((name, *arch_status(name)))
+            continue
+        from transformers import AutoConfig
+
+        try:
+            config = AutoConfig.from_pretrained(name)
+        except Exception as e:  # noqa: BLE001 - a listing reports, it does not crash
+            rows.append((name, "unsupported", f"not a model type, and no config could be read ({type(e).__name__})"))
+            continue
+        status, detail = arch_status(config.model_type, config)
+        rows.append((f"{name} ({config.model_type})", status, detail))
+    return rows
+
+
+def format_archs(rows: Sequence[tuple[str, str, str]]) -> str:
+    """The ``archs`` table as text: one line per model type, then the counts."""
+    width = max((len(r[0]) for r in rows), default=10)
+    lines = [f"{mt:<{width}}  {status:<11}  {detail}" for mt, status, detail in rows]
+    counts = {s: sum(r[1] == s for r in rows) for s in ("table", "inferred", "unsupported")}
+    lines.append(", ".join(f"{v} {k}" for k, v in counts.items()))
+    return "\n".join(lines)
 
 
 __all__ = [
@@ -530,6 +641,7 @@ __all__ = [
     "archs_listing",
     "check_inferred_slice",
     "discover",
+    "format_archs",
     "num_layers",
     "sliced_config_values",
     "supported_model_types",

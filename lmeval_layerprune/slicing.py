@@ -104,7 +104,19 @@ def _index_attrs(layer: torch.nn.Module, info: ArchInfo) -> list[tuple[torch.nn.
     """(module, attribute, offset) of the attributes carrying ``layer``'s index."""
     if info.renumber is None:
         return [(m, "layer_idx", 0) for m in layer.modules() if hasattr(m, "layer_idx")]
-    return [(layer.get_submodule(p), a, off) for p, a, off in info.renumber]
+    # every layer_idx, plus what discovery found (a live model may have swapped submodules
+    # since it was built, e.g. BigBird switching attention type on short inputs)
+    out = [(m, "layer_idx", 0) for m in layer.modules() if hasattr(m, "layer_idx")]
+    for path, name, offset in info.renumber:
+        if name == "layer_idx" and offset == 0:
+            continue
+        try:
+            module = layer.get_submodule(path)
+        except AttributeError:  # hybrid stacks: not every layer has every submodule
+            continue
+        if hasattr(module, name):
+            out.append((module, name, offset))
+    return out
 
 
 def _renumber(layer: torch.nn.Module, info: ArchInfo, new_idx: int) -> None:
@@ -206,6 +218,33 @@ def _layer_key_regex(info: ArchInfo) -> re.Pattern[str]:
     return re.compile(rf"^((?:{alts})?){re.escape(parts[-1])}\.(\d+)\.(.*)$")
 
 
+def _checkpoint_layer_regex(state_dict: dict[str, Any], info: ArchInfo, num_layers: int) -> re.Pattern[str]:
+    """The key pattern of the decoder layers' tensors in this checkpoint.
+
+    Checkpoints may name the stack differently from the model (no leading ``model.``, or an
+    older multimodal layout such as ``language_model.model.layers``): the prefix is the one
+    under which ``<name>.<i>.`` appears for exactly the layers ``0..num_layers-1``, preferring
+    the model's own path when several prefixes qualify.
+    """
+    rx = _layer_key_regex(info)
+    if any(rx.match(k) for k in state_dict):
+        return rx
+    last = info.layers.rpartition(".")[2]
+    seen: dict[str, set[int]] = {}
+    pat = re.compile(rf"^(.*?\.)?{re.escape(last)}\.(\d+)\.")
+    for key in state_dict:
+        m = pat.match(key)
+        if m:
+            seen.setdefault(m.group(1) or "", set()).add(int(m.group(2)))
+    cands = [p for p, idx in seen.items() if idx == set(range(num_layers))]
+    if len(cands) > 1:
+        parts = sorted(info.text_model.split(".")) if info.text_model else []
+        cands = [p for p in cands if sorted(p.rstrip(".").split(".")) == parts] or cands
+    if len(cands) != 1:
+        return rx
+    return re.compile(rf"^({re.escape(cands[0])}){re.escape(last)}\.(\d+)\.(.*)$")
+
+
 def filter_state_dict(
     state_dict: dict[str, Any], info: ArchInfo, num_layers: int, keep: Sequence[int]
 ) -> dict[str, Any]:
@@ -214,7 +253,7 @@ def filter_state_dict(
     Values are passed through untouched, so lazy safetensors slices stay unread.
     """
     new_index = {orig: new for new, orig in enumerate(keep)}
-    rx = _layer_key_regex(info)
+    rx = _checkpoint_layer_regex(state_dict, info, num_layers)
     out: dict[str, Any] = {}
     seen_layers: set[int] = set()
     for key, value in state_dict.items():

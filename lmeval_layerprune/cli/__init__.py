@@ -35,13 +35,10 @@ def _cmd_embedded_model(_args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_archs(_args: argparse.Namespace) -> int:
-    from ..arch import ARCHITECTURES
+def _cmd_archs(args: argparse.Namespace) -> int:
+    from ..arch import archs_listing, format_archs
 
-    width = max(map(len, ARCHITECTURES))
-    for name, info in sorted(ARCHITECTURES.items()):
-        extras = ", ".join([*info.lists, *info.index_lists, *info.thresholds])
-        print(f"{name:<{width}}  layers at {info.layers}" + (f"; per-layer config: {extras}" if extras else ""))
+    print(format_archs(archs_listing(getattr(args, "models", None) or None)))
     return 0
 
 
@@ -194,7 +191,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("embedded-model", help="print the embedded model's checkpoint directory (converts on first use)")
     p.set_defaults(func=_cmd_embedded_model)
 
-    p = sub.add_parser("archs", help="list the supported architectures (model_type values)")
+    p = sub.add_parser(
+        "archs",
+        help="list per model type whether layers can be pruned: table / inferred / unsupported (why)",
+        description="For every causal-LM model type transformers knows (or the given model types / checkpoints), "
+        "say whether layer pruning uses a table entry, infers the layer stack, or refuses, and why. Discovery "
+        "builds each model on the meta device (no weights are read or allocated).",
+    )
+    p.add_argument("models", nargs="*", help="model types or checkpoint folders / Hub ids (default: all types)")
     p.set_defaults(func=_cmd_archs)
 
     p = sub.add_parser("resolve", help="print the original layer indices a drop spec removes from a model")
