@@ -138,6 +138,10 @@ TOWER_SIZES: dict[str, Any] = {
 }
 
 
+#: config ints meaning "the first k layers are different" (the reference recounts them)
+THRESHOLDS = ("first_k_dense_replace", "first_k_dense", "num_dense_layers", "n_dense_layers", "dense_layers")
+
+
 class Timeout(Exception):
     pass
 
@@ -270,9 +274,18 @@ def reference(config: Any, full: Any, keep: list[int]) -> Any:
     td = d[text_key] if text_key else d
     n = text_of(config).num_hidden_layers
     amap = getattr(type(text_of(config)), "attribute_map", {}) or {}
+    new_index = {orig: new for new, orig in enumerate(keep)}
     for key, value in list(td.items()):
-        if isinstance(value, list) and len(value) == n:
-            td[key] = [value[i] for i in keep]
+        if not isinstance(value, list) or key in ("eos_token_id", "architectures"):
+            continue
+        ints = bool(value) and all(isinstance(v, int) and not isinstance(v, bool) for v in value)
+        if ints and "layer" in key and (len(value) != n or value == list(range(n))):
+            td[key] = [new_index[i] for i in value if i in new_index]  # a list of layer indices
+        elif len(value) == n:
+            td[key] = [value[i] for i in keep]  # one value per layer
+    for key in THRESHOLDS:  # "layers below k are dense": recount the kept ones
+        if isinstance(td.get(key), int):
+            td[key] = sum(1 for i in keep if i < td[key])
     td[amap.get("num_hidden_layers", "num_hidden_layers")] = len(keep)
     for key, value in list(td.items()):  # e.g. BART's decoder_layers, equal to num_hidden_layers here
         if key.endswith("layers") and key.startswith(("decoder", "num", "n_")) and value == n:
