@@ -113,6 +113,9 @@ TEXT_SIZES: dict[str, Any] = {
     "decoder_attention_heads": 4,
     "num_heads": 4,
     "n_head": 4,
+    "index_head_dim": 16,
+    "index_n_heads": 4,
+    "rotary_dim": 8,
     "sliding_window": 4,
     "attention_window": 4,
     "bos_token_id": 1,
@@ -120,6 +123,15 @@ TEXT_SIZES: dict[str, Any] = {
     "pad_token_id": 0,
     "tie_word_embeddings": False,
     "use_cache": True,
+}
+#: per type: what the generic shrink cannot guess (consistency constraints, hybrid patterns
+#: that keep an attention layer whichever layers are dropped)
+TYPE_OVERRIDES: dict[str, dict[str, Any]] = {
+    "mamba2": {"num_heads": 8, "head_dim": 16},
+    **{
+        t: {"layer_types": ["linear_attention", "full_attention"] * 3}
+        for t in ("qwen3_next", "qwen3_5", "qwen3_5_text", "qwen3_5_moe", "qwen3_5_moe_text")
+    },
 }
 TOWER_SIZES: dict[str, Any] = {
     "hidden_size": 32,
@@ -139,7 +151,14 @@ TOWER_SIZES: dict[str, Any] = {
 
 
 #: config ints meaning "the first k layers are different" (the reference recounts them)
-THRESHOLDS = ("first_k_dense_replace", "first_k_dense", "num_dense_layers", "n_dense_layers", "dense_layers")
+THRESHOLDS = (
+    "first_k_dense_replace",
+    "first_k_dense",
+    "num_dense_layers",
+    "n_dense_layers",
+    "dense_layers",
+    "moe_layer_start_index",
+)
 
 
 class Timeout(Exception):
@@ -190,7 +209,7 @@ def tiny_config(model_type: str) -> Any:
     for drop_lists in (True, False):
         try:
             if text_attr is None:
-                kwargs = _shrunk_kwargs(cls, TEXT_SIZES, default, drop_lists)
+                kwargs = {**_shrunk_kwargs(cls, TEXT_SIZES, default, drop_lists), **TYPE_OVERRIDES.get(model_type, {})}
             else:
                 kwargs = {
                     k: v
@@ -203,6 +222,8 @@ def tiny_config(model_type: str) -> Any:
                     continue
                 sizes = TEXT_SIZES if name == text_attr else TOWER_SIZES
                 sub_kwargs = {**sub.to_dict(), **_shrunk_kwargs(type(sub), sizes, sub, drop_lists)}
+                if name == text_attr:
+                    sub_kwargs.update(TYPE_OVERRIDES.get(model_type, {}))
                 if drop_lists and name == text_attr:
                     n0 = sub.num_hidden_layers
                     sub_kwargs = {
@@ -279,7 +300,8 @@ def reference(config: Any, full: Any, keep: list[int]) -> Any:
         if not isinstance(value, list) or key in ("eos_token_id", "architectures"):
             continue
         ints = bool(value) and all(isinstance(v, int) and not isinstance(v, bool) for v in value)
-        if ints and "layer" in key and (len(value) != n or value == list(range(n))):
+        named = "layer" in key or key.endswith(("idxs", "indices", "_ids"))
+        if ints and named and (len(value) != n or value == list(range(n))):
             td[key] = [new_index[i] for i in value if i in new_index]  # a list of layer indices
         elif len(value) == n:
             td[key] = [value[i] for i in keep]  # one value per layer

@@ -115,6 +115,13 @@ ARCHITECTURES: dict[str, ArchInfo] = {
     "llama4_text": ArchInfo(partial=True, index_lists=("moe_layers",)),
     "deepseek_v2": ArchInfo(partial=True, thresholds=("first_k_dense_replace",)),
     "deepseek_v3": ArchInfo(partial=True, thresholds=("first_k_dense_replace",)),
+    "glm4_moe": ArchInfo(partial=True, thresholds=("first_k_dense_replace",)),
+    "sarvam_moe": ArchInfo(partial=True, thresholds=("first_k_dense_replace",)),
+    "afmoe": ArchInfo(partial=True, thresholds=("num_dense_layers",)),
+    "ernie4_5_moe": ArchInfo(partial=True, thresholds=("moe_layer_start_index",)),
+    "lfm2": ArchInfo(partial=True, index_lists=("full_attn_idxs",)),
+    "sarvam_mla": ArchInfo(partial=True, thresholds=("first_k_dense_replace",)),
+    "flint": ArchInfo(partial=True, index_lists=("mlp_only_layers",)),
 }
 
 
@@ -251,6 +258,19 @@ def _meta_model(config: Any) -> Any:
                 return auto.from_config(cfg)
         except Exception as e:  # noqa: BLE001 - reported below
             errors.append(f"{auto.__name__}: {type(e).__name__}: {e}"[:300])
+    # A sub-config (e.g. mllama's text model) that no auto class maps: its family's *ForCausalLM.
+    import importlib
+
+    module_name = type(cfg).__module__.replace(".configuration_", ".modeling_")
+    try:
+        modeling = importlib.import_module(module_name)
+        for name in dir(modeling):
+            cls = getattr(modeling, name)
+            if name.endswith("ForCausalLM") and getattr(cls, "config_class", None) is type(cfg):
+                with torch.device("meta"):
+                    return cls._from_config(cfg)
+    except Exception as e:  # noqa: BLE001 - reported below
+        errors.append(f"{module_name}: {type(e).__name__}: {e}"[:300])
     raise _refuse(
         getattr(config, "model_type", None),
         "its model could not be built on the meta device (" + "; ".join(errors) + ")",
@@ -402,7 +422,7 @@ def _depth_attribute(config: Any, text_attr: str | None, text: Any, path: str, n
     return "num_hidden_layers" if found[0] == canonical else found[0]
 
 
-def _signature(module: Any, renumber: set[tuple[str, str]], index: int) -> list[tuple]:
+def _signature(module: Any, renumber: set[tuple[str, str]], index: int, depth: int = -1) -> list[tuple]:
     sig: list[tuple] = []
     for name, sub in module.named_modules():
         sig.append((name, type(sub).__qualname__))
@@ -415,8 +435,14 @@ def _signature(module: Any, renumber: set[tuple[str, str]], index: int) -> list[
                 continue
             if (name, attr) in renumber:
                 value = value - index
+            elif attr in _DEPTH_NAMES and value == depth:
+                value = "<depth>"  # a copy of the layer count (e.g. for a depth-scaled factor)
             sig.append((name, "attr", attr, value if not isinstance(value, list) else tuple(value)))
     return sig
+
+
+#: layer attributes that copy the model's depth; updated to the pruned depth
+_DEPTH_NAMES = frozenset({"num_hidden_layers", "num_layers", "n_layer", "n_layers"})
 
 
 def _outside(model: Any, stack: str) -> tuple[dict[str, tuple], dict[str, dict[str, Any]]]:
@@ -476,8 +502,8 @@ def _check(config: Any, info: ArchInfo, keep: tuple[int, ...]) -> dict[str, dict
     if len(small_layers) != len(keep):
         raise _refuse(model_type, f"the pruned config builds {len(small_layers)} layers, not {len(keep)}")
     for new, orig in enumerate(keep):
-        a = _signature(full_layers[orig], renumber, orig)
-        b = _signature(small_layers[new], renumber, new)
+        a = _signature(full_layers[orig], renumber, orig, len(full_layers))
+        b = _signature(small_layers[new], renumber, new, len(keep))
         if a != b:
             diff = [x for x in a if x not in b][:3] or [x for x in b if x not in a][:3]
             raise _refuse(
@@ -491,6 +517,11 @@ def _check(config: Any, info: ArchInfo, keep: tuple[int, ...]) -> dict[str, dict
         names = sorted(k for k in set(t_full) | set(t_small) if t_full.get(k) != t_small.get(k))
         raise _refuse(model_type, f"tensors outside the decoder layers depend on the layer count: {names[:5]}")
     fixes: dict[str, dict[str, Any]] = {}
+    for new in range(len(keep)):
+        for sub_name, sub in small_layers[new].named_modules():
+            for attr in _DEPTH_NAMES & set(vars(sub)):
+                if vars(sub)[attr] == len(keep):
+                    fixes[f"{info.layers}.{new}{'.' + sub_name if sub_name else ''}"] = {attr: len(keep)}
     for path, values in attrs_small.items():
         changed = {k: v for k, v in values.items() if attrs_full.get(path, {}).get(k, object()) != v}
         if changed:

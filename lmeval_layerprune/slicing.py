@@ -23,7 +23,15 @@ from typing import Any
 
 import torch
 
-from .arch import ArchInfo, arch_for, check_inferred_slice, num_layers, sliced_config_values, text_config_of
+from .arch import (
+    ArchInfo,
+    UnsupportedArchitectureError,
+    arch_for,
+    check_inferred_slice,
+    num_layers,
+    sliced_config_values,
+    text_config_of,
+)
 from .spec import PLAN_ATTR, LayerPruneError
 
 logger = logging.getLogger(__name__)
@@ -179,7 +187,13 @@ def layer_subset(model: torch.nn.Module, drop: Sequence[int]) -> Iterator[torch.
     saved_fixes = [
         (model.get_submodule(path), name, getattr(model.get_submodule(path), name))
         for path, values in fixes.items()
+        if not path.startswith(info.layers + ".")
         for name in values
+    ]
+    # settings inside layers that the slice updates (copies of the depth), by module
+    inside = {name for path, values in fixes.items() if path.startswith(info.layers + ".") for name in values}
+    saved_fixes += [
+        (m, name, vars(m)[name]) for layer in layers for m in layer.modules() for name in inside & set(vars(m))
     ]
     try:
         prune_model(model, drop, plan=saved_plan or {})
@@ -231,18 +245,19 @@ def _checkpoint_layer_regex(state_dict: dict[str, Any], info: ArchInfo, num_laye
         return rx
     last = info.layers.rpartition(".")[2]
     seen: dict[str, set[int]] = {}
-    pat = re.compile(rf"^(.*?\.)?{re.escape(last)}\.(\d+)\.")
     for key in state_dict:
-        m = pat.match(key)
-        if m:
-            seen.setdefault(m.group(1) or "", set()).add(int(m.group(2)))
+        for m in re.finditer(r"\.(\d+)\.", key):
+            seen.setdefault(key[: m.start()], set()).add(int(m.group(1)))
     cands = [p for p, idx in seen.items() if idx == set(range(num_layers))]
+    if len(cands) > 1:  # prefer the model's own stack name, then its own owner path
+        cands = [p for p in cands if p.rpartition(".")[2] == last] or cands
     if len(cands) > 1:
-        parts = sorted(info.text_model.split(".")) if info.text_model else []
-        cands = [p for p in cands if sorted(p.rstrip(".").split(".")) == parts] or cands
+        parts = sorted(info.layers.split("."))
+        cands = [p for p in cands if sorted(p.split(".")) == parts] or cands
     if len(cands) != 1:
         return rx
-    return re.compile(rf"^({re.escape(cands[0])}){re.escape(last)}\.(\d+)\.(.*)$")
+    head, _, name = cands[0].rpartition(".")
+    return re.compile(rf"^({re.escape(head + '.') if head else ''}){re.escape(name)}\.(\d+)\.(.*)$")
 
 
 def filter_state_dict(
@@ -268,10 +283,10 @@ def filter_state_dict(
             )
         seen_layers.add(orig)
         if orig in new_index:
-            out[f"{m.group(1)}{info.layers.rpartition('.')[2]}.{new_index[orig]}.{m.group(3)}"] = value
+            out[f"{key[: m.start(2)]}{new_index[orig]}{key[m.end(2) :]}"] = value
     missing = set(keep) - seen_layers
     if not seen_layers and state_dict:
-        raise ValueError(
+        raise UnsupportedArchitectureError(
             f"no checkpoint tensor belongs to the decoder layers at {info.layers!r} (keys look like "
             f"{sorted(state_dict)[:3]}); refusing to guess which tensors are which layer's"
         )
