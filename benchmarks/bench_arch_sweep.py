@@ -128,9 +128,21 @@ TEXT_SIZES: dict[str, Any] = {
 #: that keep an attention layer whichever layers are dropped)
 TYPE_OVERRIDES: dict[str, dict[str, Any]] = {
     "mamba2": {"num_heads": 8, "head_dim": 16},
+    "bamba": {"attn_layer_indices": [1, 3, 5]},
+    "mllama": {"cross_attention_layers": [1, 4]},
+    "zamba2": {"layers_block_type": ["mamba", "hybrid"] * 3},
     **{
         t: {"layer_types": ["linear_attention", "full_attention"] * 3}
-        for t in ("qwen3_next", "qwen3_5", "qwen3_5_text", "qwen3_5_moe", "qwen3_5_moe_text")
+        for t in (
+            "qwen3_next",
+            "qwen3_5",
+            "qwen3_5_text",
+            "qwen3_5_moe",
+            "qwen3_5_moe_text",
+            "olmo_hybrid",
+            "granitemoehybrid",
+            "bailing_hybrid",
+        )
     },
 }
 TOWER_SIZES: dict[str, Any] = {
@@ -418,6 +430,14 @@ def check_type(model_type: str, workdir: Path) -> tuple[str, str, dict[str, Any]
             path = workdir / model_type
             try:
                 full.save_pretrained(path)
+                try:
+                    from transformers import AutoModelForCausalLM
+
+                    AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+                except Exception as e:  # noqa: BLE001 - transformers itself cannot reload it
+                    note = f"disk path not checked: transformers cannot reload the unpruned checkpoint ({e})"
+                    facts["note"] = note[:200]
+                    continue
                 loaded = load_pruned_model(str(path), "+".join(map(str, drop)), dtype=torch.float32).eval()
                 problem = compare(run_model(loaded, ids), want)
             except UnsupportedArchitectureError as e:
@@ -430,7 +450,7 @@ def check_type(model_type: str, workdir: Path) -> tuple[str, str, dict[str, Any]
                 shutil.rmtree(path, ignore_errors=True)
             if problem:
                 return "wrong", f"loaded from disk (drop {drop}): {problem}", facts
-    return "exact", "", facts
+    return "exact", facts.get("note", ""), facts
 
 
 def all_model_types() -> list[str]:

@@ -121,6 +121,10 @@ ARCHITECTURES: dict[str, ArchInfo] = {
     "ernie4_5_moe": ArchInfo(partial=True, thresholds=("moe_layer_start_index",)),
     "lfm2": ArchInfo(partial=True, index_lists=("full_attn_idxs",)),
     "sarvam_mla": ArchInfo(partial=True, thresholds=("first_k_dense_replace",)),
+    "bamba": ArchInfo(partial=True, index_lists=("attn_layer_indices",)),
+    "mllama": ArchInfo(partial=True, index_lists=("cross_attention_layers",)),
+    "mllama_text_model": ArchInfo(partial=True, index_lists=("cross_attention_layers",)),
+    "zamba2": ArchInfo(partial=True, index_lists=("hybrid_layer_ids",)),
     "flint": ArchInfo(partial=True, index_lists=("mlp_only_layers",)),
 }
 
