@@ -54,7 +54,7 @@ SLOW_EXACT = [
     "cohere2_moe",
     "xglm",
     "whisper",
-    "rwkv",
+    "falcon_mamba",
     "minimax",
     "gemma4_text",
 ]
@@ -184,13 +184,13 @@ def _cli(*args: str) -> subprocess.CompletedProcess:
 
 
 def test_archs_lists_table_inferred_and_unsupported() -> None:
-    res = _cli("archs", "llama", "exaone4", "gemma3", "afmoe")
+    res = _cli("archs", "llama", "exaone4", "gemma3", "diffllama")
     assert res.returncode == 0, res.stderr
     rows = {line.split()[0]: line for line in res.stdout.splitlines() if line and not line[0].isdigit()}
     assert rows["llama"].split()[1] == "table"
     assert rows["exaone4"].split()[1] == "inferred"
     assert rows["gemma3"].split()[1] == "inferred" and "text model model.language_model" in rows["gemma3"]
-    assert rows["afmoe"].split()[1] == "unsupported" and "not rebuilt alike" in rows["afmoe"]
+    assert rows["diffllama"].split()[1] == "unsupported" and "not rebuilt alike" in rows["diffllama"]
     assert res.stdout.strip().splitlines()[-1] == "1 table, 2 inferred, 1 unsupported"
 
 
