@@ -458,7 +458,8 @@ def all_model_types() -> list[str]:
 
     from lmeval_layerprune.arch import ARCHITECTURES
 
-    return sorted(set(MODEL_FOR_CAUSAL_LM_MAPPING_NAMES) | {k for k, v in ARCHITECTURES.items() if not v.unsupported})
+    full = {k for k, v in ARCHITECTURES.items() if not v.unsupported and not v.partial}
+    return sorted(set(MODEL_FOR_CAUSAL_LM_MAPPING_NAMES) | full)
 
 
 def sweep(types: list[str], timeout: int = 120, workdir: Path | None = None, echo=print) -> list[dict[str, Any]]:
