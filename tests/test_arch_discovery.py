@@ -45,7 +45,7 @@ SLOW_EXACT = [
     "bloom",
     "opt",
     "falcon",
-    "gpt_neo",
+    "mpt",
     "gptj",
     "olmoe",
     "granitemoe",
@@ -56,7 +56,7 @@ SLOW_EXACT = [
     "whisper",
     "falcon_mamba",
     "minimax",
-    "gemma4_text",
+    "glm4_moe",
 ]
 
 
@@ -75,6 +75,17 @@ def test_inferred_types_are_exact(model_type: str, tmp_path) -> None:
 @pytest.mark.parametrize("model_type", SLOW_EXACT)
 def test_representative_types_are_exact(model_type: str, tmp_path) -> None:
     assert _check(model_type, tmp_path) == ("exact", "")
+
+
+@pytest.mark.parametrize(
+    ("model_type", "why"),
+    [("diffllama", "lambda_init"), ("gpt_neo", "attention_layers"), ("xlm", "candidate decoder stacks")],
+)
+def test_types_that_cannot_be_sliced_exactly_are_refused(model_type: str, why: str, tmp_path) -> None:
+    """'wrong' must be zero: these would differ from a fresh shallower model, so they are refused."""
+    outcome, detail = _check(model_type, tmp_path)
+    assert outcome == "refused", detail
+    assert f"'{model_type}'" in detail and why in detail and "ARCHITECTURES" in detail
 
 
 def test_the_sweep_counts_a_wrong_slice_as_wrong(tmp_path, monkeypatch) -> None:
