@@ -197,7 +197,7 @@ def arch_for(config: Any) -> ArchInfo:
             raise _refuse(model_type, info.unsupported)
         if not info.partial:
             return info
-    key = _fingerprint(config)
+    key = f"{_fingerprint(config)}|{info!r}"  # a table hint changes what is discovered
     found = _DISCOVERED.get(key)
     if found is None:
         try:
@@ -477,7 +477,7 @@ def check_inferred_slice(config: Any, keep: Sequence[int]) -> dict[str, dict[str
     """
     info = arch_for(config)
     keep = tuple(keep)
-    key = (_fingerprint(config), keep)
+    key = (f"{_fingerprint(config)}|{info!r}", keep)
     done = _CHECKED.get(key)
     if done is None:
         try:
