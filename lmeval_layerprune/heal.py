@@ -156,7 +156,7 @@ def check_run(
 
     import torch
 
-    from .arch import arch_for
+    from .arch import arch_for, num_layers
     from .embedded import resolve_pretrained
     from .guard import check_causal_lm, check_weights, guard_output
     from .selfgen import SelfGenError, is_selfgen_file, load_prompts, read_records
@@ -202,7 +202,7 @@ def check_run(
     spec = DropSpec.parse(drop)
     if spec.is_noop:
         raise HealError("drop spec 'none' removes nothing; heal needs a pruned model (e.g. --drop last:25%)")
-    n = int(config.num_hidden_layers)
+    n = num_layers(config)
     if spec.needs_scores:
         if spec.layer_count(n) >= n:
             raise HealError(f"drop spec {drop!r} removes every layer of {base!r} ({n} layers)")

@@ -36,7 +36,7 @@ import torch
 from lm_eval.api.model import TemplateLM
 from lm_eval.models.huggingface import HFLM
 
-from .arch import arch_for
+from .arch import arch_for, num_layers
 from .embedded import base_model_name, resolve_pretrained
 from .importance import DEFAULT_CALIB_SAMPLES
 from .plan import RESULTS_KEY, PruningPlan, resolve_drop
@@ -127,7 +127,7 @@ class PrunedHFLM(HFLM):
             base_model=self._base_name,
         )
         drop = self.plan.on_parent(PruningPlan.from_config(self._config)).drop
-        n = int(self._config.num_hidden_layers)
+        n = num_layers(self._config)
         logger.info("pruned-hf: dropping layers %s of %d (%s)", list(drop), n, self._drop_spec.text)
         return drop
 
@@ -177,8 +177,11 @@ def _plan_of_unpruned(config: Any, pretrained: Any) -> PruningPlan | None:
         return None
     if own is not None:
         return own
-    n = getattr(config, "num_hidden_layers", None)
-    if not isinstance(n, int) or n < 1:
+    try:
+        n = num_layers(config)
+    except (AttributeError, TypeError, ValueError):
+        return None
+    if n < 1:
         return None
     name = base_model_name(pretrained) or getattr(config, "_name_or_path", None) or None
     return PruningPlan(base_model=name, num_layers=n, drop=(), spec="none")
@@ -297,7 +300,7 @@ def _plan_of_local_checkpoint(path: str, pretrained: Any) -> PruningPlan | None:
     own = PruningPlan.from_config(config)
     if own is not None:
         return own
-    n = config.get("num_hidden_layers")
+    n = config.get("num_hidden_layers") or (config.get("text_config") or {}).get("num_hidden_layers")
     if not isinstance(n, int) or n < 1:
         return None
     return PruningPlan(base_model=base_model_name(pretrained), num_layers=n, drop=(), spec="none")

@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
-from .arch import arch_for, sliced_config_values
+from .arch import arch_for, num_layers, sliced_config_values, text_config_of
 from .embedded import base_model_name, cache_root, resolve_pretrained
 from .fsutil import atomic_dir, dir_size, file_lock, tmp_dir_is_live
 from .guard import check_weights, guard_output, replace_atomically
@@ -113,7 +113,7 @@ def _fixed_out_config(full_config: Any, keep: Sequence[int], dtype: str) -> Iter
     def patched(config: Any, arch_info: Any, trust_remote_code: bool = False) -> Any:
         res = config.referenced_models()[0].config(trust_remote_code=trust_remote_code)
         # set all at once: transformers validates num_hidden_layers against layer_types
-        res.__dict__.update(sliced_config_values(full_config, keep))
+        text_config_of(res, arch_for(full_config)).__dict__.update(sliced_config_values(full_config, keep))
         res.dtype = getattr(torch, dtype)
         return res
 
@@ -159,12 +159,10 @@ def verify_checkpoint(
     problems = {k: sorted(v)[:5] for k, v in info.items() if k in ("missing_keys", "unexpected_keys") and v}
     if problems:
         raise VerificationError(f"{model_type}: the written checkpoint does not load cleanly: {problems}")
-    if model.config.num_hidden_layers != reference.config.num_hidden_layers:
-        raise VerificationError(
-            f"{model_type}: the checkpoint has {model.config.num_hidden_layers} layers, "
-            f"the in-memory slice {reference.config.num_hidden_layers}"
-        )
-    vocab = int(reference.config.vocab_size)
+    got_n, want_n = num_layers(model.config), num_layers(reference.config)
+    if got_n != want_n:
+        raise VerificationError(f"{model_type}: the checkpoint has {got_n} layers, the in-memory slice {want_n}")
+    vocab = int(text_config_of(reference.config).vocab_size)
     ids = torch.arange(3, 3 + 16).remainder(vocab).unsqueeze(0)
     with torch.no_grad():
         got = model.eval()(input_ids=ids).logits.float()
@@ -258,7 +256,7 @@ def materialize(
         reference = load_pruned_model(str(src), list(local_drop), dtype=torch_dtype)
     reference = reference.eval()
     drop_idx = list(plan.drop)
-    keep = keep_from_drop(int(full_config.num_hidden_layers), local_drop)
+    keep = keep_from_drop(num_layers(full_config), local_drop)
     merge_cfg = mergekit_config(str(src), keep, dtype)
     model_type = full_config.model_type
     plan.extra.update({"dtype": dtype, "tool": f"lmeval-layerprune {__version__}"})
@@ -273,6 +271,9 @@ def materialize(
         verify_checkpoint(tmp, reference)
 
     try:
+        unknown = _mergekit_unknown(full_config)
+        if unknown:  # no definition: mergekit would guess; write the verified slice directly
+            raise LayerPruneError(unknown)
         with writing(out) as tmp:
             plan.extra["writer"] = "mergekit"
             _run_mergekit(merge_cfg, full_config, keep, tmp)
@@ -309,6 +310,21 @@ def _plan_path(drop: Any) -> str | None:
         return None
     path, at, k = text[len("plan:") :].rpartition("@")
     return path if at and k.isdigit() else text[len("plan:") :]
+
+
+def _mergekit_unknown(config: Any) -> str | None:
+    """Why mergekit cannot be trusted to slice ``config``'s architecture (``None``: it knows it)."""
+    if arch_for(config).inferred:
+        # Discovery knows more than mergekit's guesswork for a type outside our table; mergekit
+        # is still used where it has its own definition of the architecture.
+        try:
+            from mergekit.architecture import arch_info_for_config
+
+            if arch_info_for_config(config) is None:
+                return f"mergekit has no architecture definition for {(config.architectures or ['?'])[0]}"
+        except Exception as e:  # noqa: BLE001 - any failure means "do not use mergekit"
+            return f"mergekit cannot read the architecture ({type(e).__name__}: {e})"
+    return None
 
 
 def _write_mergekit_yaml(path: Path, config: dict[str, Any], model_type: str, writer: str) -> None:

@@ -464,7 +464,7 @@ def resolve_drop(
             from transformers import AutoConfig
 
             config = AutoConfig.from_pretrained(path, **({"revision": revision} if revision else {}))
-    elif hasattr(model_or_path, "num_hidden_layers"):  # a config
+    elif not (hasattr(model_or_path, "config") and hasattr(model_or_path, "forward")):  # a config (maybe nested)
         config = model_or_path
         name = base_model or getattr(config, "_name_or_path", None) or None
     else:  # a loaded model
@@ -513,6 +513,17 @@ def resolve_drop(
     else:
         local = spec.resolve(n)
 
+    if local:
+        from .arch import arch_for
+
+        info = arch_for(config)
+        if info.text_config or info.inferred:  # say what was pruned, and how it was found
+            extra = dict(fields.get("extra") or {})
+            if info.text_config:
+                extra["text_model"] = info.text_model  # multimodal: only the text decoder; other towers stay whole
+            if info.inferred:
+                extra["arch"] = "inferred"
+            fields["extra"] = extra
     plan = PruningPlan(base_model=name, num_layers=n, drop=tuple(local), **fields)
     return parent.then(plan) if parent is not None else plan
 

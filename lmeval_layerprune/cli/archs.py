@@ -1,4 +1,4 @@
-"""``lmeval-prune archs``: the supported architectures."""
+"""``lmeval-prune archs``: per model type, whether layers can be pruned (table / inferred / unsupported)."""
 
 from __future__ import annotations
 
@@ -6,15 +6,19 @@ import argparse
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("archs", help="list the supported architectures (model_type values)")
+    p = sub.add_parser(
+        "archs",
+        help="list per model type whether layers can be pruned: table / inferred / unsupported (why)",
+        description="For every causal-LM model type transformers knows (or the given model types / checkpoints), "
+        "say whether layer pruning uses a table entry, infers the layer stack, or refuses, and why. Discovery "
+        "builds each model on the meta device (no weights are read or allocated).",
+    )
+    p.add_argument("models", nargs="*", help="model types or checkpoint folders / Hub ids (default: all types)")
     p.set_defaults(func=run)
 
 
-def run(_args: argparse.Namespace) -> int:
-    from ..arch import ARCHITECTURES
+def run(args: argparse.Namespace) -> int:
+    from ..arch import archs_listing, format_archs
 
-    width = max(map(len, ARCHITECTURES))
-    for name, info in sorted(ARCHITECTURES.items()):
-        extras = ", ".join([*info.lists, *info.index_lists, *info.thresholds])
-        print(f"{name:<{width}}  layers at {info.layers}" + (f"; per-layer config: {extras}" if extras else ""))
+    print(format_archs(archs_listing(args.models or None)))
     return 0
