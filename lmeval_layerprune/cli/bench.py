@@ -11,7 +11,7 @@ def _sizes(text: str) -> list[int]:
     try:
         sizes = [int(s) for s in text.split(",") if s.strip()]
     except ValueError:
-        raise argparse.ArgumentTypeError(f"--batch-sizes takes comma-separated integers, e.g. 1,8; got {text!r}") from None
+        raise argparse.ArgumentTypeError(f"--batch-sizes takes integers like 1,8; got {text!r}") from None
     if not sizes or any(s < 1 for s in sizes):
         raise argparse.ArgumentTypeError(f"--batch-sizes takes positive integers, got {text!r}")
     return sizes
