@@ -543,9 +543,16 @@ def run_bench(
         )
     if backend != "hf":
         raise BenchError(f"backend {backend!r} is not one of hf, vllm")
-    # parse every spec before loading anything: a bad spec fails fast, with drop='s error
+    # check every spec before loading weights: a bad spec fails fast, with drop='s error
+    from transformers import AutoConfig
+
+    from .embedded import resolve_pretrained
+
+    n = int(AutoConfig.from_pretrained(str(resolve_pretrained(model))).num_hidden_layers)
     for text in drops:
-        DropSpec.parse(text)
+        spec = DropSpec.parse(text)
+        if not spec.needs_scores:
+            spec.resolve(n)
     if threads:
         torch.set_num_threads(int(threads))
     lm, tok = _load(model, dtype, device)
