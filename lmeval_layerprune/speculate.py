@@ -113,8 +113,9 @@ def _shallow(module: torch.nn.Module) -> torch.nn.Module:
 
 def _text_model(model: torch.nn.Module) -> torch.nn.Module:
     """The transformers ``*ForCausalLM`` inside ``model`` (a PEFT wrapper's base model)."""
-    get_base = getattr(model, "get_base_model", None)
-    return get_base() if callable(get_base) and not hasattr(model, "generation_config") else model
+    if type(model).__name__.startswith("Peft") and callable(getattr(model, "get_base_model", None)):
+        return model.get_base_model()  # LoRA layers stay inside the shared layers: the drafter uses them too
+    return model
 
 
 def build_drafter(model: torch.nn.Module, drop: Sequence[int], draft_tokens: int = DEFAULT_DRAFT_TOKENS) -> Any:
@@ -293,7 +294,7 @@ def _counting(verifier: torch.nn.Module, drafter: torch.nn.Module) -> Iterator[d
         counts["drafted"] += int(out.sequences.shape[1] - given.shape[1])
         return out
 
-    handle = verifier.register_forward_pre_hook(pre)
+    handle = _text_model(verifier).register_forward_pre_hook(pre)
     drafter.generate = generate
     try:
         yield counts

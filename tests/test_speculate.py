@@ -223,3 +223,16 @@ def test_embedded_drafts_are_exact() -> None:
             want, _ = greedy_generate(model, torch.tensor([p]), 10, tok)
             got, _ = assisted_generate(model, drafter, torch.tensor([p]), 10, tok)
             assert got == want
+
+
+def test_draft_of_a_peft_model_uses_the_adapters() -> None:
+    peft = pytest.importorskip("peft")
+    model, tok = tiny_model("llama"), tiny_tokenizer()
+    lora = peft.LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
+    wrapped = peft.get_peft_model(model, lora)
+    drafter = build_drafter(wrapped, [4, 5], draft_tokens=3)
+    assert shared_storage(wrapped, drafter)["extra_bytes"] == 0
+    ids = _ids(tok, PROBES[0])
+    got, stats = assisted_generate(wrapped, drafter, ids, 10, tok)
+    assert got == greedy_generate(wrapped, ids, 10, tok)[0]
+    assert stats.steps >= 1 and stats.accepted == stats.new_tokens - stats.steps
