@@ -143,6 +143,19 @@ class BenchResult:
         want = tuple(sorted(set(drop_or_spec)))
         return next((v for v in self.variants if v.drop == want), None)
 
+    def summary(self, variant: BenchVariant | None = None, batch: int | None = None) -> str:
+        """One line for a card or a job's output, e.g. ``last:25% (8 of 30 layers removed): 1.27x decode
+        tokens/s (ideal 1.36x), 1.41x prefill, 1.30x less memory; cpu ..., float32, 1 thread(s)``."""
+        v = variant or (self.pruned[0] if self.pruned else self.parent)
+        b = batch if batch is not None else min(v.batches) if v.batches else None
+        threads = f", {self.threads} thread(s)" if self.threads else ""
+        return (
+            f"{v.name} ({v.removed} of {self.num_layers} layers removed): "
+            f"{_g(v.gain('decode_tps', b))} decode tokens/s at batch {b} (ideal {v.ideal:.2f}x), "
+            f"{_g(v.gain('prefill_tps', b))} prefill, {_g(v.gain('peak_memory_bytes', b))} less memory; "
+            f"{self.backend} on {self.device}, {self.dtype}{threads}"
+        )
+
     def conditions(self) -> str:
         """One line: where the figures were measured."""
         s = self.settings

@@ -134,3 +134,9 @@ def test_bench_cli(tmp_path, llama_dir) -> None:
         assert "--backend vllm skipped" in vllm.stderr
     bad = subprocess.run([*cmd[:5], "--drop", "12"], capture_output=True, text=True, cwd=REPO, timeout=240)
     assert bad.returncode == 2 and "invalid drop spec '12'" in bad.stderr
+
+
+def test_summary_line() -> None:
+    record = bench_model(tiny_model("llama"), [("last:3", (3, 4, 5))], model_name="tiny", **SETTINGS)
+    line = bench_from_dict(record).summary()
+    assert line.startswith("last:3 (3 of 6 layers removed): ") and "(ideal 2.00x)" in line and "float32" in line
