@@ -859,11 +859,12 @@ def plot_bench(record: dict[str, Any], path: str | Path) -> None:
     ax.plot(xs, [n / (n - k) for k in xs], "k--", lw=1, label="ideal L/(L-k)")
     markers = "o^sv"
     for i, b in enumerate(res.settings.get("batch_sizes", [])):
-        for metric, style in (("decode_tps", "-"), ("prefill_tps", ":")):
+        for metric, fill in (("decode_tps", None), ("prefill_tps", "none")):
             pts = [(v.removed, v.gain(metric, b)) for v in variants]
             pts = [(k, g) for k, g in pts if g is not None]
             label = f"{'decode' if metric == 'decode_tps' else 'prefill'}, batch {b}"
-            ax.plot([k for k, _ in pts], [g for _, g in pts], markers[i % 4] + style, label=label, alpha=0.8)
+            ys = [g for _, g in pts]
+            ax.plot([k for k, _ in pts], ys, markers[i % 4], mfc=fill, ls="none", label=label, alpha=0.8)
     for v in variants:
         if v.drop:
             ax.annotate(v.name, (v.removed, v.gain("decode_tps") or 1), fontsize=6, alpha=0.7)
