@@ -8,7 +8,14 @@ forwards the rest to ``from_pretrained``:
 * ``calib``: a calibration file for the ``bi:`` / ``angular:`` specs;
 * ``calib_samples``: how many calibration texts to use;
 * ``materialize``: evaluate through an on-disk checkpoint from the materialization
-  cache (the path ``pruned-vllm`` always takes) instead of slicing while loading.
+  cache (the path ``pruned-vllm`` always takes) instead of slicing while loading;
+* ``draft``: a spec in the same grammar, naming layers *of the model as loaded* (after ``drop``)
+  to skip for drafting: greedy generation requests are decoded by speculative decoding with the
+  model as verifier and itself without those layers as drafter (shared weights, see
+  :mod:`lmeval_layerprune.speculate`); output is token-identical to plain greedy decoding, and
+  log-likelihood requests do not use the draft. Where exactness cannot hold (sampling, beams,
+  a batch of several prompts: use ``batch_size=1``) it warns once and decodes without the draft;
+* ``draft_tokens``: draft tokens proposed per verification step (default 4).
 
 ``pretrained`` may be a path, a Hub id, ``embedded`` or a model instance.
 
@@ -56,11 +63,16 @@ class PrunedHFLM(HFLM):
         calib: str | None = None,
         calib_samples: int = DEFAULT_CALIB_SAMPLES,
         materialize: bool | str = False,
+        draft: Any = None,
+        draft_tokens: int | str | None = None,
         **kwargs: Any,
     ) -> None:
         check_model_args(kwargs)
         materialize = strict_bool("materialize", materialize)
         self._drop_spec = DropSpec.parse(drop)
+        self._draft_spec = _parse_draft(draft)
+        self._drafter: Any = None
+        self._draft_warned: set[str] = set()
         self._calib = calib
         self._calib_samples = int(calib_samples)
         self.drop: tuple[int, ...] = ()
@@ -112,6 +124,8 @@ class PrunedHFLM(HFLM):
             self._config = self._model.config
         if self.plan is None:  # nothing removed here: record what the checkpoint itself says (if pruned)
             self.plan = _plan_of_unpruned(self._model.config if hasattr(self, "_model") else self._config, pretrained)
+        if self._draft_spec is not None:
+            self._setup_draft(draft_tokens)
 
     # ------------------------------------------------------------------ helpers
     def _resolve(self, scoring_model: torch.nn.Module | None) -> tuple[int, ...]:
@@ -138,6 +152,73 @@ class PrunedHFLM(HFLM):
         if self.plan is not None:
             info[RESULTS_KEY] = self.plan.provenance()
         return info
+
+    # ------------------------------------------------------------------ draft=
+    def _setup_draft(self, draft_tokens: int | str | None) -> None:
+        from .speculate import DEFAULT_DRAFT_TOKENS, build_drafter, resolve_draft
+
+        layers = resolve_draft(
+            self._model, self._draft_spec, self.tokenizer, calib=self._calib, calib_samples=self._calib_samples
+        )
+        tokens = DEFAULT_DRAFT_TOKENS if draft_tokens in (None, "") else int(draft_tokens)
+        self._drafter = build_drafter(self._model, layers, tokens)
+        self.draft = layers
+        self._draft_tokens = tokens
+        logger.info(
+            "pruned-hf: greedy generation drafts with layers %s of %d skipped (%d draft tokens per step)",
+            list(layers),
+            num_layers(self._model.config),
+            tokens,
+        )
+
+    def _draft_blocker(self, context: torch.Tensor, kwargs: dict[str, Any]) -> str | None:
+        if context.shape[0] != 1:
+            return (
+                f"a batch of {context.shape[0]} prompts (transformers' assisted generation decodes one at a time; "
+                "use batch_size=1 to draft)"
+            )
+        if kwargs.get("do_sample"):
+            return "sampling (do_sample=true): drafted output would not be token-identical to plain sampling"
+        for key in ("num_beams", "num_return_sequences"):
+            if int(kwargs.get(key) or 1) > 1:
+                return f"{key}={kwargs[key]} (assisted generation is greedy, one sequence)"
+        return None
+
+    def _model_generate(self, context: torch.Tensor, max_length: int, stop: list[str], **kwargs: Any) -> torch.Tensor:
+        if self._drafter is None:
+            return super()._model_generate(context, max_length=max_length, stop=stop, **kwargs)
+        kwargs["temperature"] = kwargs.get("temperature", 0.0)
+        if kwargs["temperature"] == 0.0 and kwargs.get("do_sample") is None:
+            kwargs["do_sample"] = False
+        if kwargs.get("do_sample") is False and kwargs["temperature"] == 0.0:
+            kwargs.pop("temperature")
+        reason = self._draft_blocker(context, kwargs)
+        if reason is not None:
+            if reason not in self._draft_warned:
+                self._draft_warned.add(reason)
+                logger.warning("pruned-hf: draft= not used for %s; decoding these requests without the draft", reason)
+            return super()._model_generate(context, max_length=max_length, stop=stop, **kwargs)
+        from lm_eval.models import huggingface as hf_module
+
+        criteria = hf_module.stop_sequences_criteria(self.tokenizer, stop, context.shape[1], context.shape[0])
+        for criterion in criteria:
+            # one verification step can add draft_tokens + 1 tokens: look back far enough to see a stop sequence
+            if hasattr(criterion, "sequence_id_len"):
+                criterion.sequence_id_len += self._draft_tokens + 1
+        with torch.autocast(
+            device_type=self.device.type,
+            dtype=self.mixed_precision_dtype,
+            enabled=self.mixed_precision_dtype is not None,
+        ):
+            return self.model.generate(
+                input_ids=context,
+                max_length=max_length,
+                stopping_criteria=criteria,
+                pad_token_id=self.tokenizer.pad_token_id,
+                use_cache=True,
+                assistant_model=self._drafter,
+                **kwargs,
+            )
 
     # ------------------------------------------------------------ HFLM override
     def _create_model(self, pretrained: str, **kwargs: Any) -> None:
@@ -188,7 +269,7 @@ def _plan_of_unpruned(config: Any, pretrained: Any) -> PruningPlan | None:
 
 
 #: The model args pruned-hf adds to HFLM's.
-OUR_ARGS = ("drop", "calib", "calib_samples", "materialize")
+OUR_ARGS = ("drop", "calib", "calib_samples", "materialize", "draft", "draft_tokens")
 _TRUE, _FALSE = ("1", "true", "yes"), ("0", "false", "no")
 
 
@@ -222,6 +303,21 @@ def check_model_args(kwargs: dict[str, Any]) -> None:
             raise ModelArgError(
                 f"unknown model arg {key!r} (did you mean {close[0]!r}?); pruned-hf's own: {', '.join(OUR_ARGS)}"
             )
+
+
+def _parse_draft(draft: Any) -> DropSpec | None:
+    """``draft=`` parsed now (a bad spec fails before any weight is read); ``None`` for no draft."""
+    if draft is None or (isinstance(draft, str) and draft.strip() == ""):
+        return None
+    from .spec import DropSpecError
+
+    try:
+        spec = DropSpec.parse(draft)
+    except DropSpecError as e:
+        raise DropSpecError(str(e).replace("invalid drop spec", "invalid draft spec", 1)) from None
+    if spec.is_noop:
+        raise DropSpecError(f"invalid draft spec {draft!r}: it skips no layer (omit draft= to decode without a draft)")
+    return spec
 
 
 def _truthy(value: Any) -> bool:

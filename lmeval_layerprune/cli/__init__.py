@@ -25,6 +25,8 @@ COMMAND_MODULES: tuple[str, ...] = (
     "demo",
     "selfgen",
     "heal",
+    "bench",
+    "speculate",
 )
 
 
