@@ -13,7 +13,7 @@ from ..demo import DEMO_DROPS, DEMO_LIMIT, DEMO_MODEL, DEMO_RECIPE, DEMO_TASKS
 
 #: One module per command under ``lmeval_layerprune/cli/``; each defines ``register(sub)``, which adds
 #: its subparser (with ``set_defaults(func=...)``) to the ``lmeval-prune`` subcommands.
-COMMAND_MODULES: tuple[str, ...] = ()
+COMMAND_MODULES: tuple[str, ...] = ("sweep", "report")
 
 
 def _cmd_eval(argv: list[str]) -> int:
