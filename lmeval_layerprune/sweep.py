@@ -397,7 +397,6 @@ class Sweep:
         from .spec import select_by_scores
 
         n, k, s = self.num_layers, cell.layers, self.settings
-        pct = f"{cell.ratio * 100:g}%"
         if k == 0:
             return _plan_record(s, n, [], "none", "none")
         if cell.method == "last":
