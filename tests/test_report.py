@@ -17,7 +17,6 @@ from lmeval_layerprune.report import (
     REPORT_JSON,
     ReportError,
     build_report,
-    write_report,
 )
 from lmeval_layerprune.results import load_runs
 
