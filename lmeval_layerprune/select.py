@@ -28,7 +28,6 @@ import hashlib
 import json
 import logging
 import os
-import re
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
@@ -234,21 +233,10 @@ def _higher_is_better(task: Any) -> bool:
 
 
 def primary_metrics(results: dict[str, Any]) -> dict[str, float]:
-    """Each leaf task's first declared metric (under its first filter)."""
-    out = {}
-    for task, cfg in results["configs"].items():
-        metrics = cfg.get("metric_list") or [{"metric": "acc"}]
-        name = metrics[0]["metric"]
-        name = name if isinstance(name, str) else getattr(name, "__name__", str(name))
-        # lm-eval writes a `!function` metric into the results config as its source code
-        defined = re.match(r"\s*def\s+(\w+)", name)
-        name = defined.group(1) if defined else name
-        values = results["results"][task]
-        key = next((k for k in values if k.split(",")[0] == name and "_stderr" not in k), None)
-        if key is None:
-            raise ValueError(f"task {task!r} reported no {name!r} metric (got {sorted(values)})")
-        out[task] = float(values[key])
-    return out
+    """Each leaf task's first declared metric (under its first filter), read by :mod:`.results`."""
+    from .results import parse_results
+
+    return parse_results(results).primary_scores()
 
 
 class _Skip(torch.nn.Module):

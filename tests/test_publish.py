@@ -23,15 +23,9 @@ from hub_server import FakeHub
 from huggingface_hub import ModelCard
 from safetensors import safe_open
 
+from lmeval_layerprune.hub import PublishError, build_card, load_eval, push, resolve_license, upload_manifest
 from lmeval_layerprune.materialize import MERGEKIT_FILE, PLAN_FILE, materialize
-from lmeval_layerprune.publish import (
-    PublishError,
-    build_card,
-    load_results,
-    push,
-    resolve_license,
-    upload_manifest,
-)
+from lmeval_layerprune.results import ResultsError
 
 BASE_ID = "tiny-org/tiny-llama"
 WRITE_TOKEN = "hf_WRITEtokenSECRET0123456789abcdefXYZ"
@@ -260,28 +254,44 @@ def test_card_for_healed_checkpoint(work, tmp_path) -> None:
     assert "learning_rate: 2.0e-4" in body
     header = next(line for line in body.splitlines() if line.startswith("| task | metric"))
     assert "| parent | pruned | healed | change vs parent |" in header
-    assert f"lmeval-prune heal --base {BASE_ID} --drop 2-3 --recipe recovery_recipe.yaml" in body
+    assert f"lmeval-prune heal --recipe recovery_recipe.yaml --base {BASE_ID} --drop 2-3" in body
+    assert "mergekit" not in body.split("## Reproduce")[1]  # heal writes no mergekit.yaml: the card offers none
     assert "pruned-hf" in body and "drop=2-3" in body  # the before-healing run reproduces through pruned-hf
 
 
-def test_card_errors_name_the_missing_input(work, tmp_path) -> None:
-    ckpt = _copy_ckpt(work["pruned"], tmp_path / "ckpt")
-    proc = _cli(["card", str(ckpt)])  # the plan records a local path as the parent
-    assert proc.returncode == 2 and "--base-model" in proc.stderr, proc.stderr
-    # a parent without a card and no --license
+def test_card_without_parent_id_or_license_warns_and_push_refuses(work, tmp_path) -> None:
+    # a parent without a card, recorded by a local path: the card is written, naming what it lacks
     bare = save_tiny("llama", tmp_path / "bare-parent")
-    ckpt2 = materialize(str(bare), "last:1", tmp_path / "ckpt2", dtype="float32")
-    proc = _cli(["card", str(ckpt2), "--base-model", "someone/bare"])
-    assert proc.returncode == 2 and "--license" in proc.stderr and "someone/bare" in proc.stderr, proc.stderr
-    proc = _cli(["card", str(ckpt2), "--base-model", "someone/bare", "--license", "apache-2.0"])
+    ckpt = materialize(str(bare), "last:1", tmp_path / "ckpt2", dtype="float32")
+    proc = _cli(["card", str(ckpt)])
     assert proc.returncode == 0, proc.stderr
-    assert ModelCard.load(ckpt2 / "README.md").data.license == "apache-2.0"
+    assert "warning" in proc.stderr and "--base-model" in proc.stderr and "--license" in proc.stderr
+    assert "push" in proc.stderr  # it says that an upload refuses until they are known
+    card = ModelCard.load(ckpt / "README.md")
+    assert card.data.base_model is None and card.data.license is None
+    assert str(bare) not in card.content and str(tmp_path) not in card.content  # no local path in the card
+    assert "](https://huggingface.co/" not in card.text.split("## Evaluation")[0]  # no link to an unknown repo
+    # push refuses such a card until the fields are known ...
+    dry = ["push", str(ckpt), "--repo", "me/bare", "--dry-run", str(tmp_path / "dry")]
+    proc = _cli(dry)
+    assert proc.returncode == 2 and "--base-model" in proc.stderr, proc.stderr
+    proc = _cli([*dry, "--base-model", "someone/bare"])
+    assert proc.returncode == 2 and "without base_model and license" in proc.stderr and "lmeval-prune card" in proc.stderr
+    # ... and goes through once the card names them
+    proc = _cli(["card", str(ckpt), "--base-model", "someone/bare", "--license", "apache-2.0"])
+    assert proc.returncode == 0 and "warning" not in proc.stderr, proc.stderr
+    assert ModelCard.load(ckpt / "README.md").data.license == "apache-2.0"
+    proc = _cli([*dry, "--base-model", "someone/bare"])
+    assert proc.returncode == 0, proc.stderr
+    # a strict build (what push uses to write a missing card) names the flags
+    with pytest.raises(PublishError, match="--license"):
+        build_card(ckpt, base_model="someone/bare")
     proc = _cli(["card", str(tmp_path / "nope"), "--base-model", "a/b", "--license", "mit"])
     assert proc.returncode == 2 and "no config.json" in proc.stderr
-    with pytest.raises(PublishError, match="not an lm-eval results file"):
-        bad = tmp_path / "results_bad.json"
-        bad.write_text('{"x": 1}')
-        load_results([bad])
+    bad = tmp_path / "results_bad.json"
+    bad.write_text('{"x": 1}')
+    with pytest.raises(ResultsError, match="not an lm-eval results file"):
+        load_eval([bad])
 
 
 def test_embedded_parent_license_comes_from_its_gguf() -> None:
@@ -350,7 +360,7 @@ def test_push_uploads_exactly_the_checkpoint(work, tmp_path) -> None:
         local_cfg = json.loads((ckpt / "config.json").read_text())
         assert local_cfg["layer_pruning"]["base_model"] == str(work["parent"])
         local_cfg["layer_pruning"]["base_model"] = BASE_ID
-        assert json.loads(files["config.json"]) == local_cfg
+        assert json.loads(files["config.json"]) == local_cfg  # nothing else changed
         assert json.loads(files[PLAN_FILE]) == {**json.loads((ckpt / PLAN_FILE).read_text()), "base_model": BASE_ID}
         assert str(work["parent"]).encode() not in files["config.json"] + files[MERGEKIT_FILE] + files[PLAN_FILE]
         (commit,) = hub.commits
@@ -528,7 +538,7 @@ def test_slice_push_to_hub(work, tmp_path) -> None:
 
 def test_results_folders_of_several_models_are_refused(work) -> None:
     with pytest.raises(PublishError, match="several models"):
-        load_results([work["root"]])
+        load_eval([work["root"]])
 
 
 def test_card_help_lists_the_options() -> None:
@@ -561,3 +571,140 @@ def test_card_of_a_selected_plan_shows_the_search_and_its_plot(work, tmp_path) -
     assert sorted(int(r.split("|")[2]) for r in rows) == plan["drop"]
     (ckpt / "README.md").write_text(str(card))
     assert "layer_selection.png" in {n for n, _ in upload_manifest(ckpt, BASE_ID)}
+
+
+# ------------------------------------------------------------------ nothing local leaves the machine
+
+
+def _local_leaks(folder: Path, needles: list[str]) -> dict[str, list[str]]:
+    """Every file under ``folder`` that holds one of ``needles`` (read as bytes, binaries included)."""
+    found = {}
+    for f in sorted(folder.iterdir()):
+        data = f.read_bytes()
+        hits = [n for n in needles if n.encode() in data]
+        if hits:
+            found[f.name] = hits
+    return found
+
+
+def test_sliced_plan_checkpoint_uploads_the_layer_list_not_the_plan_path(work, tmp_path) -> None:
+    from lmeval_layerprune.select import select_layers
+
+    plan_path = tmp_path / "j2" / "iter4.json"
+    plan_path.parent.mkdir()
+    select_layers(str(work["parent"]), "last", 2, out=plan_path, progress=False)
+    ckpt = materialize(str(work["parent"]), f"plan:{plan_path}", tmp_path / "ckpt", dtype="float32")
+    assert json.loads((ckpt / PLAN_FILE).read_text())["spec"].startswith("plan:")  # the local record keeps it
+    out = tmp_path / "dry"
+    proc = _cli(
+        ["push", str(ckpt), "--repo", "me/p", "--base-model", BASE_ID, "--license", "mit", "--dry-run", str(out)]
+    )
+    assert proc.returncode == 0, proc.stderr
+    needles = [str(work["parent"]), str(plan_path), str(tmp_path), str(work["root"])]
+    assert _local_leaks(out, needles) == {}
+    uploaded = json.loads((out / PLAN_FILE).read_text())
+    assert uploaded["spec"] == "4-5" and uploaded["drop"] == [4, 5] and uploaded["base_model"] == BASE_ID
+    assert json.loads((out / "config.json").read_text())["layer_pruning"]["spec"] == "4-5"
+    assert "iter4.json" in (out / "README.md").read_text()  # the card names the plan file, not its path
+
+
+@pytest.mark.slow
+def test_healed_upload_holds_its_plan_the_heal_command_and_no_local_path(tmp_path, monkeypatch) -> None:
+    """A real heal from relative local paths (parent, plan file, prompt file), then card and dry-run push."""
+    from test_selfgen import save_chat_tiny
+
+    from lmeval_layerprune.heal import PLAN_JSON, heal
+    from lmeval_layerprune.hub import PLAN_FILES
+    from lmeval_layerprune.select import select_layers
+
+    root = tmp_path / "home"
+    save_chat_tiny(root / "models" / "tiny-chat")
+    (root / "j2").mkdir()
+    (root / "work").mkdir()
+    rows = [{"prompt": f"Say {w}", "response": f"{w} {w}"} for w in ("red", "blue", "green", "cyan")]
+    (root / "data").mkdir()
+    (root / "data" / "mine.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    monkeypatch.chdir(root / "work")
+    select_layers("../models/tiny-chat", "last", 2, out="../j2/iter4.json", progress=False)
+    tiny = ["dtype=float32", "sft.per_device_train_batch_size=4", "sft.max_steps=2", "sft.max_length=64",
+            "sft.gradient_checkpointing=false", "sft.warmup_steps=0", "lora.r=4"]  # fmt: skip
+    heal("original-lora", "../models/tiny-chat", "healed", drop="plan:../j2/iter4.json", data="../data/mine.jsonl",
+         overrides=tiny, progress=False)  # fmt: skip
+    healed = root / "work" / "healed"
+    assert (healed / PLAN_JSON).is_file() and PLAN_JSON in PLAN_FILES
+
+    proc = _cli(["card", str(healed), "--base-model", "me/tiny-chat", "--license", "mit", "--repo", "me/healed"])
+    assert proc.returncode == 0, proc.stderr
+    out = tmp_path / "dry"
+    proc = _cli(["push", str(healed), "--repo", "me/healed", "--base-model", "me/tiny-chat", "--dry-run", str(out)])
+    assert proc.returncode == 0, proc.stderr
+    names = {p.name for p in out.iterdir()}
+    assert {PLAN_JSON, "recovery_recipe.yaml", "config.json", "README.md", "model.safetensors"} <= names
+    assert MERGEKIT_FILE not in names
+    needles = ["../models", "../j2", "../data", str(root), str(tmp_path)]
+    assert _local_leaks(out, needles) == {}
+    plan = json.loads((out / PLAN_JSON).read_text())
+    assert plan["base_model"] == "me/tiny-chat" and plan["spec"] == "4-5" and plan["recovery"]["steps"] == 2
+    assert yaml.safe_load((out / "recovery_recipe.yaml").read_text())["drop"] == "4-5"
+
+    body = (out / "README.md").read_text()
+    assert "lmeval-prune heal --recipe recovery_recipe.yaml --base me/tiny-chat --drop 4-5 --out ./healed" in body
+    assert "mergekit.yaml" not in body  # nothing is said about a file the upload does not hold
+    assert "recovery_recipe.yaml` in this repository" in body and f"`{PLAN_JSON}` in this repository" in body
+    settings = json.loads(body.split("```json\n")[1].split("```")[0])
+    assert settings["lora"]["r"] == 4 and "base_model_name_or_path" not in settings["lora"]
+    assert "lora_dropout" not in settings["lora"] or settings["lora"]["lora_dropout"] != 0.0  # PEFT's default is 0
+    assert "output_dir" not in settings["sft"] and settings["sft"]["max_steps"] == 2
+    assert all(v is not None for section in settings.values() if isinstance(section, dict) for v in section.values())
+    assert "| training examples | 4 |" in body and "a local file on the machine that made this model" in body
+
+
+def test_one_flag_convention_for_every_command() -> None:
+    """Both spellings of every long option, lm-eval's underscores included, parse to the same values."""
+    from lmeval_layerprune.cli import build_parser
+
+    parser = build_parser()
+    a = parser.parse_args(["select", "m", "--include_path", "tasks/", "--batch_size", "4", "--selection-seed", "1"])
+    b = parser.parse_args(["select", "m", "--include-path", "tasks/", "--batch-size", "4", "--selection_seed", "1"])
+    assert vars(a) == vars(b) and a.include_path == "tasks/" and a.batch_size == 4 and a.selection_seed == 1
+    h1 = parser.parse_args(
+        ["heal", "--recipe", "r", "--base", "b", "--out", "o", "--max-steps", "3", "--push_to_hub", "a/b"]
+    )
+    h2 = parser.parse_args(["heal", "--recipe", "r", "--base", "b", "--out", "o", "--max_steps=3", "--push-to-hub=a/b"])
+    assert vars(h1) == vars(h2) and h1.sft_max_steps == 3 and h1.push_to_hub == "a/b"
+    from lmeval_layerprune.cli.heal import overrides
+
+    assert overrides(h1) == ["sft.max_steps=3"]
+    s = parser.parse_args(["selfgen", "--teacher", "t", "--out", "o", "--max_new_tokens", "7", "--filters", "empty"])
+    assert s.max_new_tokens == 7 and s.filters == ("empty",)
+    c = parser.parse_args(["card", "d", "--base_results", "x", "--speedup_note", "n"])
+    assert c.base_results == ["x"] and c.speedup_note == "n"
+    p = parser.parse_args(["push", "d", "--repo", "a/b", "--dry_run", "--create_pr"])
+    assert p.dry_run == "" and p.create_pr
+    with pytest.raises(SystemExit):
+        parser.parse_args(["select", "m", "--include__path", "x"])  # only the two spellings, nothing looser
+
+
+def test_selection_and_generation_flags_come_from_the_settings_dataclasses() -> None:
+    import dataclasses
+
+    from lmeval_layerprune.cli import build_parser
+    from lmeval_layerprune.cli._shared import dataclass_from_args
+    from lmeval_layerprune.select import SelectionSettings
+    from lmeval_layerprune.selfgen import FilterSettings, GenerationSettings
+
+    parser = build_parser()
+    sel = dataclass_from_args(SelectionSettings, parser.parse_args(["select", "m"]))
+    assert sel == SelectionSettings(model="m")  # every default is the dataclass's own
+    sel = dataclass_from_args(SelectionSettings, parser.parse_args(["select", "m", "--protect", "", "--tasks", "a,b"]))
+    assert sel.protect == () and sel.tasks == ("a", "b")
+    args = parser.parse_args(["selfgen", "--teacher", "t", "--out", "o"])
+    assert dataclass_from_args(GenerationSettings, args) == GenerationSettings()
+    assert dataclass_from_args(FilterSettings, args) == FilterSettings()
+    for cls, cmd in ((GenerationSettings, "selfgen"), (FilterSettings, "selfgen"), (SelectionSettings, "select")):
+        proc_help = subprocess.run(
+            [sys.executable, "-m", "lmeval_layerprune.cli", cmd, "--help"], capture_output=True, text=True, env=_env()
+        ).stdout
+        for f in dataclasses.fields(cls):
+            if f.name != "model":
+                assert f"--{f.name.replace('_', '-')}" in proc_help, (cmd, f.name)

@@ -55,15 +55,11 @@ def register(sub: Any) -> None:
         default=None,
         help="task metadata as JSON, as lm_eval --metadata, e.g. '{\"n\": 300}' for bigger probe sets",
     )
-    p.add_argument("--num-fewshot", "--num_fewshot", dest="num_fewshot", type=int, default=None)
-    p.add_argument(
-        "--include-path", "--include_path", dest="include_path", default=None, help="folder of extra task YAMLs"
-    )
+    p.add_argument("--num-fewshot", type=int, default=None)
+    p.add_argument("--include-path", default=None, help="folder of extra task YAMLs")
     p.add_argument("--out", required=True, help="sweep folder (new, or one this command wrote: it is completed)")
     p.add_argument("--dtype", default="float32", help="dtype to run the model in (default: float32)")
-    p.add_argument(
-        "--batch-size", "--batch_size", dest="batch_size", default="8", help="lm-eval batch size (default: 8)"
-    )
+    p.add_argument("--batch-size", default="8", help="lm-eval batch size (default: 8)")
     p.add_argument("--device", default=None, help="device (default: cuda if available, else cpu)")
     p.add_argument("--calib", default=None, help="calibration file for bi / angular / ppl (default: bundled text)")
     p.add_argument("--calib-samples", type=int, default=None, help="calibration texts (default: 32)")

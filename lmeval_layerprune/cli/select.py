@@ -1,0 +1,72 @@
+"""``lmeval-prune select``: choose which layers to remove. The flags that determine the result are
+generated from :class:`lmeval_layerprune.select.SelectionSettings`."""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+
+from ._shared import add_dataclass_flags, dataclass_from_args
+
+HELP = {
+    "model": "checkpoint directory, Hub id, or 'embedded'",
+    "method": "iterative: greedy on lm-eval tasks; ppl: greedy on calibration perplexity; bi / angular / last: "
+    "one-pass metrics",
+    "n": "how many layers to remove",
+    "tasks": "lm-eval tasks/groups for iterative, comma-separated",
+    "include_path": "folder of extra lm-eval task YAMLs for --tasks (as lm_eval's --include_path)",
+    "limit": "items per task for iterative",
+    "protect": "greedy methods: comma-separated layers never removed ('' for none)",
+    "selection_seed": "generator seed of the selection split",
+    "calib": "calibration file for ppl/bi/angular (default: bundled text)",
+    "calib_samples": "calibration texts for ppl/bi/angular",
+    "dtype": "dtype to run the model in",
+    "batch_size": "lm-eval batch size",
+}
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    from ..select import METHODS, SelectionSettings
+
+    p = sub.add_parser(
+        "select",
+        help="choose layers to remove: greedy task-driven search, perplexity search, or one-pass metrics",
+        description="Choose N layers to remove from MODEL and write a plan JSON usable as drop=plan:PATH. "
+        "iterative: greedy search scored by lm-eval tasks on a selection split (a different generator seed); "
+        "ppl: greedy search on calibration perplexity; bi / angular / last: one-pass metrics. "
+        "Greedy searches are resumable: rerun the same command after an interruption.",
+    )
+    add_dataclass_flags(p, SelectionSettings, help=HELP, choices={"method": METHODS}, positional=("model",))
+    p.add_argument("--device", default=None, help="device (default: cuda if available, else cpu)")
+    p.add_argument("--out", default="plan.json", help="plan JSON to write (default: plan.json)")
+    p.add_argument("--journal", default=None, help="resumable journal (default: <out>.journal.jsonl)")
+    p.add_argument("--plot", default=None, help="PNG of the scores to write")
+    p.add_argument(
+        "--race",
+        action="store_true",
+        help="greedy methods: successive halving per round (all candidates on 1/9 of the items, "
+        "the best third on 1/3, the best third of those on all)",
+    )
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    from ..select import SelectionSettings, select_layers
+    from ..spec import format_indices
+
+    settings = dataclass_from_args(SelectionSettings, args)
+    accepted = inspect.signature(select_layers).parameters
+    kwargs = {k: v for k, v in dataclasses.asdict(settings).items() if k in accepted}
+    plan = select_layers(
+        **kwargs, device=args.device, out=args.out, journal=args.journal, plot=args.plot, race=args.race
+    )
+    print(f"{args.method}: remove layers {plan['drop']} of {plan['num_layers']} ({format_indices(plan['drop'])})")
+    for r in plan.get("rounds", []):
+        print(f"  round {r['round'] + 1}: layer {r['chosen']} (score {r['scores'][str(r['chosen'])]:.4f})")
+    if args.out:
+        print(f"plan: {args.out}   (use it as drop=plan:{args.out})")
+    if args.plot:
+        print(f"plot: {args.plot}")
+    return 0
