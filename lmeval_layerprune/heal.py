@@ -26,6 +26,7 @@ from typing import Any
 
 import yaml
 
+from .plan import PLAN_FILE, PruningPlan
 from .recipe import KDSettings, Recipe, RecipeError, load_recipe
 from .spec import PLAN_ATTR, LayerPruneError
 
@@ -35,7 +36,7 @@ CHECKPOINTS = "checkpoints"
 RESPONSES = "selfgen_responses.jsonl"
 STATE_FILE = "heal_state.json"
 RECIPE_FILE = "recovery_recipe.yaml"
-PLAN_JSON = "layer_pruning.json"
+PLAN_JSON = PLAN_FILE
 COMPLETE = "HEAL_COMPLETE"
 
 _SFT_DEFAULTS: dict[str, Any] = {
@@ -198,14 +199,6 @@ def last_complete_checkpoint(folder: Path) -> Path | None:
     return max(done, key=lambda p: int(p.name[11:]), default=None)
 
 
-def _relative_drop(base_config: Any, plan: dict[str, Any]) -> list[int]:
-    """The plan's dropped layers as indices of ``base_config``'s layers (the base may itself be pruned)."""
-    prev = getattr(base_config, PLAN_ATTR, None)
-    if not prev:
-        return list(plan["drop"])
-    return [i for i, orig in enumerate(prev["kept"]) if orig in set(plan["drop"])]
-
-
 def _json_safe(value: Any) -> Any:
     if isinstance(value, dict):
         return {str(k): _json_safe(v) for k, v in value.items()}
@@ -361,7 +354,7 @@ def _train_and_save(
         load_kwargs["quantization_config"] = BitsAndBytesConfig(**q)
         load_kwargs["device_map"] = {"": dist.local_process_index}
     student = load_pruned_model(base, drop, tokenizer=tokenizer, **load_kwargs)
-    plan = dict(getattr(student.config, PLAN_ATTR))
+    plan = PruningPlan.from_config(student.config)
     if rec.quantization:
         from peft import prepare_model_for_kbit_training
 
@@ -447,16 +440,16 @@ def _train_and_save(
         ),
         "steps": steps,
     }
-    plan["recovery"] = recovery
+    plan.recovery = recovery
     tmp = out / ".final-tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     if keep_adapter:
         shutil.copytree(staging, tmp)
     else:
-        setattr(final.config, PLAN_ATTR, plan)
+        setattr(final.config, PLAN_ATTR, plan.to_dict())
         final.save_pretrained(tmp)
     tokenizer.save_pretrained(tmp)
-    (tmp / PLAN_JSON).write_text(json.dumps(plan, indent=2))
+    plan.save(tmp / PLAN_JSON)
     used = _json_safe(rec.raw)
     used.update(drop=drop, data=source, dtype=dtype_name)
     used["sft"] = {**(used.get("sft") or {}), "bf16": args.bf16, "fp16": args.fp16}
@@ -486,7 +479,7 @@ def _train_and_save(
 
 
 def _build_final(
-    rec: Recipe, base: str, path: str, staging: Path, plan: dict[str, Any], dtype_name: str, keep_adapter: bool
+    rec: Recipe, base: str, path: str, staging: Path, plan: PruningPlan, dtype_name: str, keep_adapter: bool
 ) -> Any:
     """The merged model (LoRA merged into an unquantized pruned base), or the full finetune reloaded."""
     from transformers import AutoConfig, AutoModelForCausalLM
@@ -501,13 +494,13 @@ def _build_final(
     from peft import PeftModel
 
     base_config = AutoConfig.from_pretrained(path)
-    rel = _relative_drop(base_config, plan)
+    rel = plan.on_parent(PruningPlan.from_config(base_config)).drop  # the base may itself be pruned
     merge_dtype = dtype_name
     if rec.quantization:
         merge_dtype = str(rec.quantization.get("bnb_4bit_compute_dtype") or "bfloat16").replace("torch.", "")
     pruned = load_pruned_model(base, format_indices(rel) if rel else "none", dtype=_torch_dtype(merge_dtype))
     merged = PeftModel.from_pretrained(pruned, staging).merge_and_unload()
-    setattr(merged.config, PLAN_ATTR, plan)
+    setattr(merged.config, PLAN_ATTR, plan.to_dict())
     return merged
 
 

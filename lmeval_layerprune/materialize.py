@@ -40,6 +40,7 @@ from . import __version__
 from .arch import arch_for, sliced_config_values
 from .embedded import base_model_name, cache_root, resolve_pretrained
 from .fsutil import atomic_dir, dir_size, file_lock, tmp_dir_is_live
+from .plan import PLAN_FILE, PruningPlan, find_plan_file, resolve_drop
 from .spec import PLAN_ATTR, DropSpec, LayerPruneError
 
 # torch, transformers and mergekit are imported inside the functions that need them, so a
@@ -47,7 +48,6 @@ from .spec import PLAN_ATTR, DropSpec, LayerPruneError
 
 logger = logging.getLogger(__name__)
 
-PLAN_FILE = "layer_pruning_plan.json"
 MERGEKIT_FILE = "mergekit.yaml"
 COMPLETE_FILE = ".complete"
 
@@ -189,25 +189,29 @@ def materialize(
     revision: str | None = None,
     overwrite: bool = False,
     record: dict[str, Any] | None = None,
+    reference: Any = None,
 ) -> Path:
     """Write ``pretrained`` without the layers named by ``drop`` to ``out`` and verify it.
 
     Args:
         pretrained: a checkpoint directory, a Hub id, or ``"embedded"``.
-        drop: any ``drop=`` spec (``plan:PATH`` and the metric forms included).
+        drop: any ``drop=`` spec (``plan:PATH`` and the metric forms included), or an already
+            resolved :class:`~lmeval_layerprune.plan.PruningPlan` (indices of the unpruned parent).
         out: the output directory (must not exist unless ``overwrite``).
         dtype: ``float32``, ``bfloat16`` or ``float16``; default: the model's own.
         calib, calib_samples: calibration for ``bi:``/``angular:``.
         record: extra plan fields (e.g. the original ``method``/``spec`` when ``drop`` is
             already-resolved indices).
+        reference: the in-memory slice of ``drop`` at ``dtype``, when the caller has it (a scored
+            model); otherwise it is built here, loading the full model at most once.
 
     Returns:
-        ``out``, holding the checkpoint, ``mergekit.yaml`` and ``layer_pruning_plan.json``.
+        ``out``, holding the checkpoint, ``mergekit.yaml`` and ``layer_pruning.json``.
     """
     import torch
-    from transformers import AutoConfig, AutoTokenizer
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
-    from .slicing import keep_from_drop, load_pruned_model
+    from .slicing import keep_from_drop, load_pruned_model, prune_model
 
     out = Path(out).expanduser()
     occupied = out.exists() and any(out.iterdir())
@@ -222,56 +226,66 @@ def materialize(
     dtype = dtype or _config_dtype(full_config)
     if dtype not in DTYPES:
         raise ValueError(f"dtype {dtype!r} is not one of {', '.join(DTYPES)}")
-    spec = DropSpec.parse(drop)
-    if spec.is_noop:
-        raise ValueError("drop spec 'none' removes nothing; there is nothing to materialize")
-
-    # The in-memory slice is both how the spec gets resolved and the reference we verify against.
-    kwargs = {"calib_samples": calib_samples} if calib_samples else {}
-    reference = load_pruned_model(str(src), spec, calib=calib, dtype=getattr(torch, dtype), **kwargs).eval()
-    plan = dict(getattr(reference.config, PLAN_ATTR))
-    src_plan = getattr(full_config, PLAN_ATTR, None)
-    if src_plan:  # the source is itself pruned: the plan speaks of the original parent
-        kept_before = list(src_plan["kept"])
-        local_drop = [kept_before.index(i) for i in plan["drop"] if i in kept_before]
+    parent = PruningPlan.from_config(full_config)
+    torch_dtype = getattr(torch, dtype)
+    if isinstance(drop, PruningPlan):
+        plan = PruningPlan.from_dict(drop.to_dict())  # a copy: the writer's fields are added below
     else:
-        plan["base_model"] = name or str(src)
-        local_drop = list(plan["drop"])
-    plan.update(record or {})
-    drop_idx = plan["drop"]
+        spec = DropSpec.parse(drop)
+        if spec.is_noop:
+            raise ValueError("drop spec 'none' removes nothing; there is nothing to materialize")
+        if spec.needs_scores and reference is None:
+            # score the full model, then slice that same model in memory: it is loaded once
+            full = AutoModelForCausalLM.from_pretrained(src, dtype=torch_dtype)
+            plan = resolve_drop(
+                str(src), spec, model=full, calib=calib, calib_samples=calib_samples, base_model=name or str(src)
+            )
+            reference = prune_model(full, plan.on_parent(parent).drop, plan)
+        else:
+            plan = resolve_drop(full_config, spec, base_model=name or str(src))
+    if record:
+        plan = PruningPlan.from_dict({**plan.to_dict(), **record})
+    local_drop = plan.on_parent(parent).drop  # indices of the source's layers (the source may be pruned)
+    if not local_drop:
+        raise ValueError(f"the plan removes nothing from {src} (layers {list(plan.drop)}); nothing to materialize")
+    if reference is None:
+        # the in-memory slice is the reference we verify against (only the kept layers are read)
+        reference = load_pruned_model(str(src), list(local_drop), dtype=torch_dtype)
+    reference = reference.eval()
+    drop_idx = list(plan.drop)
     keep = keep_from_drop(int(full_config.num_hidden_layers), local_drop)
     merge_cfg = mergekit_config(str(src), keep, dtype)
     model_type = full_config.model_type
-    plan.update({"dtype": dtype, "tool": f"lmeval-layerprune {__version__}"})
+    plan.extra.update({"dtype": dtype, "tool": f"lmeval-layerprune {__version__}"})
 
     if occupied:  # everything is validated and the reference built: now the old output may go
         shutil.rmtree(out)
 
     def finish(tmp: Path, writer: str) -> None:
         _write_mergekit_yaml(tmp / MERGEKIT_FILE, merge_cfg, model_type, writer)
-        (tmp / PLAN_FILE).write_text(json.dumps(plan, indent=2) + "\n")
+        plan.save(tmp / PLAN_FILE)
         verify_checkpoint(tmp, reference)
 
     try:
         with atomic_dir(out) as tmp:
-            plan["writer"] = "mergekit"
+            plan.extra["writer"] = "mergekit"
             _run_mergekit(merge_cfg, full_config, keep, tmp)
             cfg_path = tmp / "config.json"
             cfg = json.loads(cfg_path.read_text())
-            cfg[PLAN_ATTR] = plan
+            cfg[PLAN_ATTR] = plan.to_dict()
             cfg_path.write_text(json.dumps(cfg, indent=2) + "\n")
             finish(tmp, "mergekit")
     except Exception as e:  # mergekit crashed or wrote a checkpoint that fails verification
         logger.warning(
             "mergekit could not slice %s correctly (%s); writing the verified in-memory slice instead", model_type, e
         )
-        plan.update({"writer": "transformers", "mergekit_error": f"{type(e).__name__}: {e}"[:500]})
+        plan.extra.update({"writer": "transformers", "mergekit_error": f"{type(e).__name__}: {e}"[:500]})
         with atomic_dir(out) as tmp:
-            reference.config.layer_pruning = plan
+            setattr(reference.config, PLAN_ATTR, plan.to_dict())
             reference.save_pretrained(tmp)
             AutoTokenizer.from_pretrained(src).save_pretrained(tmp)
             finish(tmp, "transformers")
-    logger.info("materialized %s without layers %s to %s (%s)", name, drop_idx, out, plan["writer"])
+    logger.info("materialized %s without layers %s to %s (%s)", name, drop_idx, out, plan.extra["writer"])
     return out
 
 
@@ -323,19 +337,29 @@ def cached_checkpoint(
     A hit reads only ``config.json`` and file metadata; ``bi:``/``angular:`` specs are scored
     on the model first (their layers depend on the calibration data), then looked up.
     """
+    import torch
+
     src = _local_path(str(resolve_pretrained(pretrained)), revision)
     config = json.loads((src / "config.json").read_text())
     dtype = dtype or _config_dtype(config)
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype {dtype!r} is not one of {', '.join(DTYPES)}")
     spec = DropSpec.parse(drop)
+    name = base_model_name(pretrained) or str(src)
+    reference = None
     if spec.needs_scores:
-        from .slicing import load_pruned_model
+        from transformers import AutoModelForCausalLM
 
-        # Metric specs depend on the calibration data: resolve once, key on the indices.
-        kwargs = {"calib_samples": calib_samples} if calib_samples else {}
-        drop_idx = list(load_pruned_model(str(src), spec, calib=calib, **kwargs).config.layer_pruning["drop"])
+        from .slicing import prune_model
+
+        # Metric specs depend on the calibration data: score the full model (loaded once; on a miss
+        # the same model, sliced in memory, is the reference the checkpoint is verified against).
+        full = AutoModelForCausalLM.from_pretrained(src, dtype=getattr(torch, dtype))
+        plan = resolve_drop(str(src), spec, model=full, calib=calib, calib_samples=calib_samples, base_model=name)
     else:
-        drop_idx = list(spec.resolve(int(config["num_hidden_layers"])))
-    key = cache_key(src, drop_idx, dtype, revision)
+        plan = resolve_drop(str(src), spec, base_model=name)  # the config only
+    local_drop = list(plan.on_parent(PruningPlan.from_config(config)).drop)
+    key = cache_key(src, local_drop, dtype, revision)
     target = cache_dir() / key
     if (target / COMPLETE_FILE).is_file():
         return target
@@ -344,14 +368,9 @@ def cached_checkpoint(
             return target
         if target.exists():  # incomplete leftovers can only come from an older, interrupted layout
             shutil.rmtree(target)
-        materialize(
-            pretrained,
-            drop_idx,
-            target,
-            dtype=dtype,
-            revision=revision,
-            record={"method": spec.method or "explicit", "spec": spec.text},
-        )
+        if spec.needs_scores:
+            reference = prune_model(full, local_drop, plan)
+        materialize(pretrained, plan, target, dtype=dtype, revision=revision, reference=reference)
         (target / COMPLETE_FILE).write_text(f"{time.time()}\n")
     return target
 
@@ -364,7 +383,8 @@ def cache_entries() -> list[dict[str, Any]]:
         return out
     for path in sorted(root.iterdir()):
         if path.is_dir() and (path / COMPLETE_FILE).is_file():
-            plan = json.loads((path / PLAN_FILE).read_text()) if (path / PLAN_FILE).is_file() else {}
+            found = find_plan_file(path)  # entries of older versions hold layer_pruning_plan.json
+            plan = json.loads(found.read_text()) if found is not None else {}
             out.append({"key": path.name, "path": str(path), "bytes": dir_size(path), "plan": plan})
     return out
 

@@ -38,6 +38,7 @@ import torch
 
 from .arch import arch_for
 from .importance import DEFAULT_CALIB_MAX_TOKENS, DEFAULT_CALIB_SAMPLES, compute_scores, load_calibration_texts
+from .plan import PruningPlan, resolve_drop
 from .slicing import _get_layers, keep_from_drop, layer_subset
 from .spec import select_by_scores
 
@@ -580,7 +581,9 @@ def select_layers(
 
     plan: dict[str, Any] = {"model": model, "num_layers": num_layers, "method": method}
     if method == "last":
-        plan["drop"] = list(range(num_layers - n, num_layers))
+        # the one resolver (config only), in this model's own layer numbers
+        cfg = lm.model.config
+        plan["drop"] = list(resolve_drop(cfg, f"last:{n}").on_parent(PruningPlan.from_config(cfg)).drop)
     elif method in ("bi", "angular"):
         scores = compute_scores(method, lm.model, lm.tokenizer, n, calib=calib, samples=calib_samples)
         plan["drop"] = list(select_by_scores(method, scores, n, num_layers))
@@ -597,9 +600,9 @@ def select_layers(
         )
         plan.update(result)
     plan["settings"] = asdict(settings)
+    plan = PruningPlan.from_dict(plan, source="the selected plan").to_dict()  # the one plan layout
     if out is not None:
-        Path(out).parent.mkdir(parents=True, exist_ok=True)
-        Path(out).write_text(json.dumps(plan, indent=2) + "\n")
+        PruningPlan.from_dict(plan).save(out, folder=False)
     if plot is not None:
         plot_plan(plan, plot)
     return plan

@@ -18,13 +18,16 @@ import copy
 import logging
 import re
 import threading
-from collections.abc import Iterator, Sequence
-from typing import Any
+from collections.abc import Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from .arch import ArchInfo, arch_for, sliced_config_values
 from .spec import PLAN_ATTR, LayerPruneError
+
+if TYPE_CHECKING:
+    from .plan import PruningPlan
 
 logger = logging.getLogger(__name__)
 
@@ -35,46 +38,14 @@ def keep_from_drop(num_layers: int, drop: Sequence[int]) -> list[int]:
     return [i for i in range(num_layers) if i not in dropped]
 
 
-def _original_plan(config: Any) -> dict[str, Any] | None:
-    return getattr(config, PLAN_ATTR, None)
-
-
-def compose_plan(config: Any, drop: Sequence[int], base_model: str | None = None, **meta: Any) -> dict[str, Any]:
-    """The plan record for dropping ``drop`` (indices of ``config``'s layers).
-
-    If ``config`` is itself already pruned, the indices are mapped back to the
-    original model so the record always speaks of the unpruned parent (and
-    ``base_model`` stays that parent's name).
-    """
-    n = int(config.num_hidden_layers)
-    prev = _original_plan(config)
-    if prev:
-        kept_before = list(prev["kept"])
-        drop_orig = sorted(set(prev["drop"]) | {kept_before[i] for i in drop})
-        total = int(prev["num_layers"])
-        base = prev.get("base_model")
-    else:
-        drop_orig = sorted(set(drop))
-        total = n
-        base = base_model or getattr(config, "_name_or_path", None) or None
-    plan = {
-        "base_model": base,
-        "num_layers": total,
-        "drop": drop_orig,
-        "kept": keep_from_drop(total, drop_orig),
-    }
-    plan.update({k: v for k, v in meta.items() if v is not None})
-    return plan
-
-
-def _apply_config(config: Any, keep: Sequence[int], plan: dict[str, Any] | None) -> None:
+def _apply_config(config: Any, keep: Sequence[int], plan: PruningPlan | Mapping[str, Any] | None) -> None:
     for name, value in sliced_config_values(config, keep).items():
         setattr(config, name, value)
     if plan is not None:
-        setattr(config, PLAN_ATTR, plan)
+        setattr(config, PLAN_ATTR, plan if isinstance(plan, Mapping) else plan.to_dict())
 
 
-def pruned_config(config: Any, drop: Sequence[int], plan: dict[str, Any] | None = None) -> Any:
+def pruned_config(config: Any, drop: Sequence[int], plan: PruningPlan | Mapping[str, Any] | None = None) -> Any:
     """A copy of ``config`` describing the model without the layers ``drop``."""
     new = copy.deepcopy(config)
     _apply_config(new, keep_from_drop(int(config.num_hidden_layers), drop), plan)
@@ -90,12 +61,14 @@ def _get_layers(model: torch.nn.Module, info: ArchInfo) -> tuple[torch.nn.Module
     return parent, attr, layers
 
 
-def prune_model(model: torch.nn.Module, drop: Sequence[int], plan: dict[str, Any] | None = None) -> torch.nn.Module:
-    """Remove the decoder layers ``drop`` from ``model`` in place and return it.
+def prune_model(
+    model: torch.nn.Module, drop: Sequence[int], plan: PruningPlan | Mapping[str, Any] | None = None
+) -> torch.nn.Module:
+    """Remove the decoder layers ``drop`` (indices of ``model``'s layers) in place and return it.
 
     Renumbers every ``layer_idx`` attribute inside the kept layers, sets
     ``config.num_hidden_layers``, slices per-layer config lists, and records
-    ``plan`` as ``config.layer_pruning``.
+    ``plan`` (default: the plan of removing ``drop``, on the unpruned parent) as ``config.layer_pruning``.
     """
     config = model.config
     info = arch_for(config)
@@ -105,7 +78,9 @@ def prune_model(model: torch.nn.Module, drop: Sequence[int], plan: dict[str, Any
         raise ValueError(f"model has {n} layers but config.num_hidden_layers is {config.num_hidden_layers}")
     keep = keep_from_drop(n, drop)
     if plan is None:
-        plan = compose_plan(config, drop)
+        from .plan import resolve_drop
+
+        plan = resolve_drop(config, list(drop) or None)
     kept_modules = [layers[i] for i in keep]
     for new_idx, layer in enumerate(kept_modules):
         for module in layer.modules():
@@ -270,10 +245,10 @@ def load_pruned_model(
     Returns:
         The pruned model; ``model.config.layer_pruning`` records the plan.
     """
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoConfig, AutoModelForCausalLM
 
     from .embedded import base_model_name, resolve_pretrained
-    from .importance import compute_scores
+    from .plan import PruningPlan, resolve_drop
     from .spec import DropSpec
 
     base_name = base_model_name(pretrained)
@@ -283,19 +258,29 @@ def load_pruned_model(
     if spec.is_noop:
         return AutoModelForCausalLM.from_pretrained(pretrained, **from_pretrained_kwargs)
     arch_for(config)
-    n = int(config.num_hidden_layers)
+    parent = PruningPlan.from_config(config)
     if spec.needs_scores:
+        # the full model is loaded once: scored, then sliced in memory
         model = AutoModelForCausalLM.from_pretrained(pretrained, **from_pretrained_kwargs)
-        tok = tokenizer or AutoTokenizer.from_pretrained(pretrained)
-        extra = {"samples": calib_samples} if calib_samples else {}
-        drop_idx = spec.resolve(
-            n, lambda method: compute_scores(method, model, tok, spec.layer_count(n), calib=calib, **extra)
+        plan = resolve_drop(
+            model.config,
+            spec,
+            model=model,
+            tokenizer=tokenizer or _tokenizer(pretrained),
+            calib=calib,
+            calib_samples=calib_samples,
+            base_model=base_name,
         )
-        plan = compose_plan(model.config, drop_idx, base_model=base_name, method=spec.method, spec=spec.text)
-        return prune_model(model, drop_idx, plan)
-    drop_idx = spec.resolve(n)
-    plan = compose_plan(config, drop_idx, base_model=base_name, method=spec.method or "explicit", spec=spec.text)
+        return prune_model(model, plan.on_parent(parent).drop, plan)
+    plan = resolve_drop(config, spec, base_model=base_name)
+    drop_idx = plan.on_parent(parent).drop
     with load_only_kept_layers(config, drop_idx):
         return AutoModelForCausalLM.from_pretrained(
             pretrained, config=pruned_config(config, drop_idx, plan), **from_pretrained_kwargs
         )
+
+
+def _tokenizer(path: str) -> Any:
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(path)

@@ -9,7 +9,9 @@ lm-eval's Python argument parser splits on them):
 * ``bi:8`` (or ``bi:25%``): the 8 layers with the lowest block influence (ShortGPT).
 * ``angular:8`` (or ``angular:25%``): the contiguous block of 8 layers with the smallest angular
   distance between its input and output (Gromov et al.).
-* ``plan:PATH``: a plan JSON written by the selection tools (it carries ``drop``).
+* ``plan:PATH``: a plan JSON written by the selection tools (it carries ``drop``), or a folder
+  holding one (a pruned checkpoint); ``plan:PATH@K``: the first K layers of that plan's greedy
+  ``order`` (a plan from ``lmeval-prune select --method iterative|ppl``).
 * ``none`` (or no ``drop`` at all): keep every layer.
 
 Parsing needs no model; :meth:`DropSpec.resolve` turns a spec into indices
@@ -18,7 +20,6 @@ against a model's layer count (and, for the metric forms, its layer scores).
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from collections.abc import Callable, Sequence
@@ -27,7 +28,8 @@ from pathlib import Path
 from typing import Any
 
 VALID_FORMS = (
-    "'7', '20-25', '3+7+20-25', a list like [3,7], 'last:8', 'last:25%', 'bi:8', 'angular:25%', 'plan:PATH', or 'none'"
+    "'7', '20-25', '3+7+20-25', a list like [3,7], 'last:8', 'last:25%', 'bi:8', 'angular:25%', 'plan:PATH', "
+    "'plan:PATH@K', or 'none'"
 )
 #: config attribute (and config.json key) where a pruned model records its plan.
 PLAN_ATTR = "layer_pruning"
@@ -37,6 +39,7 @@ METHODS = ("last", *METRIC_METHODS, "plan")
 _INDEX = re.compile(r"^\d+$")
 _RANGE = re.compile(r"^(\d+)-(\d+)$")
 _METHOD = re.compile(r"^([A-Za-z_]+):(.*)$")
+_PLAN_PREFIX = re.compile(r"^(.*)@(\d+)$")
 
 
 class LayerPruneError(Exception):
@@ -66,6 +69,7 @@ class DropSpec:
     count: int | None = None
     fraction: float | None = None
     path: str | None = None
+    k: int | None = None
     plan: dict[str, Any] | None = field(default=None, compare=False, repr=False)
 
     # ------------------------------------------------------------------ parsing
@@ -136,7 +140,11 @@ class DropSpec:
         if method == "plan":
             if not arg:
                 raise _bad(tok, "plan: needs a path to a plan JSON")
-            return cls(text=tok, method="plan", path=arg, plan=load_plan(arg))
+            k = None
+            m = _PLAN_PREFIX.match(arg)
+            if m and m.group(1) and not Path(arg).expanduser().exists():
+                arg, k = m.group(1), int(m.group(2))
+            return cls(text=tok, method="plan", path=arg, k=k, plan=load_plan(arg))
         if arg.endswith("%"):
             try:
                 frac = float(arg[:-1]) / 100.0
@@ -191,15 +199,9 @@ class DropSpec:
         if self.is_noop:
             return ()
         if self.method == "plan":
-            assert self.plan is not None
-            plan_n = self.plan.get("num_layers")
-            if plan_n is not None and int(plan_n) != num_layers:
-                raise _bad(
-                    self.text,
-                    f"the plan was made for a model with {plan_n} layers",
-                    num_layers,
-                )
-            drop = _check_indices(self.text, self.plan["drop"], num_layers)
+            from .plan import plan_of_spec
+
+            drop = plan_of_spec(self, num_layers).drop
         elif self.method == "last":
             n = self.layer_count(num_layers)
             drop = tuple(range(num_layers - n, num_layers)) if n < num_layers else tuple(range(num_layers))
@@ -253,17 +255,13 @@ def _check_indices(text: str, drop: Sequence[int], num_layers: int) -> tuple[int
 
 
 def load_plan(path: str | Path) -> dict[str, Any]:
-    """Read a plan JSON (``{"drop": [...], "num_layers": N, ...}``) with clear errors."""
-    p = Path(path).expanduser()
-    if not p.is_file():
-        raise DropSpecError(f"plan file {str(p)!r} does not exist (drop=plan:PATH needs a plan JSON)")
-    try:
-        plan = json.loads(p.read_text())
-    except json.JSONDecodeError as e:
-        raise DropSpecError(f"plan file {str(p)!r} is not valid JSON: {e}") from None
-    if not isinstance(plan, dict) or not isinstance(plan.get("drop"), list):
-        raise DropSpecError(f"plan file {str(p)!r} has no 'drop' list of layer indices")
-    return plan
+    """The raw plan record at ``path`` (a plan JSON, or a folder holding one), with clear errors.
+
+    Typed access: :meth:`lmeval_layerprune.plan.PruningPlan.load`.
+    """
+    from .plan import read_plan_record
+
+    return read_plan_record(path)[0]
 
 
 def format_indices(indices: Sequence[int]) -> str:

@@ -31,11 +31,12 @@ import math
 import os
 import shutil
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from .spec import PLAN_ATTR, DropSpec, LayerPruneError, format_indices
+from .plan import RESULTS_KEY, PruningPlan
+from .spec import DropSpec, LayerPruneError, format_indices
 
 logger = logging.getLogger(__name__)
 
@@ -284,23 +285,20 @@ def _publish_dir(out: Path, cell: Cell) -> Iterator[Path]:
     os.replace(tmp, target)
 
 
-def _plan_record(
-    settings: SweepSettings, num_layers: int, drop: Sequence[int], method: str, spec: str, **extra: Any
-) -> dict[str, Any]:
-    """The plan as the rest of the package writes it (``config.layer_pruning``)."""
+def _plan(
+    settings: SweepSettings, num_layers: int, drop: Sequence[int], method: str, spec: str, **fields: Any
+) -> PruningPlan:
+    """The cell's plan, as every other part of the package records one."""
     from .embedded import base_model_name
 
-    drop = sorted(int(i) for i in drop)
-    record: dict[str, Any] = {
-        "base_model": base_model_name(settings.model),
-        "num_layers": num_layers,
-        "drop": drop,
-        "kept": [i for i in range(num_layers) if i not in set(drop)],
-        "method": method,
-        "spec": spec,
-    }
-    record.update({k: v for k, v in extra.items() if v is not None})
-    return record
+    return PruningPlan(
+        base_model=base_model_name(settings.model),
+        num_layers=num_layers,
+        drop=tuple(int(i) for i in drop),
+        method=method,
+        spec=spec,
+        **fields,
+    )
 
 
 class Sweep:
@@ -391,34 +389,32 @@ class Sweep:
         plan = plan.to_dict() if hasattr(plan, "to_dict") else dict(plan)
         return plan
 
-    def resolve(self, cell: Cell) -> dict[str, Any]:
-        """The plan record of an in-memory cell (its resolved layers)."""
+    def resolve(self, cell: Cell) -> PruningPlan:
+        """The plan of an in-memory cell (its resolved layers)."""
         from .importance import angular_distances, block_influence
         from .spec import select_by_scores
 
         n, k, s = self.num_layers, cell.layers, self.settings
         if k == 0:
-            return _plan_record(s, n, [], "none", "none")
+            return _plan(s, n, [], "none", "none")
         if cell.method == "last":
-            return _plan_record(s, n, range(n - k, n), "last", f"last:{k}", ratio=cell.ratio)
+            return _plan(s, n, range(n - k, n), "last", f"last:{k}")
         if cell.method in ("bi", "angular"):
             states = self._boundary_states()
             scores = block_influence(states) if cell.method == "bi" else angular_distances(states, k)
             drop = select_by_scores(cell.method, scores, k, n)
-            return _plan_record(s, n, drop, cell.method, f"{cell.method}:{k}", scores=scores, ratio=cell.ratio)
+            return _plan(s, n, drop, cell.method, f"{cell.method}:{k}", scores=scores)
         if cell.method in GREEDY_METHODS:
-            plan = self._greedy_plan(cell.method)
-            order = [int(i) for i in plan["order"]]
+            self._greedy_plan(cell.method)
             path = self.out / f"{cell.method}_plan.json"
-            return _plan_record(
-                s, n, order[:k], cell.method, f"plan:{path}@{k}", order=order[:k], ratio=cell.ratio,
-                selection={"plan": str(path), "layers_searched": len(order)},
-            )  # fmt: skip
+            searched = PruningPlan.load(path, num_layers=n)
+            # the first k layers of the search's greedy order: the same as drop=plan:PATH@k
+            return replace(searched.prefix(k), base_model=searched.base_model or s.model, spec=f"plan:{path}@{k}")
         raise SweepError(f"unknown method {cell.method!r}; valid: {', '.join(METHODS)}")  # pragma: no cover
 
     # ------------------------------------------------------------- evaluate
     def _evaluate(
-        self, lm: Any, plan: dict[str, Any], cell: Cell, model_args: dict[str, Any], task_manager: Any, folder: Path
+        self, lm: Any, plan: PruningPlan, cell: Cell, model_args: dict[str, Any], task_manager: Any, folder: Path
     ) -> Path:
         """One lm-eval run of ``lm`` (as it is now), saved as ``lm_eval --output_path folder --log_samples``."""
         from lm_eval import simple_evaluate
@@ -443,7 +439,7 @@ class Sweep:
             raise SweepError("lm-eval returned no results (not the main process?)")
         samples = results.pop("samples")
         results["config"]["model"] = "pruned-hf"
-        results["config"][PLAN_ATTR] = plan
+        results["config"][RESULTS_KEY] = plan.provenance()
         results["config"]["sweep"] = {
             "cell": cell.name,
             "method": cell.method,
@@ -499,7 +495,7 @@ class Sweep:
                 bar.set_postfix_str(cell.name)
                 lm = self._load()
                 plan = self.resolve(cell)
-                drop = plan["drop"]
+                drop = list(plan.drop)
                 model_args = {
                     "pretrained": self.settings.model,
                     "drop": format_indices(drop),
@@ -509,16 +505,16 @@ class Sweep:
                     f"\nsweep: cell {cell.name}: removing {format_indices(drop)} ({len(drop)} of {self.num_layers})",
                     flush=True,
                 )
-                saved_drop = getattr(lm, "drop", ())
+                saved = getattr(lm, "drop", ()), getattr(lm, "plan", None)
                 with _publish_dir(self.out, cell) as folder:
                     with layer_subset(lm.model, drop):
-                        lm.drop = tuple(drop)  # what pruned-hf's own provenance reports
+                        lm.drop, lm.plan = tuple(drop), plan  # what pruned-hf's own provenance reports
                         try:
                             path = self._evaluate(lm, plan, cell, model_args, task_manager, folder)
                         finally:
-                            lm.drop = saved_drop
+                            lm.drop, lm.plan = saved
                 manifest["cells"][cell.name] = {
-                    "plan": plan,
+                    "plan": plan.provenance(),
                     "results": str(cell_dir(self.out, cell) / path.relative_to(folder)),
                 }
                 _write_json(self.out / MANIFEST, manifest)
@@ -536,7 +532,7 @@ class Sweep:
             bar.close()
         return manifest
 
-    def _run_healed(self, cell: Cell, pruned: dict[str, Any], task_manager: Any) -> dict[str, Any]:
+    def _run_healed(self, cell: Cell, pruned: PruningPlan, task_manager: Any) -> dict[str, Any]:
         from .heal import heal
         from .lm import PrunedHFLM
         from .plugin import register
@@ -544,13 +540,19 @@ class Sweep:
         s = self.settings
         assert s.recipe is not None
         ckpt = self.out / CHECKPOINTS / cell.name
-        drop = format_indices(pruned["drop"])
+        drop = pruned.drop_text
         print(f"\nsweep: cell {cell.name}: healing {drop} with {s.recipe!r} -> {ckpt}", flush=True)
         heal(s.recipe, s.model, ckpt, drop=drop, overrides=list(s.heal_overrides), progress=self.progress)
         register()
         lm = PrunedHFLM(pretrained=str(ckpt), dtype=s.dtype, batch_size=s.batch_size, device=s.device)
-        plan = dict(getattr(lm.model.config, PLAN_ATTR, None) or {})
-        plan = {**pruned, **plan, "method": pruned["method"], "spec": pruned["spec"]}
+        healed = PruningPlan.load(ckpt)
+        if healed.drop != pruned.drop:
+            raise SweepError(
+                f"the healed checkpoint {ckpt} removes {list(healed.drop)}, not the cell's {list(pruned.drop)}"
+            )
+        # the cell's method and spec, the checkpoint's recovery record
+        plan = replace(pruned, recovery=healed.recovery, extra={**pruned.extra, **healed.extra})
+        lm.plan = plan
         model_args = {"pretrained": str(ckpt), "dtype": s.dtype}
         try:
             with _publish_dir(self.out, cell) as folder:
@@ -559,7 +561,7 @@ class Sweep:
             del lm
             gc.collect()
         return {
-            "plan": plan,
+            "plan": plan.provenance(),
             "checkpoint": str(ckpt),
             "results": str(cell_dir(self.out, cell) / path.relative_to(folder)),
         }

@@ -1,0 +1,53 @@
+"""``lmeval-prune slice``: a standalone checkpoint with layers removed (mergekit passthrough, verified)."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+
+def register(sub: Any) -> None:
+    from .. import publish
+
+    p = sub.add_parser(
+        "slice",
+        help="write a standalone checkpoint with layers removed (mergekit passthrough, verified)",
+        description="Write MODEL without the layers named by --drop to --out through mergekit's passthrough "
+        "merge, leave the mergekit YAML and the plan (layer_pruning.json) beside it, and verify the result "
+        "against the in-memory slice.",
+    )
+    p.add_argument("model", help="checkpoint directory, Hub id, or 'embedded'")
+    p.add_argument("--drop", required=True, help="drop spec, e.g. 20-25, last:25%%, bi:8, plan:PATH, plan:PATH@K")
+    p.add_argument("--out", required=True, help="output directory (must not exist or be empty)")
+    p.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default=None, help="default: the model's")
+    p.add_argument("--calib", default=None, help="calibration file for bi:/angular:")
+    p.add_argument("--revision", default=None, help="Hub revision of MODEL")
+    p.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
+    publish.add_push_to_hub_argument(p)
+    p.set_defaults(func=_cmd_slice)
+
+
+def _cmd_slice(args: argparse.Namespace) -> int:
+    from ..materialize import MERGEKIT_FILE, materialize
+    from ..plan import PruningPlan
+    from ..publish import check_push_to_hub, push_after
+
+    check_push_to_hub(args)
+    out = materialize(
+        args.model,
+        args.drop,
+        args.out,
+        dtype=args.dtype,
+        calib=args.calib,
+        revision=args.revision,
+        overwrite=args.overwrite,
+    )
+    plan = PruningPlan.load(out)
+    print(
+        f"wrote {out} (layers {list(plan.drop)} of {plan.num_layers} removed; "
+        f"written by {plan.extra.get('writer')}; verified)"
+    )
+    print(f"mergekit config: {out / MERGEKIT_FILE}")
+    print(f"evaluate it: lm_eval --model hf --model_args pretrained={out} --tasks arith_probe")
+    push_after(args, out)
+    return 0
