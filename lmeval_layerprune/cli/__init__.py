@@ -24,6 +24,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "heal",
     "sweep",
     "report",
+    "analyze",
     "eval",
     "resolve",
     "slice",
