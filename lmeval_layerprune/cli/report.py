@@ -16,9 +16,9 @@ def register(sub: Any) -> None:
         description="Read lm-eval results (a sweep folder, or folders and results_*.json files of plain lm_eval "
         "runs, searched recursively) and write report.md, report.json, retention.png and retention_tasks.png "
         "into --out: per task, each run's score, change and retention against the unpruned run, with a paired "
-        "bootstrap 95%% interval over the items both scored (lm-eval's stderr when samples are absent); "
+        "bootstrap 95% interval over the items both scored (lm-eval's stderr when samples are absent); "
         "retention per task type (loglikelihood / multiple choice vs generate_until) against the fraction of "
-        "layers removed, one line per method; and a summary: the largest ratio that keeps 90%% retention, and "
+        "layers removed, one line per method; and a summary: the largest ratio that keeps 90% retention, and "
         "whether the classification/generation gap is significant.",
         epilog=textwrap.dedent(
             """\
