@@ -59,28 +59,35 @@ def test_killed_conversion_leaves_nothing_that_looks_complete(embedded_cache) ->
 
 
 def test_main_job_command(embedded_cache, tmp_path) -> None:
-    """The demo end to end (one task, few items): evaluate, prune, heal, evaluate, card, table."""
-    cmd = [str(BIN / "lmeval-prune"), "demo", "--tasks", "arith_probe_add_1d", "--limit", "20", "--drop", "20-25"]
+    """The demo end to end (one task pair, few items): sweep, heal, evaluate, report, card, summary."""
+    cmd = [str(BIN / "lmeval-prune"), "demo", "--tasks", "arith_probe_add_1d,arith_probe_mc_add_1d", "--limit", "20",
+           "--methods", "last", "--ratios", "0.2"]  # fmt: skip
     proc = subprocess.run(cmd, cwd=tmp_path, env=_env(embedded_cache), capture_output=True, text=True, timeout=1500)
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = tmp_path / "lmeval_layerprune_demo"
-    runs = {name: json.loads((out / "eval" / name / "results_demo.json").read_text()) for name in ("base", "20-25")}
-    healed = json.loads((out / "eval" / "healed-20-25" / "results_demo.json").read_text())
-    assert runs["20-25"]["config"]["model_args"]["drop"] == "20-25"
-    # the demo names its output folder relative to where it runs (here tmp_path)
-    assert (tmp_path / healed["config"]["model_args"]["pretrained"]).resolve() == (out / "healed-20-25").resolve()
+
+    def results(cell: str) -> dict:
+        (path,) = (out / "sweep" / cell).glob("*/results_*.json")  # lm-eval's own layout, one run per cell
+        return json.loads(path.read_text())
+
+    base, pruned, healed = results("base"), results("last-0.2"), results("last-0.2-healed")
+    assert pruned["config"]["model_args"]["drop"] == "24-29"  # 20% of 30 layers, as drop=last:20% counts
+    assert pruned["config"]["layer_pruning"]["drop"] == [24, 25, 26, 27, 28, 29]
+    ckpt = out / "sweep" / "checkpoints" / "last-0.2-healed"
+    assert Path(healed["config"]["model_args"]["pretrained"]).resolve() == ckpt.resolve()
     metric = "exact_match,first-integer"
-    # The unpruned model adds some single digits right; removing six late layers breaks it.
-    base_score = runs["base"]["results"]["arith_probe_add_1d"][metric]
-    assert base_score >= 0.25 and runs["20-25"]["results"]["arith_probe_add_1d"][metric] < base_score
+    # The unpruned model adds some single digits right; removing its last six layers breaks it.
+    base_score = base["results"]["arith_probe_add_1d"][metric]
+    assert base_score >= 0.25 and pruned["results"]["arith_probe_add_1d"][metric] < base_score
     # the healed checkpoint records plan and recipe, and got a card naming the parent
-    config = json.loads((out / "healed-20-25" / "config.json").read_text())
-    assert config["layer_pruning"]["drop"] == [20, 21, 22, 23, 24, 25]
+    config = json.loads((ckpt / "config.json").read_text())
+    assert config["layer_pruning"]["drop"] == [24, 25, 26, 27, 28, 29]
     assert config["layer_pruning"]["recovery"]["recipe"] == "demo-selfgen-lora"
-    card = (out / "healed-20-25" / "README.md").read_text()
+    card = (ckpt / "README.md").read_text()
     assert "base_model: HuggingFaceTB/SmolLM2-135M-Instruct" in card and "arith_probe_add_1d" in card
-    # one table, printed and saved, with a column per run
-    summary = (out / "summary.md").read_text()
-    header = next(line for line in summary.splitlines() if line.startswith("| task/metric"))
-    assert header == "| task/metric | base | 20-25 | 20-25 healed |"
-    assert "arith_probe_add_1d/exact_match" in proc.stdout
+    # the report: per-task retention with intervals, the plot, the summary printed
+    report = (out / "report" / "report.md").read_text()
+    assert "### arith_probe_add_1d" in report and "paired bootstrap (20 items)" in report
+    assert (out / "report" / "retention.png").read_bytes()[:4] == b"\x89PNG"
+    assert "| last-0.2-healed |" in proc.stdout and "generative / last" in proc.stdout
+    assert "lmeval_layerprune_demo/report/report.md" in proc.stdout

@@ -13,20 +13,23 @@ from ._shared import FlagParser
 #: One module per command under ``lmeval_layerprune/cli/``; each defines ``register(sub)``, which adds
 #: its subparser (with ``set_defaults(func=...)``) to the ``lmeval-prune`` subcommands.
 COMMAND_MODULES: tuple[str, ...] = (
+    "demo",
     "eval",
+    "sweep",
+    "report",
+    "analyze",
+    "select",
     "resolve",
     "slice",
-    "embedded_model",
-    "archs",
-    "select",
-    "card",
-    "push",
-    "cache",
-    "demo",
     "selfgen",
     "heal",
     "bench",
     "speculate",
+    "card",
+    "push",
+    "cache",
+    "archs",
+    "embedded_model",
 )
 
 

@@ -1,0 +1,366 @@
+"""Layer-level views of a model and its pruned / healed versions: ``lmeval-prune analyze``.
+
+Each view writes a CSV and a PNG into ``--out``:
+
+* ``skip_profile``: every layer (layer 0 included) skipped alone on the loaded model
+  (:func:`lmeval_layerprune.slicing.layer_subset`), every metric of every task, and for
+  log-likelihood tasks the mean change in log-probability of the right answer (the paper's
+  first-digit probe: ``arith_first_digit``) against the full model, item by item;
+* ``layer_profiles``: block influence (1 - cos(input, output) of each layer) and the angular
+  distance across each layer on calibration text, for the base, the pruned (``--drop``) and the
+  healed (``--healed CKPT``) model side by side, on the parent's layer numbering;
+* ``logit_lens``: on the first-digit probe's prompts (lm-eval's own contexts), the hidden state
+  after each layer put through the final norm and the output head, restricted to the ten digit
+  tokens: the share of items whose right first digit is the top token at each depth, and the
+  depth from which it stays on top.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .spec import LayerPruneError
+
+logger = logging.getLogger(__name__)
+
+VIEWS = ("skip", "profiles", "lens")
+LENS_TASK = "arith_first_digit"
+
+
+class AnalyzeError(LayerPruneError, ValueError):
+    """An analysis that cannot run as asked."""
+
+
+def _write_csv(path: Path, rows: list[dict[str, Any]]) -> Path:
+    keys: list[str] = []
+    for r in rows:
+        keys.extend(k for k in r if k not in keys)
+    with open(path, "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=keys)
+        w.writeheader()
+        w.writerows(rows)
+    return path
+
+
+def _plt() -> Any:
+    from .report import _plt as plt
+
+    return plt()
+
+
+def _load(model: str, drop: str | None = None, **kw: Any) -> Any:
+    from .lm import PrunedHFLM
+    from .plugin import register
+
+    register()
+    return PrunedHFLM(pretrained=model, drop=drop, **kw)
+
+
+def _kept(lm: Any) -> list[int]:
+    """The parent indices of ``lm``'s layers (all of them for an unpruned model)."""
+    plan = getattr(lm, "plan", None)
+    if plan is not None and plan.drop:
+        return list(plan.kept)
+    from .plan import PruningPlan
+
+    recorded = PruningPlan.from_config(lm.model.config)
+    return list(recorded.kept) if recorded is not None else list(range(int(lm.model.config.num_hidden_layers)))
+
+
+# ------------------------------------------------------------- skip profile
+
+
+def _right_answer_logprobs(samples: list[dict[str, Any]]) -> dict[int, float]:
+    """doc_id -> log-likelihood of the gold choice, from lm-eval's multiple-choice samples."""
+    out = {}
+    for s in samples:
+        target = s.get("target")
+        try:
+            gold = int(target)
+            out[int(s["doc_id"])] = float(s["resps"][gold][0][0])
+        except (TypeError, ValueError, IndexError, KeyError):
+            continue
+    return out
+
+
+def skip_profile(
+    lm: Any, tasks: Sequence[str], *, limit: float | None = None, metadata: dict | None = None, progress: bool = True
+) -> list[dict[str, Any]]:
+    """One row per (skipped layer, task): every metric, and ``delta_logprob_right`` for
+    log-likelihood tasks (mean over items of the change against the full model)."""
+    from lm_eval import simple_evaluate
+    from lm_eval.tasks import TaskManager
+    from tqdm.auto import tqdm
+
+    from .slicing import layer_subset
+
+    manager = TaskManager(metadata=metadata or None)
+    unknown = [t for t in tasks if t not in manager.all_tasks]
+    if unknown:
+        raise AnalyzeError(f"unknown task(s) {', '.join(unknown)}; see `lm_eval ls tasks`")
+    n = int(lm.model.config.num_hidden_layers)
+    kept = _kept(lm)
+
+    def run() -> dict[str, Any]:
+        return simple_evaluate(
+            model=lm, tasks=list(tasks), limit=limit, log_samples=True, task_manager=manager, verbosity="ERROR"
+        )
+
+    full = run()
+    full_lp = {t: _right_answer_logprobs(s) for t, s in full["samples"].items()}
+    rows = []
+    for i in tqdm(range(-1, n), desc="skip profile", disable=not progress):
+        if i < 0:
+            res, label = full, None
+        else:
+            with layer_subset(lm.model, [i]):
+                res = run()
+            label = kept[i]
+        for task, metrics in res["results"].items():
+            if task not in res["configs"]:
+                continue
+            row: dict[str, Any] = {"skipped_layer": "none" if label is None else label, "task": task}
+            for k, v in metrics.items():
+                if "," in k and "_stderr" not in k and isinstance(v, int | float):
+                    row[k.split(",")[0]] = float(v)
+            lp = _right_answer_logprobs(res["samples"].get(task, []))
+            common = sorted(set(lp) & set(full_lp.get(task, {})))
+            if common:
+                row["delta_logprob_right"] = sum(lp[d] - full_lp[task][d] for d in common) / len(common)
+            rows.append(row)
+    return rows
+
+
+def plot_skip_profile(rows: list[dict[str, Any]], path: Path) -> Path:
+    plt = _plt()
+    tasks = list(dict.fromkeys(r["task"] for r in rows))
+    fig, axes = plt.subplots(len(tasks), 2, figsize=(11, 2.8 * len(tasks)), squeeze=False)
+    for (ax_m, ax_d), task in zip(axes, tasks, strict=True):
+        mine = [r for r in rows if r["task"] == task]
+        full = next(r for r in mine if r["skipped_layer"] == "none")
+        layers = [r for r in mine if r["skipped_layer"] != "none"]
+        xs = [int(r["skipped_layer"]) for r in layers]
+        metrics = [k for k in full if k not in ("skipped_layer", "task", "delta_logprob_right")]
+        for m in metrics:
+            (line,) = ax_m.plot(xs, [r.get(m, math.nan) for r in layers], "o-", ms=3, label=m)
+            ax_m.axhline(full[m], color=line.get_color(), ls=":", lw=1)
+        ax_m.set_title(f"{task}: score with one layer skipped (dotted: full model)", fontsize=9)
+        ax_m.set_xlabel("skipped layer")
+        ax_m.legend(fontsize=7)
+        if any("delta_logprob_right" in r for r in layers):
+            ax_d.bar(xs, [r.get("delta_logprob_right", 0.0) for r in layers], color="tab:red")
+            ax_d.set_title(f"{task}: change in log p(right answer)", fontsize=9)
+            ax_d.set_xlabel("skipped layer")
+        else:
+            ax_d.axis("off")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+# ------------------------------------------------------------ layer profiles
+
+
+def layer_profiles(
+    models: dict[str, Any], calib: str | None = None, samples: int | None = None
+) -> list[dict[str, Any]]:
+    """Rows (model, parent layer, block_influence, angular_distance) on calibration text."""
+    from .importance import DEFAULT_CALIB_SAMPLES, block_influence, layer_boundary_states, load_calibration_texts
+
+    texts = load_calibration_texts(calib, samples or DEFAULT_CALIB_SAMPLES)
+    rows = []
+    for name, lm in models.items():
+        states = layer_boundary_states(lm.model, lm.tokenizer, texts)
+        bi = block_influence(states)
+        for j, layer in enumerate(_kept(lm)):
+            sims = torch.cat([torch.nn.functional.cosine_similarity(s[j], s[j + 1], dim=-1) for s in states])
+            ang = float((torch.arccos(sims.clamp(-1.0, 1.0)) / math.pi).mean())
+            rows.append({"model": name, "layer": layer, "block_influence": bi[j], "angular_distance": ang})
+    return rows
+
+
+def plot_profiles(rows: list[dict[str, Any]], path: Path) -> Path:
+    plt = _plt()
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
+    for key, ax in zip(("block_influence", "angular_distance"), axes, strict=True):
+        for name in dict.fromkeys(r["model"] for r in rows):
+            mine = [r for r in rows if r["model"] == name]
+            ax.plot([r["layer"] for r in mine], [r[key] for r in mine], "o-", ms=3, label=name)
+        ax.set_xlabel("layer (parent's numbering)")
+        ax.set_title(key.replace("_", " ") + " per layer, calibration text", fontsize=9)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+# ---------------------------------------------------------------- logit lens
+
+
+def lens_prompts(limit: int | None, metadata: dict | None = None) -> list[tuple[str, list[str], int]]:
+    """(context, the ten choices, gold index) of the first-digit probe, as lm-eval builds them."""
+    from lm_eval.tasks import TaskManager, get_task_dict
+
+    from .plugin import register
+
+    register()
+    task = get_task_dict([LENS_TASK], TaskManager(metadata=metadata or None))[LENS_TASK]
+    from lm_eval.defaults import DEFAULT_OTHER_SEED
+
+    task.set_fewshot_seed(seed=DEFAULT_OTHER_SEED)
+    task.build_all_requests(limit=limit, rank=0, world_size=1)
+    by_doc: dict[int, list[Any]] = {}
+    for inst in task.instances:
+        by_doc.setdefault(inst.doc_id, []).append(inst)
+    out = []
+    for doc_id in sorted(by_doc):
+        insts = sorted(by_doc[doc_id], key=lambda x: x.idx)
+        out.append((insts[0].arguments[0], [x.arguments[1] for x in insts], int(insts[0].doc["label"])))
+    return out
+
+
+def _final_norm(model: Any) -> Any:
+    decoder = model.get_decoder() if hasattr(model, "get_decoder") else getattr(model, "model", model)
+    for name in ("norm", "final_layernorm", "ln_f"):
+        if hasattr(decoder, name):
+            return getattr(decoder, name)
+    return torch.nn.Identity()
+
+
+@torch.no_grad()
+def logit_lens(lm: Any, prompts: Sequence[tuple[str, list[str], int]]) -> list[list[bool]]:
+    """Per item, per depth (0 = embeddings, ..., L = last layer), whether the right digit is the
+    top token among the ten choices' first differing tokens."""
+    from .arch import arch_for
+
+    model, tok = lm.model, lm.tokenizer
+    layers = model.get_submodule(arch_for(model.config).layers)
+    norm, head = _final_norm(model), model.get_output_embeddings()
+    device = next(model.parameters()).device
+    hits = []
+    for ctx, choices, gold in prompts:
+        seqs = [tok(ctx + c, add_special_tokens=False)["input_ids"] for c in choices]
+        p = 0
+        while all(len(s) > p for s in seqs) and len({s[p] for s in seqs}) == 1:
+            p += 1
+        cand = [s[p] if len(s) > p else -1 for s in seqs]
+        if min(cand) < 0 or len(set(cand)) != len(cand):
+            continue  # the choices do not differ in one next token: not a next-token probe here
+        captured: list[torch.Tensor] = []
+
+        def pre(_m: Any, args: tuple, kwargs: dict, captured: list = captured) -> None:
+            captured.append(kwargs.get("hidden_states", args[0] if args else None)[0, -1])
+
+        def post(_m: Any, _a: Any, output: Any, captured: list = captured) -> None:
+            h = output[0] if isinstance(output, tuple | list) else output
+            captured.append(h[0, -1])
+
+        handles = [layer.register_forward_pre_hook(pre, with_kwargs=True) for layer in layers]
+        handles.append(layers[-1].register_forward_hook(post))
+        try:
+            model(input_ids=torch.tensor([seqs[0][:p]], device=device), use_cache=False)
+        finally:
+            for h in handles:
+                h.remove()
+        states = torch.stack(captured[: len(layers) + 1]).float()
+        logits = head(norm(states.to(next(head.parameters()).dtype))).float()[:, cand]
+        hits.append((logits.argmax(-1) == gold).tolist())
+    return hits
+
+
+def lens_rows(name: str, kept: Sequence[int], hits: list[list[bool]]) -> list[dict[str, Any]]:
+    """Per depth: share right on top; ``settled`` is the share whose right digit stays on top from here on."""
+    rows = []
+    depth = len(hits[0]) if hits else 0
+    for d in range(depth):
+        right = sum(h[d] for h in hits) / len(hits)
+        settled = sum(all(h[d:]) for h in hits) / len(hits)
+        after = "embeddings" if d == 0 else kept[d - 1]
+        rows.append({"model": name, "depth": d, "after_layer": after, "top1_right": right, "settled": settled})
+    return rows
+
+
+def plot_lens(rows: list[dict[str, Any]], path: Path) -> Path:
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for name in dict.fromkeys(r["model"] for r in rows):
+        mine = [r for r in rows if r["model"] == name]
+        xs = [-1 if r["after_layer"] == "embeddings" else int(r["after_layer"]) for r in mine]
+        (line,) = ax.plot(xs, [r["top1_right"] for r in mine], "o-", ms=3, label=f"{name}: right digit on top")
+        ax.plot(xs, [r["settled"] for r in mine], ":", color=line.get_color(), label=f"{name}: stays on top")
+    ax.set_xlabel("after layer (parent's numbering; -1 = embeddings)")
+    ax.set_ylabel("share of items")
+    ax.set_title("logit lens on the first-digit probe (restricted to the ten digits)", fontsize=9)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+# --------------------------------------------------------------------- entry
+
+
+def analyze(
+    model: str,
+    out: str | Path,
+    *,
+    tasks: Sequence[str] = (LENS_TASK,),
+    limit: float | None = None,
+    drop: str | None = None,
+    healed: str | None = None,
+    views: Sequence[str] = VIEWS,
+    metadata: dict | None = None,
+    calib: str | None = None,
+    dtype: str = "float32",
+    batch_size: str = "8",
+    device: str | None = None,
+    progress: bool = True,
+) -> dict[str, Path]:
+    """Write the requested views into ``out``; returns view -> CSV path (PNG beside it)."""
+    bad = [v for v in views if v not in VIEWS]
+    if bad:
+        raise AnalyzeError(f"unknown view(s) {', '.join(bad)}; valid: {', '.join(VIEWS)}")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    kw = {"dtype": dtype, "batch_size": batch_size, "device": device}
+    models = {"base": _load(model, **kw)}
+    if drop:
+        models[f"pruned ({drop})"] = _load(model, drop, **kw)
+    if healed:
+        models["healed"] = _load(healed, **kw)
+    written: dict[str, Path] = {}
+    if "skip" in views:
+        rows = skip_profile(models["base"], tasks, limit=limit, metadata=metadata, progress=progress)
+        written["skip"] = _write_csv(out / "skip_profile.csv", rows)
+        plot_skip_profile(rows, out / "skip_profile.png")
+    if "profiles" in views:
+        rows = layer_profiles(models, calib=calib)
+        written["profiles"] = _write_csv(out / "layer_profiles.csv", rows)
+        plot_profiles(rows, out / "layer_profiles.png")
+    if "lens" in views:
+        prompts = lens_prompts(int(limit) if limit and limit >= 1 else None, metadata)
+        rows = []
+        for name, lm in models.items():
+            hits = logit_lens(lm, prompts)
+            if hits:
+                rows.extend(lens_rows(name, _kept(lm), hits))
+        if rows:
+            written["lens"] = _write_csv(out / "logit_lens.csv", rows)
+            plot_lens(rows, out / "logit_lens.png")
+        else:
+            logger.warning(
+                "logit lens skipped: %s's tokenizer does not split the ten digit answers into one shared prefix and "
+                "one differing next token, so the next-token probe is not defined for it",
+                model,
+            )
+    return written

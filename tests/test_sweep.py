@@ -1,0 +1,228 @@
+"""lmeval-prune sweep on tiny models: layout, plans, scores against separate pruned-hf runs, resume."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from lmeval_layerprune.sweep import (
+    SweepError,
+    SweepSettings,
+    layer_count,
+    parse_methods,
+    parse_ratios,
+    plan_grid,
+    run_sweep,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+ENV = {**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+TASKS = ("arith_probe_mc_add_1d", "arith_probe_add_1d")
+LIMIT = 3
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _settings(model: Path, **kw) -> SweepSettings:
+    base = dict(model=str(model), methods=("last", "bi"), ratios=(0.0, 0.2), tasks=TASKS, limit=LIMIT)
+    return SweepSettings(**{**base, **kw})
+
+
+def _cells(out: Path) -> dict[str, dict]:
+    """cell -> results JSON (exactly one results file per cell)."""
+    found = {}
+    for d in sorted(p for p in out.iterdir() if p.is_dir() and not p.name.startswith(".") and p.name != "checkpoints"):
+        files = list(d.glob("*/results_*.json"))
+        assert len(files) == 1, f"{d} holds {len(files)} results files"
+        found[d.name] = json.loads(files[0].read_text())
+    return found
+
+
+def _scores(results: dict) -> dict:
+    return {t: {k: v for k, v in m.items() if "," in k} for t, m in results["results"].items()}
+
+
+# ----------------------------------------------------------------- grid & errors
+
+
+def test_ratio_to_layer_count_matches_drop_specs() -> None:
+    from lmeval_layerprune.spec import DropSpec
+
+    for n in (6, 24, 30, 32):
+        for r in (0.1, 0.2, 0.25, 0.3, 0.5):
+            assert layer_count(r, n) == len(DropSpec.parse(f"last:{r * 100:g}%").resolve(n))
+    assert layer_count(0, 30) == 0
+
+
+def test_grid_errors_name_the_bad_value() -> None:
+    with pytest.raises(SweepError, match=r"unknown method\(s\) 'shortgpt'; valid: last, bi, angular, iterative, ppl"):
+        parse_methods("last,shortgpt")
+    with pytest.raises(SweepError, match=r"ratio '1' is outside \[0, 1\)"):
+        parse_ratios("0,1")
+    with pytest.raises(SweepError, match="'x' is not a number"):
+        parse_ratios("0,x")
+    assert parse_ratios("0.3,10%,0") == (0.0, 0.1, 0.3)
+    with pytest.raises(SweepError, match="removes 6 of 6 layers, i.e. every layer"):
+        layer_count(0.95, 6)
+    with pytest.raises(SweepError, match="rounds to 0"):
+        layer_count(0.01, 30)
+    with pytest.raises(SweepError, match="both remove 3 of 30 layers"):
+        plan_grid(["last"], [0.1, 0.11], 30)
+    cells = plan_grid(["last", "bi"], [0.0, 0.1, 0.2], 30, heal=[("last", 0.2)])
+    assert [c.name for c in cells] == ["base", "last-0.1", "last-0.2", "bi-0.1", "bi-0.2", "last-0.2-healed"]
+    with pytest.raises(SweepError, match="is not a pruned cell"):
+        plan_grid(["last"], [0.0, 0.1], 30, heal=[("bi", 0.1)])
+
+
+def test_cli_errors_are_one_line(llama_dir: Path, tmp_path: Path) -> None:
+    for args, msg in [
+        (["--methods", "last,foo"], "unknown method(s) 'foo'"),
+        (["--ratios", "0,1.5"], "ratio '1.5' is outside [0, 1)"),
+        (["--ratios", "0,0.95"], "removes 6 of 6 layers"),
+    ]:
+        proc = subprocess.run(
+            [str(BIN / "lmeval-prune"), "sweep", str(llama_dir), "--out", str(tmp_path / "o"), *args],
+            capture_output=True, text=True, env=ENV, timeout=120,
+        )  # fmt: skip
+        assert proc.returncode == 2, proc.stderr
+        assert msg in proc.stderr and "Traceback" not in proc.stderr
+    assert not (tmp_path / "o").exists()  # nothing written before the grid is valid
+
+
+# --------------------------------------------------------------------- the sweep
+
+
+@pytest.fixture(scope="module")
+def swept(llama_dir: Path, tmp_path_factory) -> Path:
+    torch.set_num_threads(1)
+    out = tmp_path_factory.mktemp("sweep") / "grid"
+    run_sweep(_settings(llama_dir), out, progress=False)
+    return out
+
+
+def test_sweep_cells_are_lm_eval_runs_with_plans_and_samples(swept: Path, llama_dir: Path) -> None:
+    from lmeval_layerprune.lm import PrunedHFLM
+
+    cells = _cells(swept)
+    assert set(cells) == {"base", "last-0.2", "bi-0.2"}
+    # the ratio counts as drop=last:20% does: 1 of 6 layers
+    assert cells["last-0.2"]["config"]["layer_pruning"]["drop"] == [5]
+    assert cells["base"]["config"]["layer_pruning"]["drop"] == []
+    # bi resolves exactly as pruned-hf's own drop=bi:1 does
+    lm = PrunedHFLM(pretrained=str(llama_dir), drop="bi:1", dtype="float32", device="cpu")
+    assert cells["bi-0.2"]["config"]["layer_pruning"]["drop"] == list(lm.drop)
+    for name, res in cells.items():
+        assert res["config"]["sweep"]["cell"] == name
+        folder = next((swept / name).glob("*/"))
+        for task in TASKS:
+            lines = next(folder.glob(f"samples_{task}_*.jsonl")).read_text().splitlines()
+            assert len(lines) == LIMIT
+    # plain lm-eval-layout readers see one run per cell
+    from lmeval_layerprune.results import load_runs
+
+    assert len(load_runs([swept])) == 3
+
+
+def test_sweep_scores_equal_separate_pruned_hf_runs(swept: Path, llama_dir: Path) -> None:
+    import lm_eval
+    from lm_eval.utils import sanitize_list
+
+    from lmeval_layerprune.plugin import register
+
+    register()
+    cells = _cells(swept)
+    for name in ("last-0.2", "bi-0.2"):
+        drop = cells[name]["config"]["model_args"]["drop"]
+        ref = lm_eval.simple_evaluate(
+            model="pruned-hf",
+            model_args={"pretrained": str(llama_dir), "drop": drop, "dtype": "float32"},
+            tasks=list(TASKS),
+            limit=LIMIT,
+            device="cpu",
+            batch_size=8,
+        )
+        assert _scores(cells[name]) == _scores(ref)
+        folder = next((swept / name).glob("*/"))
+        for task in TASKS:
+            mine = [json.loads(x) for x in next(folder.glob(f"samples_{task}_*.jsonl")).read_text().splitlines()]
+            theirs = json.loads(json.dumps([sanitize_list(s["filtered_resps"]) for s in ref["samples"][task]]))
+            assert [s["filtered_resps"] for s in mine] == theirs
+
+
+def test_rerun_skips_done_cells_and_extends_the_grid(swept: Path, llama_dir: Path, tmp_path: Path) -> None:
+    import shutil
+
+    out = tmp_path / "grid"
+    shutil.copytree(swept, out)
+    before = {p: p.stat().st_mtime_ns for p in out.rglob("results_*.json")}
+    manifest = run_sweep(_settings(llama_dir, ratios=(0.0, 0.2, 0.5)), out, progress=False)
+    after = {p: p.stat().st_mtime_ns for p in out.rglob("results_*.json")}
+    assert all(after[p] == t for p, t in before.items())  # done cells untouched
+    assert set(_cells(out)) == {"base", "last-0.2", "bi-0.2", "last-0.5", "bi-0.5"}
+    assert manifest["cells"]["last-0.5"]["plan"]["drop"] == [3, 4, 5]
+    # other evaluation settings are refused, naming what differs
+    with pytest.raises(SweepError, match=r"limit: 3 \(in the folder\) vs 2 \(now\)"):
+        run_sweep(_settings(llama_dir, limit=2), out, progress=False)
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "mine.txt").write_text("x")
+    with pytest.raises(SweepError, match="is not a sweep folder"):
+        run_sweep(_settings(llama_dir), tmp_path / "other", progress=False)
+
+
+@pytest.mark.slow
+def test_iterative_takes_prefixes_of_one_search(llama_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "it"
+    settings = _settings(llama_dir, methods=("iterative",), ratios=(0.2, 0.4), tasks=TASKS[:1], search_limit=2, limit=2)
+    manifest = run_sweep(settings, out, progress=False)
+    search = json.loads((out / "iterative_plan.json").read_text())
+    order = search["order"]
+    assert len(order) == 2
+    assert manifest["cells"]["iterative-0.2"]["plan"]["drop"] == [order[0]]
+    assert manifest["cells"]["iterative-0.4"]["plan"]["drop"] == sorted(order)
+    assert manifest["cells"]["iterative-0.4"]["plan"]["spec"].endswith("iterative_plan.json@2")
+
+
+@pytest.mark.slow
+def test_sweep_killed_with_sigkill_resumes_without_duplicates(swept: Path, llama_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "grid"
+    cmd = [
+        str(BIN / "lmeval-prune"), "sweep", str(llama_dir), "--methods", "last,bi", "--ratios", "0,0.2",
+        "--tasks", ",".join(TASKS), "--limit", str(LIMIT), "--out", str(out), "--no-progress",
+    ]  # fmt: skip
+    proc = subprocess.Popen(cmd, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + 300
+    try:
+        # kill while a later cell is being written: the first cell is complete, the next one partial
+        while time.time() < deadline and not (out / "base").is_dir():
+            time.sleep(0.2)
+        assert (out / "base").is_dir(), "the first cell never finished"
+        while time.time() < deadline and not list(out.glob(".partial-*")):
+            time.sleep(0.05)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    assert len(_cells(out)) < 3
+    rerun = subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=600)
+    assert rerun.returncode == 0, rerun.stderr
+    assert "already done" in rerun.stdout
+    resumed, whole = _cells(out), _cells(swept)
+    assert set(resumed) == set(whole)
+    for name in whole:
+        assert _scores(resumed[name]) == _scores(whole[name])
+        assert resumed[name]["config"]["layer_pruning"]["drop"] == whole[name]["config"]["layer_pruning"]["drop"]
+    assert not list(out.glob(".partial-*"))
