@@ -110,10 +110,22 @@ def _cmd_select(args: argparse.Namespace) -> int:
         journal=args.journal,
         plot=args.plot,
         race=args.race,
+        exhaustive=args.exhaustive,
+        chunk_size=args.chunk_size,
     )
+    from ..select import describe_round
+
     print(f"{args.method}: remove layers {plan['drop']} of {plan['num_layers']} ({format_indices(plan['drop'])})")
     for r in plan.get("rounds", []):
-        print(f"  round {r['round'] + 1}: layer {r['chosen']} (score {r['scores'][str(r['chosen'])]:.4f})")
+        print(f"  {describe_round(plan, r)}")
+    search = plan.get("search", {})
+    if search.get("items_exhaustive"):
+        print(
+            f"  {search['mode']}: {search['items_evaluated']} of {search['items_exhaustive']} candidate items "
+            f"evaluated, {search['stopped']} candidates stopped early"
+        )
+    for w in plan.get("warnings", []):
+        print(f"warning: {w}", file=sys.stderr)
     if args.out:
         print(f"plan: {args.out}   (use it as drop=plan:{args.out})")
     if args.plot:
@@ -248,7 +260,19 @@ def build_parser() -> argparse.ArgumentParser:
         "--race",
         action="store_true",
         help="greedy methods: successive halving per round (all candidates on 1/9 of the items, "
-        "the best third on 1/3, the best third of those on all)",
+        "the best third on 1/3, the best third of those on all); approximate: may differ from the exact plan",
+    )
+    p.add_argument(
+        "--exhaustive",
+        action="store_true",
+        help="iterative: score every item of every candidate; by default a candidate stops as soon as it "
+        "can no longer win (exact: the same plan, fewer items)",
+    )
+    p.add_argument(
+        "--chunk-size",
+        type=int,
+        default=8,
+        help="iterative: items per task scored at a time, the early stop's granularity (default: 8)",
     )
     p.set_defaults(func=_cmd_select)
 
