@@ -39,6 +39,7 @@ import logging
 import math
 import os
 import re
+import time
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -873,9 +874,11 @@ def greedy_search(
     evaluations = 0
     items_evaluated = items_exhaustive = 0
     previous: dict[int, float] = {}
+    seconds: list[float] = []
     total = sum(candidates_total - r for r in range(n)) if not race else None
     with tqdm(total=total, desc="layer search", disable=not progress, unit="cand") as bar:
         for r in range(n):
+            started = time.perf_counter()
             alive = [i for i in range(num_layers) if i not in dropped and i not in protect]
             scores: dict[int, Any] = {}
             budget: dict[int, float] = {}
@@ -969,7 +972,16 @@ def greedy_search(
             if race:
                 record["budget"] = {str(c): budget[c] for c in sorted(budget)}
             rounds.append(record)
-            logger.info("round %d: removing layer %d (normalised score %.4f)", r + 1, best, float(scores[best]))
+            seconds.append(time.perf_counter() - started)
+            logger.info(
+                "round %d: removing layer %d (normalised score %.4f; %d candidates stopped early, %s items, %.1f s)",
+                r + 1,
+                best,
+                float(scores[best]),
+                len(stopped),
+                items_round if chunked else "-",
+                seconds[-1],
+            )
     result: dict[str, Any] = {
         "drop": sorted(dropped),
         "order": dropped,
@@ -977,6 +989,7 @@ def greedy_search(
         "rounds": rounds,
         "evaluations": evaluations,
         "warnings": warnings,
+        "round_seconds": seconds,  # wall time per round (not part of the rounds: a resumed run differs)
     }
     result["search"] = {
         "mode": "race" if race else "exhaustive" if (exhaustive or not chunked) else "exact-elimination",
