@@ -25,8 +25,8 @@ Better than the original code on each point:
   candidate is already certain of: the chosen layer is the exhaustive search's, by
   construction (``docs/selection-search.md``);
 * ties on the primary score are reported and broken by a continuous secondary score that
-  costs no extra pass (the mean log-probability of the reference answer's first token, or of
-  the gold choice), then by the higher index;
+  costs no extra pass (the mean log-probability of the reference answer as far as greedy
+  generation followed it, or of the gold choice), then by the higher index;
 * every candidate's result is appended to a journal as soon as it is known, so a killed
   run restarted with the same arguments continues where it stopped and ends with the same plan.
 """
@@ -198,7 +198,7 @@ class TaskObjective:
         self.item_tasks: list[ItemTask] | None = None
         self.no_bounds_reason: str | None = None
         self.has_secondary = False
-        self._first_logp: dict[tuple[int, ...], torch.Tensor] = {}
+        self._first_logp: dict[tuple[int, ...], tuple[list[int], list[torch.Tensor]]] = {}
         self._prepare_items()
 
     def start_round(self, dropped: Sequence[int]) -> None:
@@ -303,7 +303,9 @@ class TaskObjective:
     def _secondary_item(self, task: Any, doc: Any, insts: list[Any]) -> float | None:
         """Log-probability of the reference under the candidate, from what its pass produced:
         the gold choice's log-likelihood, or the first-step log-probability of the reference
-        answer's first token during generation (the generation's own prefill, no extra pass)."""
+        answer during greedy generation: while the generated tokens follow the reference, each
+        step's logits are the teacher-forced ones, so the log-probability of the reference up to
+        and including its first token the model got wrong comes with the generation, no extra pass."""
         kind = task.OUTPUT_TYPE
         if kind == "loglikelihood":
             return float(insts[0].resps[0][0])
@@ -324,11 +326,11 @@ class TaskObjective:
             if isinstance(target, int) and task.config.doc_to_choice is not None:
                 target = task.doc_to_choice(doc)[target]
             context = insts[0].args[0]
-            row = self._first_logp.get(tuple(self.lm.tok_encode(context)))
-            if row is None:
+            found = self._first_logp.get(tuple(self.lm.tok_encode(context)))
+            if found is None:
                 return None
             _, cont = self.lm._encode_pair(context, f"{task.config.target_delimiter}{target}")
-            return float(row[cont[0]]) if cont else None
+            return _prefix_logprob(*found, cont)
         return None
 
     @contextmanager
@@ -363,11 +365,12 @@ class TaskObjective:
             )
             logits = getattr(out, "logits", None)
             if logits:
-                first = torch.log_softmax(logits[0].float(), dim=-1)
                 mask = kwargs.get("attention_mask")
+                generated = out.sequences[:, context.shape[1] :].tolist()
                 for row in range(context.shape[0]):
                     ids = context[row][mask[row].bool()] if mask is not None else context[row]
-                    self._first_logp[tuple(ids.tolist())] = first[row]
+                    steps = [step[row] for step in logits[: len(generated[row])]]
+                    self._first_logp[tuple(ids.tolist())] = (generated[row], steps)
             return out.sequences
 
         return model_generate
@@ -417,6 +420,21 @@ class TaskObjective:
 
 
 _MISSING = object()
+
+
+def _prefix_logprob(generated: Sequence[int], steps: Sequence[torch.Tensor], reference: Sequence[int]) -> float | None:
+    """Sum of log p(reference token j) over j up to the first one greedy generation got wrong
+    (all of them when it produced the whole reference); ``steps[j]`` are step j's logits."""
+    if not reference or not steps:
+        return None
+    total = 0.0
+    for j, tok in enumerate(reference):
+        if j >= len(steps):
+            break
+        total += float(torch.log_softmax(steps[j].float(), dim=-1)[tok])
+        if j >= len(generated) or generated[j] != tok:
+            break
+    return total
 
 
 @dataclass(frozen=True)
