@@ -12,6 +12,15 @@
 4. Hidden-state reuse within a round: one full round (every unprotected layer) with a
    perplexity objective and with a loglikelihood (multiple-choice) task objective, reuse on
    versus off; times, ratio, identical scores.
+5. The exact search with early elimination (issue #13), side by side in one run on the same
+   objective: the paper's approach (measured on ``--candidates`` candidates of round 1 and
+   projected to the whole search), the exhaustive search (``--exhaustive``), the exact search
+   with early elimination (the default) and ``--race``: wall and CPU times, ratios, items
+   evaluated, and whether each plan equals the exhaustive plan. Per-round lines are printed as
+   the searches go (``--log``), so a run cut short still leaves figures.
+
+Section 5 alone, as measured for docs/selection-search.md:
+``python benchmarks/bench_select.py --sections 5 --limit 12 --chunk-size 4 --candidates 2 --n 6``
 
 Offline; run from the repository root: ``python benchmarks/bench_select.py``.
 """
@@ -82,7 +91,8 @@ def main() -> None:
     parser.add_argument("--candidates", type=int, default=6, help="candidates in the one-round comparison")
     parser.add_argument("--n", type=int, default=6, help="layers removed in the exact-vs-race search (default: 6)")
     parser.add_argument("--ll-task", default="arith_probe_mc_add_2d", help="loglikelihood task for section 4")
-    parser.add_argument("--sections", default="1,2,3,4", help="which sections to run (default: 1,2,3,4)")
+    parser.add_argument("--sections", default="1,2,3,4", help="which sections to run (default: 1,2,3,4; 5: #13)")
+    parser.add_argument("--chunk-size", type=int, default=4, help="section 5: items scored at a time (default: 4)")
     args = parser.parse_args()
     sections = {int(x) for x in args.sections.split(",") if x}
 
@@ -93,7 +103,7 @@ def main() -> None:
     model = str(embedded_model_dir())
     lm = PrunedHFLM(pretrained=model, dtype="float32", batch_size=8)
     num_layers = int(lm.model.config.num_hidden_layers)
-    objective = TaskObjective(lm, [args.task], args.limit, 777)
+    objective = TaskObjective(lm, [args.task], args.limit, 777) if sections & {1, 2} else None
     layers = list(range(1, 1 + args.candidates))
 
     # 1. one round, side by side
@@ -104,6 +114,68 @@ def main() -> None:
         _section_search(objective, num_layers, layers, args, t_orig)
     if 4 in sections:
         _section_reuse(lm, num_layers, args)
+    if 5 in sections:
+        _section_exact(lm, model, num_layers, args)
+
+
+def _section_exact(lm, model, num_layers, args) -> None:
+    import logging
+    import resource
+
+    from lmeval_layerprune.select import Journal, TaskObjective, greedy_search
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stdout, force=True)
+    for name in ("lm_eval", "lmeval_layerprune.lm", "transformers", "httpx"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    objective = TaskObjective(lm, [args.task], args.limit, 777, chunk_size=args.chunk_size)
+    cands = sum(num_layers - 1 - r for r in range(args.n))
+    print(
+        f"5. exact search, n={args.n}, {args.task} limit {args.limit}, chunks of {args.chunk_size}, "
+        f"{cands} candidates; {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} at the start",
+        flush=True,
+    )
+    # the paper's approach on the first candidates of round 1 (fresh mergekit + lm_eval each)
+    layers = list(range(num_layers - 1, num_layers - 1 - args.candidates, -1))
+    ch0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    t = time.perf_counter()
+    with tempfile.TemporaryDirectory() as tmp:
+        orig = {c: _original_candidate(model, c, num_layers, args.task, args.limit, Path(tmp)) for c in layers}
+    t_paper = (time.perf_counter() - t) / len(layers)
+    ch1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu_paper = (ch1.ru_utime + ch1.ru_stime - ch0.ru_utime - ch0.ru_stime) / len(layers)
+    objective.start_round([])
+    ours = {c: objective([c])[args.task] for c in layers}
+    print(
+        f"   paper's approach: {t_paper:.1f} s wall, {cpu_paper:.1f} s CPU per candidate (layers {layers}); "
+        f"projected to the search: {t_paper * cands:.0f} s wall, {cpu_paper * cands:.0f} s CPU; "
+        f"same scores as ours: {orig == ours}",
+        flush=True,
+    )
+    runs = {}
+    for mode, kw in (
+        ("elimination", {}),
+        ("exhaustive", {"exhaustive": True}),
+        ("race", {"race": True}),
+    ):
+        p0, t = time.process_time(), time.perf_counter()
+        res = greedy_search(objective, num_layers, args.n, [0], Journal(None, mode), progress=False, **kw)
+        runs[mode] = (res, time.perf_counter() - t, time.process_time() - p0)
+        info = res.get("search", {})
+        print(
+            f"   {mode:11s}: {runs[mode][1]:7.0f} s wall, {runs[mode][2]:7.0f} s CPU; plan {res['drop']} "
+            f"(order {res['order']}); items {info.get('items_evaluated')} of {info.get('items_exhaustive')}; "
+            f"stopped {info.get('stopped')}; ties {[r.get('ties') for r in res['rounds']]}",
+            flush=True,
+        )
+    ref = runs["exhaustive"][0]
+    for mode, (res, wall, cpu) in runs.items():
+        same = sum(a == b for a, b in zip(ref["order"], res["order"], strict=True))
+        print(
+            f"   {mode:11s}: {t_paper * cands / wall:6.1f}x the paper's approach (wall), "
+            f"{cpu_paper * cands / cpu:6.1f}x (CPU), {runs['exhaustive'][1] / wall:5.2f}x the exhaustive search; "
+            f"same plan as exhaustive: {res['drop'] == ref['drop']} ({same}/{args.n} rounds)",
+            flush=True,
+        )
 
 
 def _section_one_round(objective, model, num_layers, layers, args) -> float:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+from fractions import Fraction
 
 import pytest
 import torch
@@ -10,11 +12,15 @@ from conftest import tiny_model
 
 from lmeval_layerprune.importance import load_calibration_texts
 from lmeval_layerprune.select import (
+    ItemTask,
     Journal,
     PerplexityObjective,
     SelectionSettings,
+    certainly_beaten,
     greedy_search,
     normalized,
+    pick_best,
+    retention_bounds,
     select_layers,
 )
 
@@ -243,3 +249,260 @@ def test_loglikelihood_objective_reuses_hidden_states_with_identical_scores(llam
     assert "_model_call" not in vars(lm) and lm.model.config.num_hidden_layers == 6
     with pytest.raises(ValueError, match="unknown task.*no_such_task"):
         TaskObjective(lm, ["no_such_task"], None, 777)
+
+
+# ------------------------------------------------------------ exact early elimination
+
+
+def test_elimination_rule_bounds_ties_and_a_zero_baseline() -> None:
+    tasks = [ItemTask("a", "acc", 4), ItemTask("z", "acc", 2)]
+    base = {"a": Fraction(1, 2), "z": Fraction(0)}
+    # nothing seen: "a" can end anywhere in [0, 1/(1/2)]; "z" (baseline 0) always counts 0
+    assert retention_bounds({}, {}, tasks, base) == (0, 1)
+    # two items of "a" seen, one right: between 1/4 / (1/2) and 3/4 / (1/2), halved over two tasks
+    lo, hi = retention_bounds({"a": Fraction(1)}, {"a": 2}, tasks, base)
+    assert (lo, hi) == (Fraction(1, 4), Fraction(3, 4))
+    complete = retention_bounds({"a": Fraction(3), "z": Fraction(1)}, {"a": 4, "z": 2}, tasks, base)
+    assert complete[0] == complete[1] == Fraction(3, 4)
+    # strictly below another candidate's certain score: stopped, by the best such candidate
+    assert certainly_beaten(3, Fraction(1, 2), {1: Fraction(2, 3), 2: Fraction(3, 5)}, index_ties=False) == 1
+    # equal: with index ties only a higher index wins; with a secondary score nobody does yet
+    assert certainly_beaten(3, Fraction(1, 2), {5: Fraction(1, 2)}, index_ties=True) == 5
+    assert certainly_beaten(3, Fraction(1, 2), {2: Fraction(1, 2)}, index_ties=True) is None
+    assert certainly_beaten(3, Fraction(1, 2), {5: Fraction(1, 2)}, index_ties=False) is None
+    assert certainly_beaten(3, Fraction(1, 2), {3: Fraction(1)}, index_ties=True) is None  # not against itself
+    # the total order: primary, then secondary among the tied, then the higher index
+    scores = {1: Fraction(1, 2), 2: Fraction(1, 2), 4: Fraction(1, 3)}
+    assert pick_best(scores) == (2, [1, 2], {})
+    assert pick_best(scores, {1: -0.5, 2: -0.9}.get) == (1, [1, 2], {1: -0.5, 2: -0.9})
+    assert pick_best(scores, {1: -0.5, 2: -0.5}.get)[0] == 2
+    assert pick_best(scores, {1: -0.5, 2: None}.get) == (2, [1, 2], {})  # incomplete: index order
+
+
+def _bit(*key) -> float:
+    return int(hashlib.sha256(repr(key).encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
+
+
+class Streams:
+    """Crafted per-item score streams: item i of task t is right with probability that falls
+    with the weight of the removed layers; a task may be one the full model always fails."""
+
+    higher_is_better = True
+
+    def __init__(self, weights, seed, tasks, chunk_size, secondary=True, levels=1):
+        self.weights, self.seed, self.item_tasks, self.chunk_size = weights, seed, tasks, chunk_size
+        self.has_secondary, self.levels, self.items, self.calls = secondary, levels, 0, 0
+        self.num_chunks = max(-(-t.n // chunk_size) for t in tasks)
+
+    def value(self, drop, t, i):
+        if t.name == "never":
+            return 0.0
+        p = max(0.0, 0.9 - sum(self.weights[j] for j in drop))
+        u = _bit(self.seed, tuple(sorted(drop)), t.name, i)
+        if self.levels == 1:
+            return float(u < p)
+        return min(self.levels, int(u * p * 2 * self.levels)) / self.levels  # partial credit, still in [0, 1]
+
+    def chunk(self, drop, k):
+        self.calls += 1
+        out = {}
+        for t in self.item_tasks:
+            for i in range(k * self.chunk_size, min((k + 1) * self.chunk_size, t.n)):
+                out[f"{t.name}|{i}"] = self.value(drop, t, i)
+                self.items += 1
+                if self.has_secondary:
+                    out[f"{t.name}|{i}|s"] = -_bit(self.seed, tuple(sorted(drop)), t.name, i, "s")
+        return out
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_elimination_gives_the_exhaustive_plan_on_crafted_streams(seed) -> None:
+    weights = [0.0, 0.31, 0.02, 0.05, 0.5, 0.03, 0.02, 0.4, 0.27, 0.01, 0.36, 0.02]
+    layouts = [
+        [ItemTask("a", "acc", 12)],
+        [ItemTask("a", "acc", 9), ItemTask("b", "exact_match", 5)],
+        [ItemTask("a", "acc", 6), ItemTask("never", "acc", 4)],  # a zero baseline
+    ]
+    stopped_any = False
+    for tasks in layouts:
+        for secondary in (True, False):
+            for chunk_size, levels in ((1, 1), (3, 1), (4, 3)):
+                runs = {}
+                for exhaustive in (True, False):
+                    obj = Streams(weights, seed, tasks, chunk_size, secondary, levels)
+                    res = greedy_search(obj, 12, 4, [0], Journal(None, "s"), progress=False, exhaustive=exhaustive)
+                    runs[exhaustive] = (res, obj.items)
+                (ex, ex_items), (el, el_items) = runs[True], runs[False]
+                assert el["order"] == ex["order"], (tasks, secondary, chunk_size)
+                for a, b in zip(ex["rounds"], el["rounds"], strict=True):
+                    assert a["chosen"] == b["chosen"]
+                    if secondary:  # ties stay open until measured: the same ties are reported
+                        assert a.get("ties") == b.get("ties")
+                    else:  # a tied lower index may be stopped on equality (it would lose anyway)
+                        assert set(b.get("ties", [b["chosen"]])) <= set(a.get("ties", [a["chosen"]]))
+                    assert a.get("secondary") == b.get("secondary")
+                    # every candidate elimination measured fully has the exhaustive score; the rest are stopped
+                    assert {k: a["scores"][k] for k in b["scores"]} == b["scores"]
+                    assert set(b["scores"]) | set(b.get("stopped", {})) == set(a["scores"])
+                    for c, stop in b.get("stopped", {}).items():
+                        assert a["scores"][c] < a["scores"][str(a["chosen"])] or (
+                            not secondary and a["scores"][c] == a["scores"][str(a["chosen"])] and int(c) < a["chosen"]
+                        )
+                        assert stop["bound"] <= a["scores"][str(stop["by"])] + 1e-12
+                assert el_items <= ex_items and el["search"]["items_evaluated"] == el_items - sum(
+                    t.n for t in tasks
+                )  # minus the baseline
+                stopped_any |= el_items < ex_items
+                if any(t.name == "never" for t in tasks):
+                    assert any("scores 0 on never" in w for w in el["warnings"])
+    assert stopped_any
+
+
+def test_an_all_tied_search_reports_its_ties_and_breaks_them_by_the_secondary_score() -> None:
+    tasks = [ItemTask("never", "acc", 3)]
+    obj = Streams([0.0] * 6, 0, tasks, 2, secondary=True)
+    res = greedy_search(obj, 6, 2, [0], Journal(None, "t"), progress=False)
+    r0 = res["rounds"][0]
+    assert r0["ties"] == [1, 2, 3, 4, 5] and r0["tie_break"] == "secondary"
+    assert r0["chosen"] == int(max(r0["secondary"], key=lambda c: (r0["secondary"][c], int(c))))
+    assert len(set(r0["secondary"].values())) == 5  # a continuous score: no tie left for the index
+    assert any("5 candidates tie" in w and "cannot tell them apart" in w for w in res["warnings"])
+    assert any("scores 0 on never" in w for w in res["warnings"])
+    # without a secondary score the higher index wins; elimination knows it before measuring
+    obj = Streams([0.0] * 6, 0, tasks, 2, secondary=False)
+    res = greedy_search(obj, 6, 2, [0], Journal(None, "t"), progress=False, exhaustive=True)
+    assert res["order"] == [5, 4] and res["rounds"][0]["tie_break"] == "index"
+    res = greedy_search(obj, 6, 2, [0], Journal(None, "t"), progress=False)
+    assert res["order"] == [5, 4] and {s["items"] for s in res["rounds"][0]["stopped"].values()} == {0}
+
+
+def test_a_killed_eliminating_search_resumes_with_the_same_eliminations(tmp_path) -> None:
+    weights = [0.0, 0.31, 0.02, 0.05, 0.5, 0.03, 0.02, 0.4, 0.27, 0.01]
+    tasks = [ItemTask("a", "acc", 8), ItemTask("b", "acc", 5)]
+    settings = SelectionSettings(model="m", n=3)
+    full = greedy_search(Streams(weights, 3, tasks, 2), 10, 3, [0], Journal(None, "x"), progress=False)
+    assert sum(len(r.get("stopped", {})) for r in full["rounds"]) > 0
+
+    class Killed(Streams):
+        def __init__(self, *a, fail_after):
+            super().__init__(*a)
+            self.fail_after = fail_after
+
+        def chunk(self, drop, k):
+            if self.calls >= self.fail_after:
+                raise KeyboardInterrupt("killed")
+            return super().chunk(drop, k)
+
+    path = tmp_path / "journal.jsonl"
+    for kill_at in (1, 7, 30):
+        path.unlink(missing_ok=True)
+        with pytest.raises(KeyboardInterrupt):
+            greedy_search(
+                Killed(weights, 3, tasks, 2, fail_after=kill_at),
+                10,
+                3,
+                [0],
+                Journal.open(path, settings),
+                progress=False,
+            )
+        again = Streams(weights, 3, tasks, 2)
+        resumed = greedy_search(again, 10, 3, [0], Journal.open(path, settings), progress=False)
+        assert resumed["rounds"] == full["rounds"] and resumed["order"] == full["order"]
+        fresh = Streams(weights, 3, tasks, 2)
+        greedy_search(fresh, 10, 3, [0], Journal(None, "y"), progress=False)
+        assert again.calls == fresh.calls - kill_at  # only what was not recorded yet
+    ids = [json.loads(line)["id"] for line in path.read_text().splitlines()]
+    assert len(ids) == len(set(ids)) and any(i.endswith("#stop") for i in ids)
+
+
+_ITEM_TASKS = {
+    **_LL_TASKS,
+    "parity.py": """
+import datasets
+
+WORDS = ["apple", "river", "stone", "cloud", "tiger", "paper", "glass", "music", "candle", "forest"]
+
+
+def docs(**kwargs):
+    rows = [{"q": " ".join(WORDS[i:i + 3]) + " ?", "answer": "AB"[i % 2]} for i in range(10)]
+    return {"test": datasets.Dataset.from_list(rows)}
+
+
+def parity(resps, docs=None):
+    # a random tiny model's text, mapped to a class: about half right, and sensitive to every layer
+    return [["AB"[len(r) % 2] for r in rs] for rs in resps]
+""",
+    "gen_parity.yaml": """task: gen_parity
+custom_dataset: !function parity.docs
+test_split: test
+output_type: generate_until
+doc_to_text: "{{q}}"
+doc_to_target: "{{answer}}"
+target_delimiter: " "
+generation_kwargs:
+  until: ["\\n"]
+  do_sample: false
+  max_gen_toks: 5
+filter_list:
+  - name: parity
+    filter:
+      - function: custom
+        filter_fn: !function parity.parity
+      - function: take_first
+metric_list:
+  - metric: exact_match
+    aggregation: mean
+    higher_is_better: true
+""",
+}
+
+
+def _write_item_tasks(folder):
+    for name, text in _ITEM_TASKS.items():
+        (folder / name).write_text(text)
+    return folder
+
+
+def test_item_scores_equal_lm_evals_own_scores(llama_dir, tmp_path) -> None:
+    from lmeval_layerprune.lm import PrunedHFLM
+    from lmeval_layerprune.select import TaskObjective
+
+    folder = _write_item_tasks(tmp_path)
+    lm = PrunedHFLM(pretrained=str(llama_dir), dtype="float32", batch_size=10)
+    obj = TaskObjective(lm, ["gen_parity", "ll_mc"], None, 777, include_path=folder, chunk_size=10)
+    assert [t.n for t in obj.item_tasks] == [10, 10] and obj.has_secondary and obj.num_chunks == 1
+    for drop in ([], [3], [1, 4]):
+        items = obj.chunk(drop, 0)
+        reference = obj(drop)  # lm-eval's evaluate() on the same items, in the same batch
+        for task in ("gen_parity", "ll_mc"):
+            values = [items[f"{task}|{i}"] for i in range(10)]
+            assert sum(values) / 10 == reference[task]
+            assert all(isinstance(items[f"{task}|{i}|s"], float) and items[f"{task}|{i}|s"] < 0 for i in range(10))
+    # perplexity has no known range: the objective says so and is scored whole
+    ppl = TaskObjective(lm, ["ll_ppl"], None, 777, include_path=folder)
+    assert ppl.item_tasks is None and "perplexity" in ppl.no_bounds_reason
+
+
+@pytest.mark.slow
+def test_elimination_gives_the_exhaustive_plan_on_tiny_models(llama_dir, tmp_path) -> None:
+    """Random models (seeds); a generative and a multiple-choice task together, then one alone."""
+    from lmeval_layerprune.lm import PrunedHFLM
+    from lmeval_layerprune.select import TaskObjective
+
+    folder = _write_item_tasks(tmp_path)
+    lm = PrunedHFLM(pretrained=str(llama_dir), dtype="float32", batch_size=4)
+    stopped = 0
+    for tasks, seeds in ((["gen_parity", "ll_mc"], (0, 1)), (["ll_mc"], (2,))):
+        obj = TaskObjective(lm, tasks, 6, 777, include_path=folder, chunk_size=2)
+        for seed in seeds:
+            lm.model.load_state_dict(tiny_model("llama", seed=seed).state_dict())
+            ex = greedy_search(obj, 6, 2, [0], Journal(None, "e"), progress=False, exhaustive=True)
+            el = greedy_search(obj, 6, 2, [0], Journal(None, "l"), progress=False)
+            assert el["order"] == ex["order"], (seed, tasks)
+            assert ex["search"]["mode"] == "exhaustive" and el["search"]["mode"] == "exact-elimination"
+            for a, b in zip(ex["rounds"], el["rounds"], strict=True):
+                assert a.get("ties") == b.get("ties") and a.get("secondary") == b.get("secondary")
+                assert b["scores"] == {k: a["scores"][k] for k in b["scores"]}
+            assert el["search"]["items_evaluated"] <= ex["search"]["items_evaluated"]
+            stopped += el["search"]["stopped"]
+    assert stopped > 0  # the elimination really ran

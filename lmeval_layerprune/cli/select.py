@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import inspect
+import sys
 
 from ._shared import add_dataclass_flags, dataclass_from_args
 
@@ -22,6 +23,7 @@ HELP = {
     "calib_samples": "calibration texts for ppl/bi/angular",
     "dtype": "dtype to run the model in",
     "batch_size": "lm-eval batch size",
+    "chunk_size": "iterative: items per task scored at a time, the early stop's granularity",
 }
 
 
@@ -45,7 +47,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--race",
         action="store_true",
         help="greedy methods: successive halving per round (all candidates on 1/9 of the items, "
-        "the best third on 1/3, the best third of those on all)",
+        "the best third on 1/3, the best third of those on all); approximate: may differ from the exact plan",
+    )
+    p.add_argument(
+        "--exhaustive",
+        action="store_true",
+        help="iterative: score every item of every candidate; by default a candidate stops as soon as it "
+        "can no longer win (exact: the same plan, fewer items)",
     )
     p.set_defaults(func=run)
 
@@ -53,18 +61,32 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     import dataclasses
 
-    from ..select import SelectionSettings, select_layers
+    from ..select import SelectionSettings, describe_round, select_layers
     from ..spec import format_indices
 
     settings = dataclass_from_args(SelectionSettings, args)
     accepted = inspect.signature(select_layers).parameters
     kwargs = {k: v for k, v in dataclasses.asdict(settings).items() if k in accepted}
     plan = select_layers(
-        **kwargs, device=args.device, out=args.out, journal=args.journal, plot=args.plot, race=args.race
+        **kwargs,
+        device=args.device,
+        out=args.out,
+        journal=args.journal,
+        plot=args.plot,
+        race=args.race,
+        exhaustive=args.exhaustive,
     )
     print(f"{args.method}: remove layers {plan['drop']} of {plan['num_layers']} ({format_indices(plan['drop'])})")
     for r in plan.get("rounds", []):
-        print(f"  round {r['round'] + 1}: layer {r['chosen']} (score {r['scores'][str(r['chosen'])]:.4f})")
+        print(f"  {describe_round(plan, r)}")
+    search = plan.get("search", {})
+    if search.get("items_exhaustive"):
+        print(
+            f"  {search['mode']}: {search['items_evaluated']} of {search['items_exhaustive']} candidate items "
+            f"evaluated, {search['stopped']} candidates stopped early"
+        )
+    for w in plan.get("warnings", []):
+        print(f"warning: {w}", file=sys.stderr)
     if args.out:
         print(f"plan: {args.out}   (use it as drop=plan:{args.out})")
     if args.plot:
