@@ -26,6 +26,7 @@ from typing import Any
 
 import torch
 
+from .arch import num_layers as arch_num_layers
 from .spec import LayerPruneError
 
 logger = logging.getLogger(__name__)
@@ -71,7 +72,7 @@ def _kept(lm: Any) -> list[int]:
     from .plan import PruningPlan
 
     recorded = PruningPlan.from_config(lm.model.config)
-    return list(recorded.kept) if recorded is not None else list(range(int(lm.model.config.num_hidden_layers)))
+    return list(recorded.kept) if recorded is not None else list(range(arch_num_layers(lm.model.config)))
 
 
 # ------------------------------------------------------------- skip profile
@@ -105,7 +106,7 @@ def skip_profile(
     unknown = [t for t in tasks if t not in manager.all_tasks]
     if unknown:
         raise AnalyzeError(f"unknown task(s) {', '.join(unknown)}; see `lm_eval ls tasks`")
-    n = int(lm.model.config.num_hidden_layers)
+    n = arch_num_layers(lm.model.config)
     kept = _kept(lm)
 
     def run() -> dict[str, Any]:

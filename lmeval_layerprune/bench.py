@@ -53,6 +53,7 @@ from typing import Any
 
 import torch
 
+from .arch import num_layers as arch_num_layers
 from .slicing import layer_subset
 from .spec import DropSpec, LayerPruneError, format_indices
 
@@ -353,7 +354,7 @@ def resolve_variants(
     """(spec text, parent indices) per spec, resolved exactly as ``drop=`` does (same errors)."""
     from .importance import compute_scores
 
-    n = int(model.config.num_hidden_layers)
+    n = arch_num_layers(model.config)
     out = []
     for text in drops:
         spec = DropSpec.parse(text)
@@ -396,7 +397,7 @@ def bench_model(
     torch.manual_seed(seed)
     model.eval()
     device = next(model.parameters()).device
-    n = int(model.config.num_hidden_layers)
+    n = arch_num_layers(model.config)
     all_variants: list[tuple[str, str | None, tuple[int, ...]]] = [("parent", None, ())]
     all_variants += [(name, name, tuple(sorted(set(drop)))) for name, drop in variants]
     facts: list[dict[str, Any]] = []
@@ -561,7 +562,7 @@ def run_bench(
 
     from .embedded import resolve_pretrained
 
-    n = int(AutoConfig.from_pretrained(str(resolve_pretrained(model))).num_hidden_layers)
+    n = arch_num_layers(AutoConfig.from_pretrained(str(resolve_pretrained(model))))
     for text in drops:
         spec = DropSpec.parse(text)
         if not spec.needs_scores:
@@ -627,7 +628,7 @@ def bench_checkpoint(
         raise BenchError(f"{folder} does not name its parent model; pass parent=... (the unpruned model)")
     drop = tuple(int(i) for i in plan["drop"])
     lm, _ = _load(str(parent), dtype or _checkpoint_dtype(folder), device)
-    n = int(lm.config.num_hidden_layers)
+    n = arch_num_layers(lm.config)
     if int(plan.get("num_layers", n)) != n:
         raise BenchError(f"{folder} was pruned from a {plan['num_layers']}-layer model, but {parent} has {n} layers")
     record = bench_model(
@@ -709,7 +710,7 @@ def run_bench_vllm(
     path = str(resolve_pretrained(model))
     from transformers import AutoConfig
 
-    n = int(AutoConfig.from_pretrained(path).num_hidden_layers)
+    n = arch_num_layers(AutoConfig.from_pretrained(path))
     entries: list[tuple[str, str | None, tuple[int, ...], str]] = [("parent", None, (), path)]
     for text in drops:
         spec = DropSpec.parse(text)

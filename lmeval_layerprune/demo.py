@@ -5,15 +5,18 @@
    the most similar block by angular distance), one lm-eval run per cell on one loaded model;
 2. heal the ``last`` cell with a bundled recovery recipe (the unpruned parent answers prompts,
    LoRA trains on its answers) and evaluate the healed checkpoint as one more cell;
-3. ``report``: retention (score / unpruned score) per task with paired-bootstrap 95% intervals,
-   per task type, the classification/generation gap, and the retention plot;
-4. write the healed checkpoint's model card from its plan, recipe and results.
+3. ``bench``: decode/prefill speed and memory of each pruned shape beside the parent (one load);
+4. ``report``: retention (score / unpruned score) per task with paired-bootstrap 95% intervals,
+   per task type, the classification/generation gap, the retention plot and retention against
+   the measured speed-up;
+5. write the healed checkpoint's model card from its plan, recipe, results and bench.
 
 Everything lands under ``--output-dir`` (default ``lmeval_layerprune_demo``)::
 
     sweep/<cell>/<model>/results_*.json, samples_*.jsonl   lm-eval's own layout, one folder per cell
     sweep/checkpoints/<cell>-healed/                        the healed checkpoint and its README.md card
-    report/report.md, report.json, retention.png, retention_tasks.png
+    bench/layer_pruning_bench.json, layer_pruning_bench.png   speed and memory, parent vs pruned
+    report/report.md, report.json, retention.png, retention_tasks.png, tradeoff.png
 
 Rerunning the same command reuses every finished cell (the sweep is resumable).
 """
@@ -49,7 +52,9 @@ def run_demo(
     progress: bool = True,
 ) -> dict[str, Any]:
     """Run the pipeline; returns ``{"sweep", "report", "card", "summary"}`` (paths and summary lines)."""
-    from .report import PLOT_FILE, REPORT_FILE, TASK_PLOT_FILE, write_report
+    from .bench import BENCH_FILE, load_bench, run_bench
+    from .report import PLOT_FILE, REPORT_FILE, TASK_PLOT_FILE, TRADEOFF_PLOT_FILE, write_report
+    from .spec import format_indices
     from .sweep import SweepSettings, run_sweep
 
     out = Path(output_dir)
@@ -73,8 +78,25 @@ def run_demo(
     print(f"=== 1-2. sweep: {', '.join(methods)} at {', '.join(f'{r:g}' for r in ratios)} -> {sweep_dir}", flush=True)
     manifest = run_sweep(settings, sweep_dir, progress=progress)
 
-    print(f"\n=== 3. report -> {report_dir}", flush=True)
-    report, _ = write_report([sweep_dir], report_dir)
+    bench_dir = out / "bench"
+    pruned_cells = {name: c for name, c in manifest["cells"].items() if c["plan"]["drop"] and not c.get("checkpoint")}
+    print(f"\n=== 3. bench: speed and memory of {', '.join(pruned_cells)} beside the parent -> {bench_dir}", flush=True)
+    bench = run_bench(
+        model,
+        [format_indices(c["plan"]["drop"]) for c in pruned_cells.values()],
+        batch_sizes=(1,),
+        prompt_len=64,
+        new_tokens=16,
+        rounds=3,
+        device=device,
+        out=bench_dir,
+        progress=progress,
+    )
+    bench_file = bench_dir / BENCH_FILE
+    measured = load_bench(bench_file)
+
+    print(f"\n=== 4. report -> {report_dir}", flush=True)
+    report, _ = write_report([sweep_dir], report_dir, bench=bench_file)
 
     card = None
     healed = [name for name, cell in manifest["cells"].items() if cell.get("checkpoint")]
@@ -84,9 +106,10 @@ def run_demo(
         name = healed[0]
         cell = manifest["cells"][name]
         pruned = name.removesuffix("-healed")
-        print(f"\n=== 4. model card of {cell['checkpoint']}", flush=True)
+        print(f"\n=== 5. model card of {cell['checkpoint']}", flush=True)
         card = write_card(
             cell["checkpoint"],
+            bench=bench_file,
             results=[cell["results"]],
             base_results=[manifest["cells"]["base"]["results"]],
             pruned_results=[manifest["cells"][pruned]["results"]],
@@ -98,14 +121,17 @@ def run_demo(
     for name, cell in sorted(manifest["cells"].items()):
         print(f"  {name:<22} layers removed {cell['plan']['drop']}")
     print(f"report: {report_dir / REPORT_FILE}")
-    print(f"plots: {report_dir / PLOT_FILE}, {report_dir / TASK_PLOT_FILE}")
+    print(f"plots: {report_dir / PLOT_FILE}, {report_dir / TASK_PLOT_FILE}, {report_dir / TRADEOFF_PLOT_FILE}")
+    print(f"bench: {bench_file}")
     if card is not None:
         print(f"healed checkpoint: {Path(card).parent}  (model card: {card})")
     print(f"\n=== summary ({limit} items per task; 95% paired-bootstrap intervals)")
     print(_type_table(report))
     for line in summary:
         print(f"- {line}")
-    return {"sweep": sweep_dir, "report": report_dir, "card": card, "summary": summary}
+    for variant in measured.pruned:  # what pruning buys, measured
+        print(f"- speed: {measured.summary(variant)}")
+    return {"sweep": sweep_dir, "report": report_dir, "card": card, "summary": summary, "bench": bench}
 
 
 def _type_table(report: Any) -> str:

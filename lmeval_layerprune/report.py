@@ -558,6 +558,11 @@ def render_markdown(report: Report, plots: Sequence[str] = ()) -> str:
     ]
     if any("token_agreement" in i.extras for i in report.infos):
         header.append("token agreement")
+    if any("speedup" in i.extras for i in report.infos):
+        header.append("decode speed-up")
+        for info, row in zip(report.infos, rows, strict=True):
+            speed = info.extras.get("speedup")
+            row.append(f"{speed:.2f}x" if speed else "-")
     out.append(_md_table(header, rows))
     out.append("")
     out.append("`*`: the gap's 95% interval excludes 0.")
@@ -716,6 +721,83 @@ def plot_tasks(report: Report, path: Path) -> Path:
     return path
 
 
+def _bench_beside(paths: Sequence[str | Path]) -> Path | None:
+    from .bench import BENCH_FILE
+
+    for p in paths:
+        f = Path(p) / BENCH_FILE
+        if f.is_file():
+            return f
+    return None
+
+
+def attach_speedups(report: Report, bench: str | Path | None) -> None:
+    """Put each run's measured decode speed-up (``extras["speedup"]``, at the bench's smallest batch)
+    from a bench result whose variants removed the same parent layers; healed runs share their
+    pruned shape's speed. Nothing happens without a bench result."""
+    if bench is None:
+        return
+    from .bench import load_bench
+
+    result = load_bench(bench)
+    for info in report.infos:
+        if info.drop is None:
+            continue
+        variant = result.variant(info.drop) if info.drop else result.parent
+        if variant is None:
+            continue
+        batch = min(variant.batches) if variant.batches else None
+        info.extras["speedup"] = 1.0 if not info.drop else variant.gain("decode_tps", batch)
+    measured = [i for i in report.infos if i.extras.get("speedup")]
+    if measured:
+        report.notes.append(f"speed-ups: decode tokens/s against the parent, {result.conditions()}")
+
+
+def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
+    """Indices of the points no other point beats on both axes (higher is better on both)."""
+    front = []
+    for i, (x, y) in enumerate(points):
+        if not any((x2 >= x and y2 >= y) and (x2 > x or y2 > y) for j, (x2, y2) in enumerate(points) if j != i):
+            front.append(i)
+    return sorted(front, key=lambda i: points[i][0])
+
+
+def plot_tradeoff(report: Report, path: Path) -> Path:
+    """Retention (with its interval) against measured decode speed-up, one point per run, one panel
+    per task type; the Pareto front is drawn as a line."""
+    plt = _plt()
+    kinds = [k for k in (LIKELIHOOD, GENERATIVE) if any(k in t for t in report.types.values())] or [LIKELIHOOD]
+    fig, axes = plt.subplots(1, len(kinds), figsize=(5.2 * len(kinds), 4), sharey=True, squeeze=False)
+    for ax, kind in zip(axes[0], kinds, strict=True):
+        pts, labels = [], []
+        for info in report.infos:
+            summary = report.types.get(info.label, {}).get(kind)
+            speed = info.extras.get("speedup")
+            if summary is None or speed is None or summary.retention.value is None:
+                continue
+            iv = summary.retention
+            err = None
+            if iv.low is not None and iv.high is not None:
+                err = [[max(iv.value - iv.low, 0)], [max(iv.high - iv.value, 0)]]
+            ax.errorbar([speed], [iv.value], yerr=err, fmt="*" if info.healed else "o", ms=8 if info.healed else 5,
+                        capsize=2, label=info.label)  # fmt: skip
+            pts.append((float(speed), float(iv.value)))
+            labels.append(info.label)
+        front = pareto_front(pts)
+        if len(front) > 1:
+            ax.plot([pts[i][0] for i in front], [pts[i][1] for i in front], "k--", lw=1, label="Pareto front")
+        ax.axhline(THRESHOLD, color="grey", ls=":", lw=1)
+        ax.set_title(f"{TYPE_LABELS[kind]}: what each unit of speed costs", fontsize=9)
+        ax.set_xlabel("measured decode speed-up (x parent)")
+        ax.set_ylabel("retention (score / unpruned)")
+        if pts:
+            ax.legend(fontsize=6)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
 def write_report(
     paths: Sequence[str | Path],
     out: str | Path | None = None,
@@ -724,15 +806,22 @@ def write_report(
     seed: int = DEFAULT_SEED,
     metric: str | None = None,
     plots: bool = True,
+    bench: str | Path | None = None,
 ) -> tuple[Report, Path]:
     """Read the runs under ``paths``, write ``report.md``, ``report.json`` and the plots into ``out``
-    (default: the first input folder, or the folder of the first input file)."""
+    (default: the first input folder, or the folder of the first input file).
+
+    ``bench``: a ``lmeval-prune bench`` result (file or folder); default: a
+    ``layer_pruning_bench.json`` directly inside one of the input folders. With one, every run
+    whose removed layers were measured gets its decode speed-up, and ``tradeoff.png`` plots
+    retention against it (the Pareto front marked)."""
     from .results import load_runs
 
     if not paths:
         raise ReportError("give at least one results file or folder")
     runs = load_runs([Path(p) for p in paths])
     report = build_report(runs, iters=iters, seed=seed, metric=metric)
+    attach_speedups(report, bench if bench is not None else _bench_beside(paths))
     if out is None:
         first = Path(paths[0])
         out = first if first.is_dir() else first.parent
@@ -743,6 +832,9 @@ def write_report(
         plot_retention(report, out / PLOT_FILE)
         plot_tasks(report, out / TASK_PLOT_FILE)
         written = [PLOT_FILE, TASK_PLOT_FILE]
+        if any("speedup" in i.extras for i in report.infos):
+            plot_tradeoff(report, out / TRADEOFF_PLOT_FILE)
+            written.append(TRADEOFF_PLOT_FILE)
     (out / REPORT_FILE).write_text(render_markdown(report, written))
     (out / REPORT_JSON).write_text(json.dumps(report.to_json(), indent=2, default=str) + "\n")
     return report, out

@@ -32,6 +32,7 @@ from typing import Any
 import torch
 
 from .arch import arch_for
+from .arch import num_layers as arch_num_layers
 from .slicing import keep_from_drop, layer_subset, pruned_config
 from .spec import DropSpec, DropSpecError, LayerPruneError, format_indices
 
@@ -212,7 +213,7 @@ def resolve_draft(
     target = _text_model(model)
     try:
         parsed = DropSpec.parse(spec)
-        n = int(target.config.num_hidden_layers)
+        n = arch_num_layers(target.config)
 
         def scores(method: str) -> list[float]:
             from .importance import DEFAULT_CALIB_SAMPLES, compute_scores
@@ -598,7 +599,7 @@ def search_draft(
     from .select import greedy_search
 
     objective = AcceptanceObjective(model, tokenizer, prompts, responses, draft_tokens, max_new_tokens)
-    n_layers = int(_text_model(model).config.num_hidden_layers)
+    n_layers = arch_num_layers(_text_model(model).config)
     return greedy_search(objective, n_layers, n, protect, _MemoryJournal(), progress=progress)  # type: ignore[arg-type]
 
 
@@ -659,7 +660,7 @@ def run_speculate(
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     tokenizer = AutoTokenizer.from_pretrained(path)
     lm = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, dtype)).to(device).eval()
-    n_layers = int(lm.config.num_hidden_layers)
+    n_layers = arch_num_layers(lm.config)
     if tasks:
         prompt_ids = task_prompts(tokenizer, tasks, limit, include_path)
         source = "tasks:" + ",".join(tasks)

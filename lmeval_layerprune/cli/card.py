@@ -36,7 +36,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--base-model-relation", choices=RELATIONS, default=None, help="default: finetune if healed, else merge"
     )
-    p.add_argument("--speedup", type=float, default=None, help="measured speed-up over the parent (e.g. 1.22)")
+    p.add_argument(
+        "--bench",
+        default=None,
+        help="a `lmeval-prune bench` result (file or folder) whose measured speed and memory the card shows "
+        "(default: DIR/layer_pruning_bench.json when present)",
+    )
+    p.add_argument("--speedup", type=float, default=None, help="override: a speed-up over the parent (e.g. 1.22)")
     p.add_argument("--speedup-note", default=None, help="how the speed-up was measured")
     p.add_argument("--plot", default=None, help="PNG of the layer selection (copied into DIR)")
     p.set_defaults(func=run)
@@ -58,6 +64,7 @@ def run(args: argparse.Namespace) -> int:
         base_model_relation=args.base_model_relation,
         speedup=args.speedup,
         speedup_note=args.speedup_note,
+        bench=args.bench,
         plot=args.plot,
     )
     path = result.save(args.dir)

@@ -54,6 +54,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=DEFAULT_MIN_EXAMPLES,
         help=f"refuse to train on fewer examples than this after filtering (default: {DEFAULT_MIN_EXAMPLES}; 0: none)",
     )
+    p.add_argument(
+        "--bench",
+        action="store_true",
+        help="also measure speed and memory against the parent (a short `lmeval-prune bench`) into "
+        "OUT/layer_pruning_bench.json, which the model card then shows",
+    )
     p.add_argument("overrides", nargs="*", metavar="SECTION.KEY=VALUE", help="recipe overrides")
     g = p.add_argument_group("training (TRL SFTConfig fields; the same as the override sft.KEY=VALUE)")
     for name, kind in SFT_FLAGS.items():
@@ -103,6 +109,10 @@ def run_heal(args: argparse.Namespace) -> int:
         f"layers {list(plan.drop)} of {plan.num_layers} removed)"
     )
     print(f"evaluate it: {eval_command(out, args.base, args.drop or plan.spec or '', args.keep_adapter)}")
+    if args.bench:
+        from ..bench import bench_checkpoint, load_bench
+
+        print(load_bench(bench_checkpoint(out, parent=args.base)).summary())
     push_after(args, out)
     return 0
 

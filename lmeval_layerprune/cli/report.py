@@ -37,6 +37,13 @@ def register(sub: Any) -> None:
     p.add_argument("--seed", type=int, default=DEFAULT_SEED, help=f"bootstrap seed (default: {DEFAULT_SEED})")
     p.add_argument("--metric", default=None, help="metric to report for every task (default: each task's primary)")
     p.add_argument("--no-plots", action="store_true", help="tables only (no matplotlib needed)")
+    p.add_argument(
+        "--bench",
+        default=None,
+        help="a `lmeval-prune bench` result (file or folder) of the same parent: adds each run's measured "
+        "decode speed-up and tradeoff.png, retention against speed-up (default: layer_pruning_bench.json "
+        "inside an input folder)",
+    )
     p.set_defaults(func=_cmd_report)
 
 
@@ -46,7 +53,13 @@ def _cmd_report(args: argparse.Namespace) -> int:
     if args.bootstrap < 100:
         raise ReportError(f"--bootstrap {args.bootstrap} is too few resamples for a 95% interval (use >= 100)")
     report, out = write_report(
-        args.runs, args.out, iters=args.bootstrap, seed=args.seed, metric=args.metric, plots=not args.no_plots
+        args.runs,
+        args.out,
+        iters=args.bootstrap,
+        seed=args.seed,
+        metric=args.metric,
+        plots=not args.no_plots,
+        bench=args.bench,
     )
     print(f"report: {out / REPORT_FILE} ({len(report.infos)} runs, {len(report.tasks)} tasks)")
     if not args.no_plots:

@@ -23,6 +23,12 @@ def register(sub: Any) -> None:
     p.add_argument("--calib", default=None, help="calibration file for bi:/angular:")
     p.add_argument("--revision", default=None, help="Hub revision of MODEL")
     p.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
+    p.add_argument(
+        "--bench",
+        action="store_true",
+        help="also measure speed and memory against the parent (a short `lmeval-prune bench`) into "
+        "OUT/layer_pruning_bench.json, which the model card then shows",
+    )
     add_push_to_hub_arguments(p)
     p.set_defaults(func=_cmd_slice)
 
@@ -48,5 +54,9 @@ def _cmd_slice(args: argparse.Namespace) -> int:
     )
     print(f"mergekit config: {out / MERGEKIT_FILE}")
     print(f"evaluate it: lm_eval --model hf --model_args pretrained={out} --tasks arith_probe")
+    if args.bench:
+        from ..bench import bench_checkpoint, load_bench
+
+        print(load_bench(bench_checkpoint(out, parent=args.model)).summary())
     push_after(args, out)
     return 0

@@ -188,6 +188,39 @@ def _fmt_params(n: int | None) -> str:
     return f"{n:,}"
 
 
+def bench_rows(
+    folder: Path, bench: str | Path | None, drop: Sequence[int]
+) -> tuple[float | None, str, list[tuple[str, str, str]]] | None:
+    """Measured speed and memory from a ``lmeval-prune bench`` result (``bench``, or the folder's own
+    :data:`~lmeval_layerprune.bench.BENCH_FILE`): the decode speed-up, a note saying where it was
+    measured, and size/speed table rows. ``None`` when there is no bench result."""
+    from ..bench import BENCH_FILE, load_bench
+
+    if bench is None and not (folder / BENCH_FILE).is_file():
+        return None
+    result = load_bench(bench if bench is not None else folder)
+    variant = result.variant(drop) or (result.pruned[0] if result.pruned else None)
+    if variant is None:
+        return None
+    batch = min(variant.batches) if variant.batches else None
+
+    def x(metric: str) -> str:
+        g = variant.gain(metric, batch)
+        return f"{g:.2f}x" if g else "n/a"
+
+    rows = [
+        (f"prefill tokens/s (batch {batch})", "1.00x", x("prefill_tps")),
+        ("memory (weights + KV cache)", "1.00x", f"{x('peak_memory_bytes')} less"),
+        ("KV cache per token", "1.00x", f"{x('kv_bytes_per_token')} less"),
+    ]
+    note = (
+        f"decode tokens/s at batch {batch} (the ideal for removing {variant.removed} of {result.num_layers} layers, "
+        f"ignoring embedding and head, is {variant.ideal:.2f}x), measured by `lmeval-prune bench` "
+        f"({result.conditions()})"
+    )
+    return variant.gain("decode_tps", batch), note, rows
+
+
 def size_section(
     folder: Path,
     ident: Identity,
@@ -352,6 +385,7 @@ def render(folder: str | Path, **kwargs: Any) -> CardResult:
     size_rows = kwargs.pop("size_rows", ())
     strict = kwargs.pop("strict", False)
     speedup_note = kwargs.pop("speedup_note", None)
+    bench = kwargs.pop("bench", None)
     ident_args = {"base_model": kwargs.pop("base_model", None), "license": kwargs.pop("license", None)}
     if kwargs:
         raise TypeError(f"unexpected arguments {sorted(kwargs)}")
@@ -369,6 +403,12 @@ def render(folder: str | Path, **kwargs: Any) -> CardResult:
         raise PublishError(f"--speedup must be a positive factor (e.g. 1.25), not {speedup!r}")
     if pruned_results and not healed:
         raise PublishError(f"--pruned-results is for healed checkpoints; {folder} has no recovery record")
+    measured = bench_rows(folder, bench, [int(i) for i in plan["drop"]])
+    if measured is not None:
+        gain, note, rows = measured
+        if speedup is None:  # a typed --speedup stays an override
+            speedup, speedup_note = gain, speedup_note or note
+        size_rows = [*rows, *size_rows]
     own, base = load_eval(results), load_eval(base_results)
     pruned = load_eval(pruned_results) if healed else None
 
@@ -463,6 +503,7 @@ def build_card(
     speedup: float | None = None,
     speedup_note: str | None = None,
     size_rows: Sequence[tuple[str, str, str]] = (),
+    bench: str | Path | None = None,
     plot: str | Path | None = None,
     strict: bool = True,
 ) -> Any:
@@ -479,6 +520,8 @@ def build_card(
         base_model_relation: default ``finetune`` for healed checkpoints, else ``merge``.
         speedup: a measured speed-up factor of this model over the parent; ``speedup_note`` says how.
         size_rows: extra ``(label, parent, this model)`` rows for the size/speed table.
+        bench: a ``lmeval-prune bench`` result (file or folder); default: the folder's own
+            ``layer_pruning_bench.json`` when present. Its decode speed-up fills ``speedup`` unless given.
         plot: a PNG of the layer selection; copied into ``folder`` as ``layer_selection.png``.
         strict: refuse (:class:`PublishError`) when the parent's Hub id or license is unknown;
             with ``strict=False`` the card leaves them out (use :func:`render` to get the warnings).
@@ -495,6 +538,7 @@ def build_card(
         speedup=speedup,
         speedup_note=speedup_note,
         size_rows=size_rows,
+        bench=bench,
         plot=plot,
         strict=strict,
     ).card

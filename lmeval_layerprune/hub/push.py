@@ -33,6 +33,7 @@ DRY_RUN_SUFFIX = "-hub-upload"
 #: Files a checkpoint needs, by exact name; plus the patterns in :data:`UPLOAD_PATTERNS`.
 UPLOAD_FILES = (
     CARD_FILE,
+    "layer_pruning_bench.json",  # bench.BENCH_FILE: the measured speed and memory the card reports
     "config.json",
     "generation_config.json",
     "model.safetensors.index.json",
