@@ -199,11 +199,14 @@ class SweepSettings:
     recipe: str | None = None
     heal_cells: tuple[tuple[str, float], ...] = ()
     heal_overrides: tuple[str, ...] = ()
+    # fidelity: token agreement with the parent's greedy text on this many bundled prompts (0: off)
+    token_agreement: int = 0
+    token_agreement_tokens: int = 32
 
     def fixed(self) -> dict[str, Any]:
         """The settings every cell of a folder shares (not the grid, not where it runs)."""
         d = asdict(self)
-        for k in ("methods", "ratios", "heal_cells", "batch_size", "device"):
+        for k in ("methods", "ratios", "heal_cells", "batch_size", "device", "token_agreement", "token_agreement_tokens"):
             d.pop(k)
         return json.loads(json.dumps(d))
 
@@ -457,6 +460,32 @@ class Sweep:
             raise SweepError(f"lm-eval did not write the results of cell {cell.name} into {folder}")
         return written[0]
 
+    def _token_agreement(self, lm: Any, drop: Sequence[int], folder: Path) -> None:
+        """Write ``token_agreement.json`` into the cell: the share of the parent's greedy tokens this
+        cell's model predicts as its top-1 (teacher-forced; the parent's responses made once)."""
+        from .report import TOKEN_AGREEMENT_FILE
+        from .speculate import greedy_generate, source_prompts, token_agreement
+
+        s = self.settings
+        if getattr(self, "_ta_prompts", None) is None:  # the parent's greedy responses, once per sweep
+            import torch
+
+            self._ta_prompts = source_prompts(lm.tokenizer, "bundled", s.token_agreement)
+            with torch.no_grad():
+                self._ta_responses = [
+                    greedy_generate(lm.model, torch.tensor([p]), s.token_agreement_tokens, lm.tokenizer)[0]
+                    for p in self._ta_prompts
+                ]
+        result = token_agreement(
+            lm.model,
+            lm.tokenizer,
+            self._ta_prompts,
+            self._ta_responses,
+            drop=list(drop),
+            max_new_tokens=s.token_agreement_tokens,
+        )
+        _write_json(folder / TOKEN_AGREEMENT_FILE, result.to_dict())
+
     def _task_manager(self) -> Any:
         from lm_eval.tasks import TaskManager
 
@@ -513,6 +542,8 @@ class Sweep:
                             path = self._evaluate(lm, plan, cell, model_args, task_manager, folder)
                         finally:
                             lm.drop, lm.plan = saved
+                    if self.settings.token_agreement:
+                        self._token_agreement(lm, drop, folder)
                 manifest["cells"][cell.name] = {
                     "plan": plan.provenance(),
                     "results": str(cell_dir(self.out, cell) / path.relative_to(folder)),

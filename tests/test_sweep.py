@@ -226,3 +226,39 @@ def test_sweep_killed_with_sigkill_resumes_without_duplicates(swept: Path, llama
         assert _scores(resumed[name]) == _scores(whole[name])
         assert resumed[name]["config"]["layer_pruning"]["drop"] == whole[name]["config"]["layer_pruning"]["drop"]
     assert not list(out.glob(".partial-*"))
+
+
+def test_token_agreement_per_cell_equals_a_separately_pruned_model(llama_dir: Path, tmp_path: Path) -> None:
+    """`--token-agreement N`: each cell holds the share of the parent's greedy tokens its model predicts
+    as top-1; checked against a model loaded with only the kept layers, fed the same parent text."""
+    from lmeval_layerprune.report import TOKEN_AGREEMENT_FILE, write_report
+    from lmeval_layerprune.slicing import load_pruned_model
+    from lmeval_layerprune.speculate import greedy_generate, source_prompts
+
+    out = tmp_path / "ta"
+    settings = _settings(llama_dir, methods=("last",), tasks=TASKS[:1], limit=2, token_agreement=3)
+    run_sweep(settings, out, progress=False)
+    cell = json.loads((out / "last-0.2" / TOKEN_AGREEMENT_FILE).read_text())
+    base = json.loads((out / "base" / TOKEN_AGREEMENT_FILE).read_text())
+    assert base["agreement"] == 1.0  # the parent agrees with its own greedy text
+
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(llama_dir)
+    parent = AutoModelForCausalLM.from_pretrained(llama_dir).eval()
+    pruned = load_pruned_model(str(llama_dir), "5").eval()  # last:20% of 6 layers = layer 5
+    matched = total = 0
+    with torch.no_grad():
+        for p in source_prompts(tok, "bundled", 3):
+            r = greedy_generate(parent, torch.tensor([p]), settings.token_agreement_tokens, tok)[0]
+            logits = pruned(input_ids=torch.tensor([p + r])).logits[0]
+            pred = logits[len(p) - 1 : len(p) + len(r) - 1].argmax(-1).tolist()
+            matched += sum(a == b for a, b in zip(pred, r, strict=True))
+            total += len(r)
+    assert (cell["matched"], cell["tokens"]) == (matched, total)
+    report, _ = write_report([out], tmp_path / "rep", iters=100, plots=False)
+    shown = {i.label: i.extras.get("token_agreement") for i in report.infos}
+    assert (
+        shown["last-0.2"] == pytest.approx(matched / total)
+        and "token agreement" in (tmp_path / "rep" / "report.md").read_text()
+    )

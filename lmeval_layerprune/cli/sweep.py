@@ -51,6 +51,15 @@ def register(sub: Any) -> None:
     )
     p.add_argument("--limit", type=float, default=None, help="items per task, as lm_eval --limit (default: all)")
     p.add_argument(
+        "--token-agreement",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also measure each in-memory cell's token agreement with the parent: the share of the parent's "
+        "greedy tokens on N bundled prompts that the pruned model predicts as its top-1 (teacher-forced; "
+        "a continuous, low-variance fidelity score the report shows beside the task scores; default: off)",
+    )
+    p.add_argument(
         "--metadata",
         default=None,
         help="task metadata as JSON, as lm_eval --metadata, e.g. '{\"n\": 300}' for bigger probe sets",
@@ -128,6 +137,7 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
         recipe=args.recipe,
         heal_cells=tuple(parse_heal_cells(args.heal, methods, ratios)) if args.recipe else (),
         heal_overrides=tuple(args.heal_override),
+        token_agreement=args.token_agreement,
     )
     manifest = run_sweep(settings, args.out, progress=not args.no_progress)
     print(f"\nsweep: {len(manifest['cells'])} cells in {args.out}")
