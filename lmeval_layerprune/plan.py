@@ -399,9 +399,14 @@ def read_plan_record(path: str | Path) -> tuple[dict[str, Any], str]:
 
 def _read_json(p: Path) -> Any:
     try:
-        return json.loads(p.read_text())
+        return json.loads(p.read_text(encoding="utf-8"))
     except json.JSONDecodeError as e:
         raise PlanError(f"plan file {str(p)!r} is not valid JSON: {e}") from None
+    except UnicodeDecodeError:
+        raise PlanError(
+            f"plan file {str(p)!r} is not text (binary or damaged); point drop=plan: at the JSON written by "
+            "`lmeval-prune select` or a checkpoint folder, or write it again"
+        ) from None
 
 
 def file_sha256(path: str | Path) -> str:

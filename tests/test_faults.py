@@ -411,6 +411,9 @@ def test_corrupt_and_truncated_files_are_named(tmp_path, capsys):
     with pytest.raises(ValueError, match=str(journal)):
         Journal.open(journal, SelectionSettings(model="m"))
     TALLY["clear_errors"] += 1
+    plan_file = tmp_path / "plan.json"
+    plan_file.write_bytes(b"\x89PNG\r\n\x1a\n\x00\xff binary")
+    clear(*cli(capsys, "resolve", str(model), "--drop", f"plan:{plan_file}"), str(plan_file), "not text")
 
 
 def test_pruned_hf_checks_its_model_args(llama_dir):
