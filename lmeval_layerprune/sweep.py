@@ -206,7 +206,9 @@ class SweepSettings:
     def fixed(self) -> dict[str, Any]:
         """The settings every cell of a folder shares (not the grid, not where it runs)."""
         d = asdict(self)
-        for k in ("methods", "ratios", "heal_cells", "batch_size", "device", "token_agreement", "token_agreement_tokens"):
+        # the grid, where it runs, and extra measurements that do not change any task score
+        grid = ("methods", "ratios", "heal_cells", "batch_size", "device", "token_agreement", "token_agreement_tokens")
+        for k in grid:
             d.pop(k)
         return json.loads(json.dumps(d))
 
