@@ -156,7 +156,7 @@ def test_multimodal_prunes_the_text_decoder_only(tmp_path) -> None:
     assert len(pruned.model.vision_tower.encoder.layers) == config.vision_config.num_hidden_layers
     plan = pruned.config.layer_pruning
     assert plan["drop"] == [1, 4] and plan["num_layers"] == 6
-    assert plan["extra"] == {"text_model": "model.language_model", "arch": "inferred"}
+    assert (plan["text_model"], plan["arch"]) == ("model.language_model", "inferred")  # PruningPlan.extra, flat
 
     # Loading only the kept layers from disk (a checkpoint whose keys use the older
     # language_model.model.layers layout) gives the same model.
@@ -217,7 +217,7 @@ def test_slice_an_inferred_type_writes_a_verified_checkpoint(tmp_path) -> None:
     assert res.returncode == 0, res.stderr[-2000:]
     cfg = json.loads((tmp_path / "out" / "config.json").read_text())
     plan = cfg["layer_pruning"]
-    assert plan["drop"] == [2, 3] and plan["extra"]["arch"] == "inferred"
+    assert plan["drop"] == [2, 3] and plan["arch"] == "inferred"
     assert plan["writer"] in ("mergekit", "transformers")
     ref = prune_model(copy.deepcopy(full), [2, 3])
     from transformers import AutoModelForCausalLM
