@@ -74,7 +74,8 @@ def test_main_job_command(embedded_cache, tmp_path) -> None:
     assert pruned["config"]["model_args"]["drop"] == "24-29"  # 20% of 30 layers, as drop=last:20% counts
     assert pruned["config"]["layer_pruning"]["drop"] == [24, 25, 26, 27, 28, 29]
     ckpt = out / "sweep" / "checkpoints" / "last-0.2-healed"
-    assert Path(healed["config"]["model_args"]["pretrained"]).resolve() == ckpt.resolve()
+    # the demo names the checkpoint relative to where it ran (tmp_path)
+    assert (tmp_path / healed["config"]["model_args"]["pretrained"]).resolve() == ckpt.resolve()
     metric = "exact_match,first-integer"
     # The unpruned model adds some single digits right; removing its last six layers breaks it.
     base_score = base["results"]["arith_probe_add_1d"][metric]
@@ -91,3 +92,6 @@ def test_main_job_command(embedded_cache, tmp_path) -> None:
     assert (out / "report" / "retention.png").read_bytes()[:4] == b"\x89PNG"
     assert "| last-0.2-healed |" in proc.stdout and "generative / last" in proc.stdout
     assert "lmeval_layerprune_demo/report/report.md" in proc.stdout
+    # what pruning buys: the bench beside the parent, in the report's trade-off view and one printed line
+    assert (out / "report" / "tradeoff.png").read_bytes()[:4] == b"\x89PNG" and "decode speed-up" in report
+    assert "- speed: 24-29 (6 of 30 layers removed):" in proc.stdout
