@@ -587,11 +587,22 @@ def run_bench(
     return record
 
 
+def _is_bench_file(path: Path) -> bool:
+    try:
+        return json.loads(path.read_text(encoding="utf-8")).get("schema") == SCHEMA
+    except (OSError, UnicodeDecodeError, ValueError, AttributeError):
+        return False
+
+
 def write_bench(record: dict[str, Any], out: str | Path) -> Path:
     """Write ``record`` as ``out/BENCH_FILE`` and its plot as ``out/BENCH_PLOT``; returns the JSON path."""
+    from .guard import guard_output
+
     folder = Path(out)
-    folder.mkdir(parents=True, exist_ok=True)
     path = folder / BENCH_FILE
+    if path.exists():  # replace only a bench result of ours (never a file of the same name written by hand)
+        guard_output(path, overwrite=True, owned=lambda p: _is_bench_file(p), what="bench file")
+    folder.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(record, indent=2))
     tmp.replace(path)

@@ -798,6 +798,22 @@ def plot_tradeoff(report: Report, path: Path) -> Path:
     return path
 
 
+def _guard_report_files(out: Path) -> None:
+    """Refuse (before writing anything) to replace a ``report.md`` / ``report.json`` this tool did not write."""
+    from .guard import guard_output, owned_json
+
+    def ours_md(path: Path) -> bool:
+        try:
+            return path.read_text(encoding="utf-8").startswith("# Layer-pruning report")
+        except (OSError, UnicodeDecodeError):
+            return False
+
+    for name, owned in ((REPORT_FILE, ours_md), (REPORT_JSON, owned_json("runs", "summary"))):
+        target = out / name
+        if target.exists():
+            guard_output(target, overwrite=True, owned=owned, what="report file", hint="name another --out")
+
+
 def write_report(
     paths: Sequence[str | Path],
     out: str | Path | None = None,
@@ -826,6 +842,7 @@ def write_report(
         first = Path(paths[0])
         out = first if first.is_dir() else first.parent
     out = Path(out)
+    _guard_report_files(out)
     out.mkdir(parents=True, exist_ok=True)
     written = []
     if plots:

@@ -76,3 +76,29 @@ def test_card_shows_the_measured_speedup_unless_overridden(tmp_path: Path, llama
     write_bench(record, elsewhere)
     assert "measured speed-up" not in str(render(ckpt, base_model="me/tiny", license="apache-2.0").card)
     assert f"**{gain:.2f}x**" in str(render(ckpt, base_model="me/tiny", license="apache-2.0", bench=elsewhere).card)
+
+
+def test_report_and_bench_never_replace_files_they_did_not_write(tmp_path: Path) -> None:
+    import numpy as np
+
+    from lmeval_layerprune.guard import OutputError
+
+    rng = np.random.default_rng(1)
+    base = {"cls_a": binary(rng, 20, 0.8)}
+    write_run(tmp_path / "runs" / "base", base)
+    write_run(tmp_path / "runs" / "last-1", {"cls_a": degrade(rng, base["cls_a"], 0.8)}, drop=[9])
+    mine = tmp_path / "notes"
+    mine.mkdir()
+    (mine / "report.md").write_text("# my own report\n")
+    with pytest.raises(OutputError, match="report.md"):
+        write_report([tmp_path / "runs"], mine, iters=100, plots=False)
+    assert (mine / "report.md").read_text() == "# my own report\n" and sorted(p.name for p in mine.iterdir()) == [
+        "report.md"
+    ]
+    write_report([tmp_path / "runs"], tmp_path / "rep", iters=100, plots=False)
+    write_report([tmp_path / "runs"], tmp_path / "rep", iters=100, plots=False)  # its own: replaced
+    (mine / BENCH_FILE).write_text('{"mine": true}\n')
+    record = bench_model(tiny_model("llama"), [("last:1", (5,))], model_name="tiny", **SETTINGS)
+    with pytest.raises(OutputError, match=BENCH_FILE):
+        write_bench(record, mine)
+    assert (mine / BENCH_FILE).read_text() == '{"mine": true}\n'
