@@ -56,6 +56,10 @@ def _discover() -> tuple[list[tuple[str, Path]], list[tuple[str, Path]]]:
 
 
 TASKS, GROUPS = _discover()
+#: groups of lm-eval's own tasks (the paper's suites): their data comes from the Hub, so they cannot
+#: run here; tests/test_presets.py checks that every member resolves and the group loads.
+PRESETS_DIR = TASKS_DIR / "layerprune_paper"
+RUNNABLE_GROUPS = [(name, path) for name, path in GROUPS if PRESETS_DIR not in path.parents]
 
 
 def _ids(entries: list[tuple[str, Path]]) -> list[str]:
@@ -224,7 +228,7 @@ def _leaves(group: str, by_name: dict[str, Path]) -> set[str]:
     return out
 
 
-@pytest.mark.parametrize(("name", "path"), GROUPS, ids=_ids(GROUPS))
+@pytest.mark.parametrize(("name", "path"), RUNNABLE_GROUPS, ids=_ids(RUNNABLE_GROUPS))
 def test_group_runs_end_to_end(tiny_lm, name: str, path: Path) -> None:
     by_name = dict(GROUPS)
     leaves = _leaves(name, by_name)
