@@ -629,8 +629,16 @@ def test_healed_upload_holds_its_plan_the_heal_command_and_no_local_path(tmp_pat
     select_layers("../models/tiny-chat", "last", 2, out="../j2/iter4.json", progress=False)
     tiny = ["dtype=float32", "sft.per_device_train_batch_size=4", "sft.max_steps=2", "sft.max_length=64",
             "sft.gradient_checkpointing=false", "sft.warmup_steps=0", "lora.r=4"]  # fmt: skip
-    heal("original-lora", "../models/tiny-chat", "healed", drop="plan:../j2/iter4.json", data="../data/mine.jsonl",
-         overrides=tiny, progress=False, min_examples=4)  # fmt: skip  (4 rows: below heal's default floor)
+    heal(
+        "original-lora",
+        "../models/tiny-chat",
+        "healed",
+        drop="plan:../j2/iter4.json",
+        data="../data/mine.jsonl",
+        overrides=tiny,
+        progress=False,
+        min_examples=4,
+    )  # fmt: skip  (4 rows: below heal's default floor)
     healed = root / "work" / "healed"
     assert (healed / PLAN_JSON).is_file() and PLAN_JSON in PLAN_FILES
 
