@@ -1,13 +1,26 @@
-"""The bundled offline instruction set (``--prompts bundled``).
+"""The built-in offline instruction sets (``--prompts bundled`` and ``--prompts mixed``).
 
-A few hundred short Alpaca-style instructions (``instruction`` / ``input`` / ``output``), built
-deterministically from templates and word lists, so the recovery demo and the tests run without the
-Hub. Every item has a templated *reference* answer, which is what the ``original`` baselines train on
-(the dataset's own responses), while ``selfgen`` recipes replace it with the unpruned parent's answer.
+Short Alpaca-style instructions (``instruction`` / ``input`` / ``output``), built deterministically
+from templates and word lists, so recovery runs and the tests need no Hub. Every item has a templated
+*reference* answer, which is what the ``original`` baselines train on (the dataset's own responses),
+while ``selfgen`` recipes replace it with the unpruned parent's answer.
 
-The set is disjoint from every probe task by construction: it contains no digits and no brackets,
-so no arithmetic problem ("What is 23 plus 45?") and no bracket-closing prompt can appear in it
-(``tests/test_selfgen.py`` checks this against the generated probe items).
+* ``bundled`` (333 items): word tasks only. It has no digits and no brackets, so no arithmetic
+  problem and no bracket-closing prompt can appear in it, but it also cannot teach what the probes test.
+* ``mixed`` (the paper's setting in small: general instruction data that includes arithmetic word
+  problems and code requests): one-step arithmetic word problems, short code requests (Python and
+  JavaScript functions, full of brackets) and the ``bundled`` items, interleaved a third each, so
+  any prefix (``selfgen.n=96``) has the same mix.
+
+Both are disjoint from every probe item by construction (``tests/test_selfgen.py`` checks it
+against the generated items of every probe task):
+
+* every calculation in a word problem has operands of *different* digit counts (``34 + 7``,
+  ``126 - 45``), while every ``arith_probe`` item draws both operands with the same digit count,
+  so no probe problem is ever stated or solved; the stories are not ``arith_word_cot``'s templates,
+  and no problem has the parentheses of ``arith_first_digit``;
+* the code requests are natural-language instructions with their solution: no unclosed bracket
+  prefix (``paren_probe``) and none of HumanEval's problems or function names (``humaneval_brackets``).
 """
 
 from __future__ import annotations
@@ -16,6 +29,7 @@ import random
 from collections.abc import Callable, Iterator
 
 BUNDLED_NAME = "bundled"
+MIXED_NAME = "mixed"
 DEFAULT_SEED = 2602
 
 _WORDS = (
@@ -215,3 +229,229 @@ def bundled_prompts(seed: int = DEFAULT_SEED) -> list[dict[str, str]]:
             seen.add((instruction, inp))
             out.append({"id": f"bundled-{len(out):04d}", "instruction": instruction, "input": inp, "output": output})
     return out
+
+
+# ------------------------------------------------------------------ mixed
+
+_PEOPLE = ("Priya", "Lucas", "Hana", "Diego", "Amara", "Felix", "Yuki", "Marta", "Kofi", "Elsa", "Tariq", "Rosa")
+_GOODS = ("stamps", "beads", "tickets", "bottles", "plants", "puzzles", "candles", "ribbons", "buttons", "kites")
+
+
+def _digits(x: int) -> int:
+    return len(str(abs(x)))
+
+
+def _mixed_pair(rng: random.Random, big: tuple[int, int], small: tuple[int, int]) -> tuple[int, int]:
+    """Operands with different digit counts (never an ``arith_probe`` item, which has equal counts)."""
+    while True:
+        a, b = rng.randint(*big), rng.randint(*small)
+        if _digits(a) != _digits(b):
+            return a, b
+
+
+def _word_problems(rng: random.Random) -> Iterator[tuple[str, str, str]]:
+    """One-step word problems; the reference writes the calculation and ends "The answer is N."."""
+    for i in range(150):
+        who, what = rng.choice(_PEOPLE), rng.choice(_GOODS)
+        kind = i % 6
+        if kind == 0:
+            a, b = _mixed_pair(rng, (12, 480), (2, 9))
+            q = f"{who} collects {what}. {who} has {a} {what} and is given {b} more. How many {what} does {who} have?"
+            sol = f"{who} has {a} + {b} = {a + b} {what}."
+            ans = a + b
+        elif kind == 1:
+            a, b = _mixed_pair(rng, (30, 900), (3, 29))
+            q = f"A market stall had {a} {what} in the morning and sold {b} of them. How many {what} are left?"
+            sol = f"{a} - {b} = {a - b} {what} are left."
+            ans = a - b
+        elif kind == 2:
+            a, b = _mixed_pair(rng, (11, 99), (2, 9))
+            q = f"{who} packs {b} crates with {a} {what} in each crate. How many {what} are packed?"
+            sol = f"{b} crates hold {a} * {b} = {a * b} {what}."
+            ans = a * b
+        elif kind == 3:
+            a, b = _mixed_pair(rng, (11, 95), (2, 8))
+            q = f"A cyclist rides {a} kilometres every day for {b} days. How far does the cyclist ride in total?"
+            sol = f"The cyclist rides {a} * {b} = {a * b} kilometres."
+            ans = a * b
+        elif kind == 4:
+            b, k = rng.randint(2, 9), rng.randint(3, 40)
+            a = b * k
+            if _digits(a) == _digits(b):
+                a, k = b * (k + 10), k + 10
+            q = f"{who} shares {a} {what} equally among {b} friends. How many {what} does each friend get?"
+            sol = f"Each friend gets {a} / {b} = {k} {what}."
+            ans = k
+        else:
+            a, b = _mixed_pair(rng, (105, 950), (12, 99))
+            q = f"A library owns {a} books and lends out {b} of them. How many books stay on the shelves?"
+            sol = f"{a} - {b} = {a - b} books stay on the shelves."
+            ans = a - b
+        yield q, "", f"{sol} The answer is {ans}."
+
+
+# (instruction, solution) pairs; ``{k}`` / ``{c}`` are filled from the parameters listed with them.
+_PY_FILTERS = {
+    "even": "x % 2 == 0",
+    "odd": "x % 2 == 1",
+    "positive": "x > 0",
+    "negative": "x < 0",
+}
+_PY_MAPS = {
+    "squares": ("the square of every number", "x * x"),
+    "doubles": ("every number doubled", "2 * x"),
+    "halves": ("half of every number", "x / 2"),
+    "negates": ("every number with its sign flipped", "-x"),
+}
+_LETTERS = "aeiorstnl"
+
+
+def _code_requests(rng: random.Random) -> Iterator[tuple[str, str, str]]:
+    """Short code requests with a reference solution (Python and JavaScript)."""
+    for which, cond in _PY_FILTERS.items():
+        yield (
+            f"Write a Python function that returns the sum of the {which} numbers in a list.",
+            "",
+            f"def sum_of_{which}(numbers):\n    return sum(x for x in numbers if {cond})",
+        )
+        yield (
+            f"Write a Python function that keeps only the {which} numbers of a list.",
+            "",
+            f"def keep_{which}(numbers):\n    return [x for x in numbers if {cond}]",
+        )
+        yield (
+            f"Write a JavaScript function that counts the {which} numbers in an array.",
+            "",
+            f"function count{which.capitalize()}(values) {{\n"
+            f"  return values.filter((x) => {cond.replace('==', '===')}).length;\n}}",
+        )
+    for name, (what, expr) in _PY_MAPS.items():
+        yield (
+            f"Write a Python function that returns a list with {what} of the input list.",
+            "",
+            f"def {name}(numbers):\n    return [{expr} for x in numbers]",
+        )
+        yield (
+            f"Write a JavaScript function that returns an array with {what} of the input array.",
+            "",
+            f"function {name}(values) {{\n  return values.map((x) => {expr});\n}}",
+        )
+    for c in _LETTERS:
+        yield (
+            f'Write a Python function that counts how often the letter "{c}" appears in a string.',
+            "",
+            f'def count_letter_{c}(text):\n    return text.lower().count("{c}")',
+        )
+        yield (
+            f'Write a Python function that removes every letter "{c}" from a string.',
+            "",
+            f'def drop_letter_{c}(text):\n    return "".join(ch for ch in text if ch != "{c}")',
+        )
+    for k in rng.sample(range(2, 12), 6):
+        yield (
+            f"Write a Python function that returns the words of a sentence that are longer than {k} letters.",
+            "",
+            f"def long_words(sentence):\n    return [w for w in sentence.split() if len(w) > {k}]",
+        )
+        yield (
+            f"Write a Python function that adds {k} to every value of a dictionary.",
+            "",
+            f"def add_to_values(table):\n    return {{key: value + {k} for key, value in table.items()}}",
+        )
+        yield (
+            f"Write a Python function that returns the {k} largest numbers of a list, largest first.",
+            "",
+            f"def top_values(numbers):\n    return sorted(numbers, reverse=True)[:{k}]",
+        )
+        yield (
+            f"Write a JavaScript function that returns the first {k} elements of an array.",
+            "",
+            f"function firstItems(values) {{\n  return values.slice(0, {k});\n}}",
+        )
+    fixed = [
+        (
+            "Write a Python function that maps every word of a sentence to its length.",
+            "def word_lengths(sentence):\n    return {w: len(w) for w in sentence.split()}",
+        ),
+        (
+            "Write a Python function that returns the product of a list of numbers.",
+            "def product(numbers):\n    result = 1\n    for x in numbers:\n        result *= x\n    return result",
+        ),
+        (
+            "Write a Python function that returns the average of a list, or 0 for an empty list.",
+            "def average(numbers):\n    return sum(numbers) / len(numbers) if numbers else 0",
+        ),
+        (
+            "Write a Python function that reverses the order of the words in a sentence.",
+            'def reverse_words(sentence):\n    return " ".join(reversed(sentence.split()))',
+        ),
+        (
+            "Write a Python function that removes duplicates from a list and keeps the first occurrences in order.",
+            "def dedupe(items):\n    seen = set()\n    return [x for x in items if not (x in seen or seen.add(x))]",
+        ),
+        (
+            "Write a Python function that counts the words of a sentence in a dictionary.",
+            "def word_counts(sentence):\n    counts = {}\n    for w in sentence.split():\n"
+            "        counts[w] = counts.get(w, 0) + 1\n    return counts",
+        ),
+        (
+            "Write a Python function that merges two dictionaries, the second one winning on shared keys.",
+            "def merge(first, second):\n    return {**first, **second}",
+        ),
+        (
+            "Write a Python function that checks whether every bracket in a string is closed in the right order.",
+            'def brackets_closed(text):\n    pairs = {")": "(", "]": "[", "}": "{"}\n    stack = []\n'
+            '    for ch in text:\n        if ch in "([{":\n            stack.append(ch)\n'
+            "        elif ch in pairs:\n            if not stack or stack.pop() != pairs[ch]:\n"
+            "                return False\n    return not stack",
+        ),
+        (
+            "Write a JavaScript function that returns the largest number of an array.",
+            "function largest(values) {\n  return Math.max(...values);\n}",
+        ),
+        (
+            "Write a JavaScript function that joins an array of words with commas.",
+            'function joinWords(words) {\n  return words.join(", ");\n}',
+        ),
+        (
+            "Write a Python function that returns the last element of a list, or None if it is empty.",
+            "def last_item(items):\n    return items[-1] if items else None",
+        ),
+        (
+            "Write a Python function that swaps the keys and values of a dictionary.",
+            "def invert(table):\n    return {value: key for key, value in table.items()}",
+        ),
+    ]
+    for instruction, solution in fixed:
+        yield instruction, "", solution
+
+
+def mixed_prompts(seed: int = DEFAULT_SEED) -> list[dict[str, str]]:
+    """The ``mixed`` set: word problems, code requests and the bundled items, a third each in turn.
+
+    Deterministic for a given ``seed``; ids are ``mixed-NNNN``. Each source is used whole; once the
+    smallest runs out the others continue in turn, so a prefix of up to ``3 x`` its size is an even mix.
+    """
+    rng = random.Random(seed)
+    problems = list(_word_problems(rng))
+    code = [(i, inp, "```\n" + out + "\n```") for i, inp, out in _code_requests(rng)]
+    rng.shuffle(problems)
+    rng.shuffle(code)
+    # the bundled set keeps its own interleaved order
+    streams = [problems, code, [(b["instruction"], b["input"], b["output"]) for b in bundled_prompts(seed)]]
+    out: list[dict[str, str]] = []
+    seen: set[tuple[str, str]] = set()
+    while any(streams):
+        for q in streams:
+            if not q:
+                continue
+            instruction, inp, output = q.pop(0)
+            if (instruction, inp) in seen:
+                continue
+            seen.add((instruction, inp))
+            out.append({"id": f"mixed-{len(out):04d}", "instruction": instruction, "input": inp, "output": output})
+    return out
+
+
+#: the built-in prompt sources by name (``--prompts NAME`` / recipe ``data: NAME``)
+BUILTIN_SETS: dict[str, Callable[[], list[dict[str, str]]]] = {BUNDLED_NAME: bundled_prompts, MIXED_NAME: mixed_prompts}

@@ -31,7 +31,7 @@ from typing import Any
 from .fsutil import file_lock
 from .guard import check_causal_lm, check_weights, guard_output
 from .journal import RunManifest, append_jsonl, describe_diff, read_jsonl, repair_torn_tail, torn_fragment
-from .prompt_set import BUNDLED_NAME, bundled_prompts
+from .prompt_set import BUILTIN_SETS, BUNDLED_NAME
 from .spec import LayerPruneError
 
 logger = logging.getLogger(__name__)
@@ -192,7 +192,7 @@ def _read_rows(source: str, split: str) -> list[dict[str, Any]]:
     except Exception as e:  # noqa: BLE001 - re-raised with what to do
         raise SelfGenError(
             f"could not load the Hub dataset {source!r} (split {split!r}): {e}. Offline, use a local "
-            f"file or --prompts {BUNDLED_NAME}"
+            f"file, --prompts {BUNDLED_NAME} or --prompts mixed"
         ) from e
 
 
@@ -277,7 +277,8 @@ def load_prompts(
     n: int | None = None,
     system: str | None = None,
 ) -> list[Prompt]:
-    """Read prompts from ``source``: ``"bundled"``, a local .jsonl/.json/.csv/.tsv/.parquet file, or a Hub dataset id.
+    """Read prompts from ``source``: ``"bundled"`` or ``"mixed"`` (:mod:`.prompt_set`), a local
+    .jsonl/.json/.csv/.tsv/.parquet file, or a Hub dataset id.
 
     Chat (``messages``), Alpaca (``instruction``/``input``/``output``) and plain (``prompt`` with an
     optional ``response``/``completion``/``output``/``answer``) rows are understood; ``columns`` maps
@@ -286,7 +287,7 @@ def load_prompts(
     cols = parse_columns(columns)
     if n is not None and n < 1:
         raise SelfGenError(f"n must be at least 1, got {n}")
-    rows = bundled_prompts() if source == BUNDLED_NAME else _read_rows(source, split)
+    rows = BUILTIN_SETS[source]() if source in BUILTIN_SETS else _read_rows(source, split)
     if not rows:
         raise SelfGenError(f"prompt source {source!r} is empty")
     prompts = [_row_to_prompt(row, i, cols, system) for i, row in enumerate(rows[: n or None])]

@@ -18,7 +18,7 @@ import pytest
 import torch
 from conftest import REPO, save_tiny, tiny_tokenizer
 
-from lmeval_layerprune.prompt_set import bundled_prompts
+from lmeval_layerprune.prompt_set import bundled_prompts, mixed_prompts
 from lmeval_layerprune.selfgen import (
     FALLBACK_CHAT_TEMPLATE,
     FilterSettings,
@@ -101,6 +101,69 @@ def test_bundled_prompts_are_many_unique_deterministic_and_disjoint_from_probes(
     assert not [t for t in texts if any(p in t for p in probes)]
     # every template family shows up in a short prefix
     assert len({i["instruction"].split('"')[0] for i in items[:14]}) == 14
+
+
+def _load_task_module(folder: str, name: str):
+    spec = importlib.util.spec_from_file_location(name, REPO / "tasks" / folder / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_mixed_prompts_teach_arithmetic_and_code_but_hold_no_probe_item():
+    items = mixed_prompts()
+    assert items == mixed_prompts() and len(items) >= 500
+    assert len({(i["instruction"], i["input"]) for i in items}) == len(items)
+    problems = [i for i in items if i["output"].endswith(tuple(f"{d}." for d in range(10)))]
+    code = [i for i in items if i["output"].startswith("```")]
+    assert len(problems) >= 120 and len(code) >= 60
+    # a third each in any prefix: the first 96 hold 32 word problems and 32 code requests
+    assert sum(i in problems for i in items[:96]) == 32 and sum(i in code for i in items[:96]) == 32
+    # every reference is right: the calculation it writes holds, and the answer is its result
+    for i in problems:
+        (a, op, b, c), answer = re.findall(r"(\d+) ([-+*/]) (\d+) = (\d+)", i["output"])[0], i["output"].split()[-1]
+        assert eval(f"{a} {op} {b}") == int(c) == int(answer[:-1]), i  # noqa: S307 - our own digits
+        # disjoint from arith_probe by construction: its operands always have equal digit counts
+        assert len(a) != len(b), i
+    from lmeval_layerprune.probes.brackets import is_balanced
+
+    for i in code:  # every Python solution compiles; in every solution each bracket is closed
+        body = i["output"].strip("`\n")
+        python = body.startswith("def ")
+        if python:
+            compile(body, i["id"], "exec")
+        assert is_balanced(body, "python" if python else "js"), i
+    texts = [i["instruction"] + " " + i["input"] + " " + i["output"] for i in items]
+    # no probe item is stated: arith_probe questions and operand pairs, word problems, first digit, brackets
+    arith = _probe_texts()
+    assert not [t for t in texts if any(p in t for p in arith)]
+    pairs = set()
+    for t in texts:
+        pairs |= {(int(a), int(b)) for a, b in re.findall(r"(\d+) [-+*] (\d+)", t)}
+    assert all(len(str(a)) != len(str(b)) for a, b in pairs)
+    cot = _load_task_module("arith_word_cot", "word_problems")
+    first = _load_task_module("arith_first_digit", "first_digit")
+    parens = _load_task_module("paren_probe", "parens")
+    probe_strings = {d["question"] for split in cot.word_problems(n=200).values() for d in split}
+    probe_strings |= {d["problem"] for split in first.first_digit(n=200).values() for d in split}
+    # (a one- or two-bracket prefix such as "(" is in any code: bracket prefixes count from three brackets)
+    prefixes = {d["prefix"] for split in parens.make_dataset(n=200).values() for d in split}
+    probe_strings |= {p for p in prefixes if sum(c in "()[]{}" for c in p) >= 3}
+    assert len(probe_strings) > 300
+    assert not [t for t in texts if any(p in t for p in probe_strings)]
+    # and no HumanEval problem: none of its function names, none of its prompts
+    import gzip
+
+    he = _load_task_module("humaneval_brackets", "humaneval")
+    with gzip.open(he.humaneval_path(), "rt") as fh:
+        humaneval = [json.loads(x) for x in fh if x.strip()]
+    names = {h["entry_point"] for h in humaneval}
+    defined = {m for t in texts for m in re.findall(r"(?:def|function) (\w+)", t)}
+    assert defined and not (defined & names)
+    assert not [i for i in items if any(i["instruction"] in h["prompt"] for h in humaneval)]
+    # load_prompts reads it by name, the references kept for the `original` baselines
+    ps = load_prompts("mixed", n=9)
+    assert [p.id for p in ps] == [f"mixed-{k:04d}" for k in range(9)] and all(p.reference for p in ps)
 
 
 def test_load_prompts_understands_chat_alpaca_plain_and_mappings(tmp_path):

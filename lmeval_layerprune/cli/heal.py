@@ -39,7 +39,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--base", required=True, help="the unpruned parent: checkpoint directory, Hub id, or 'embedded'")
     p.add_argument("--drop", default=None, help="drop spec (default: the recipe's), e.g. last:25%%, 20-25, plan:PATH")
     p.add_argument("--out", required=True, help="output folder (the healed checkpoint; also holds checkpoints)")
-    p.add_argument("--data", default=None, help="prompt source ('bundled', a file, a Hub id) or a selfgen JSONL")
+    p.add_argument(
+        "--data", default=None, help="prompt source ('bundled', 'mixed', a file, a Hub id) or a selfgen JSONL"
+    )
     p.add_argument("--keep-adapter", action="store_true", help="save the LoRA adapter instead of merging it")
     p.add_argument("--keep-checkpoints", action="store_true", help="keep OUT/checkpoints after success")
     p.add_argument(

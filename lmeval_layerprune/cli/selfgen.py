@@ -38,7 +38,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--prompts",
         default=BUNDLED_NAME,
-        help="'bundled' (offline instruction set), a .jsonl/.json/.csv/.tsv/.parquet file, or a Hub dataset id "
+        help="'bundled' (offline word tasks), 'mixed' (offline: word problems, code requests and the bundled "
+        "tasks), a .jsonl/.json/.csv/.tsv/.parquet file, or a Hub dataset id "
         f"(default: {BUNDLED_NAME})",
     )
     p.add_argument("--out", required=True, help="output JSONL (appended to; a sidecar OUT.meta.json records settings)")
