@@ -13,7 +13,9 @@ read any run. Cheaper than running the grid cell by cell:
 * ``iterative`` (and ``ppl``) run one greedy search to the largest ratio; smaller ratios take
   the first K layers of its order (the same as ``drop=plan:PATH@K``);
 * healed cells (``--recipe``) heal the pruned model with :func:`lmeval_layerprune.heal.heal`
-  after every in-memory cell is done, then evaluate the healed checkpoint.
+  after every in-memory cell is done, then evaluate the healed checkpoint. Several recipes
+  (``--recipe selfgen,original``: the paper's recovery comparison, same prompts and budget through
+  ``--heal-override``) give one healed cell per recipe, named ``<cell>-healed-<recipe>``.
 
 A cell is written into a hidden sibling folder and renamed into place when complete, so a
 killed sweep never leaves a half-written cell; restarted with the same command it evaluates
@@ -68,12 +70,29 @@ class Cell:
     ratio: float
     layers: int
     healed: bool = False
+    recipe: str | None = None  # healed cells: the recipe that healed it
+    tagged: bool = False  # the recipe is part of the name (a sweep with several recipes)
 
     @property
     def name(self) -> str:
         if self.ratio == 0:
             return BASE_CELL
-        return f"{self.method}-{self.ratio:g}" + ("-healed" if self.healed else "")
+        name = f"{self.method}-{self.ratio:g}" + ("-healed" if self.healed else "")
+        return f"{name}-{recipe_tag(self.recipe)}" if self.tagged and self.recipe else name
+
+
+def recipe_tag(recipe: str) -> str:
+    """A recipe's name in cell names: the bundled name, or a recipe file's stem."""
+    return Path(recipe).stem if recipe.endswith((".yaml", ".yml")) else recipe
+
+
+def parse_recipes(text: str | None) -> tuple[str, ...]:
+    """``"a,b"`` -> ``("a", "b")``; refuses repeats and two recipes with one name in cell names."""
+    items = tuple(r.strip() for r in (text or "").split(",") if r.strip())
+    tags = [recipe_tag(r) for r in items]
+    if len(set(tags)) != len(tags):
+        raise SweepError(f"recipe listed twice (or two recipe files with one name) in {text!r}")
+    return items
 
 
 def parse_methods(text: str | Sequence[str]) -> tuple[str, ...]:
@@ -129,9 +148,15 @@ def layer_count(ratio: float, num_layers: int) -> int:
 
 
 def plan_grid(
-    methods: Sequence[str], ratios: Sequence[float], num_layers: int, heal: Sequence[tuple[str, float]] = ()
+    methods: Sequence[str],
+    ratios: Sequence[float],
+    num_layers: int,
+    heal: Sequence[tuple[str, float]] = (),
+    recipes: Sequence[str | None] = (None,),
 ) -> list[Cell]:
-    """The cells of a grid, the shared baseline first; refuses ratios that remove the same count."""
+    """The cells of a grid, the shared baseline first; refuses ratios that remove the same count.
+
+    Every cell in ``heal`` is healed once per recipe; with several recipes the name carries it."""
     counts = {r: layer_count(r, num_layers) for r in ratios}
     seen: dict[int, float] = {}
     for r, k in counts.items():
@@ -152,7 +177,7 @@ def plan_grid(
                 f"healed cell {m}:{r:g} is not a pruned cell of the grid (methods {','.join(methods)}, "
                 f"ratios {','.join(f'{x:g}' for x in ratios if x > 0)})"
             )
-        cells.append(Cell(m, r, counts[r], healed=True))
+        cells.extend(Cell(m, r, counts[r], True, rec, len(recipes) > 1) for rec in recipes)
     return cells
 
 
@@ -195,13 +220,17 @@ class SweepSettings:
     search_limit: int | None = 100
     selection_seed: int | None = None
     protect: tuple[int, ...] = (0,)
-    # healing
+    # healing: one recipe, or several comma-separated (one healed cell each)
     recipe: str | None = None
     heal_cells: tuple[tuple[str, float], ...] = ()
     heal_overrides: tuple[str, ...] = ()
     # fidelity: token agreement with the parent's greedy text on this many bundled prompts (0: off)
     token_agreement: int = 0
     token_agreement_tokens: int = 32
+
+    @property
+    def recipes(self) -> tuple[str, ...]:
+        return parse_recipes(self.recipe)
 
     def fixed(self) -> dict[str, Any]:
         """The settings every cell of a folder shares (not the grid, not where it runs)."""
@@ -317,7 +346,13 @@ class Sweep:
             raise SweepError("healed cells need a recovery recipe (--recipe)")
         self.num_layers = _num_layers(settings.model)
         heal = list(settings.heal_cells) if settings.recipe else []
-        self.cells = plan_grid(settings.methods, settings.ratios, self.num_layers, heal)
+        recipes = settings.recipes
+        if heal:  # a typo in a recipe or an override fails now, not after the in-memory cells
+            from .recipe import load_recipe
+
+            for rec in recipes:
+                load_recipe(rec, settings.heal_overrides)
+        self.cells = plan_grid(settings.methods, settings.ratios, self.num_layers, heal, recipes or (None,))
         self._lm: Any = None
         self._states: Any = None
 
@@ -452,7 +487,7 @@ class Sweep:
             "layers_removed": cell.layers,
             "num_layers": self.num_layers,
             "healed": cell.healed,
-            "recipe": s.recipe if cell.healed else None,
+            "recipe": cell.recipe if cell.healed else None,
         }
         tracker.save_results_aggregated(results=results, samples=samples)
         for task_name in results["configs"]:
@@ -571,11 +606,11 @@ class Sweep:
         from .plugin import register
 
         s = self.settings
-        assert s.recipe is not None
+        assert cell.recipe is not None
         ckpt = self.out / CHECKPOINTS / cell.name
         drop = pruned.drop_text
-        print(f"\nsweep: cell {cell.name}: healing {drop} with {s.recipe!r} -> {ckpt}", flush=True)
-        heal(s.recipe, s.model, ckpt, drop=drop, overrides=list(s.heal_overrides), progress=self.progress)
+        print(f"\nsweep: cell {cell.name}: healing {drop} with {cell.recipe!r} -> {ckpt}", flush=True)
+        heal(cell.recipe, s.model, ckpt, drop=drop, overrides=list(s.heal_overrides), progress=self.progress)
         register()
         lm = PrunedHFLM(pretrained=str(ckpt), dtype=s.dtype, batch_size=s.batch_size, device=s.device)
         healed = PruningPlan.load(ckpt)

@@ -36,13 +36,7 @@ TINY = [
 ENV = {**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Tiny models gain nothing from threads; on a shared machine one thread is several times faster.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
@@ -85,6 +79,7 @@ def test_every_bundled_recipe_validates():
         "reverse-alpaca-lora": ("original", "lora"),
         "selfgen-kd": ("kd", "lora"),
         "demo-selfgen-lora": ("selfgen", "lora"),
+        "demo-original-lora": ("original", "lora"),
     }
     assert set(expected) <= set(names)
     for name, (method, finetune) in expected.items():
@@ -100,6 +95,18 @@ def test_every_bundled_recipe_validates():
         if rec.lora is not None:
             LoraConfig(**rec.lora)
     assert load_recipe("reverse-alpaca-lora").get("drop") == "last:25%"
+    # each baseline has its selfgen recipe's prompts and budget: only the responses differ
+    for ours, theirs in (("selfgen-lora", "original-lora"), ("demo-selfgen-lora", "demo-original-lora")):
+        a, b = load_recipe(ours), load_recipe(theirs)
+        assert (a.get("drop"), a.get("data"), a.lora, a.selfgen["n"]) == (
+            b.get("drop"),
+            b.get("data"),
+            b.lora,
+            b.selfgen["n"],
+        )
+        assert {k: v for k, v in a.sft.items() if k != "logging_steps"} == {
+            k: v for k, v in b.sft.items() if k != "logging_steps"
+        }, theirs
     assert load_recipe("selfgen-kd").kd.temperature == 2.0
 
 

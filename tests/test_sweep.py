@@ -30,12 +30,7 @@ TASKS = ("arith_probe_mc_add_1d", "arith_probe_add_1d")
 LIMIT = 3
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _settings(model: Path, **kw) -> SweepSettings:
@@ -262,3 +257,52 @@ def test_token_agreement_per_cell_equals_a_separately_pruned_model(llama_dir: Pa
         shown["last-0.2"] == pytest.approx(matched / total)
         and "token agreement" in (tmp_path / "rep" / "report.md").read_text()
     )
+
+
+def test_two_recipes_heal_each_cell_twice_on_the_same_prompts(tmp_path: Path) -> None:
+    """The paper's recovery comparison as one sweep: selfgen and original responses, same prompts and
+    budget; every healed cell names its recipe and the report sets them against the unhealed cell."""
+    from test_heal import TINY
+    from test_selfgen import save_chat_tiny
+
+    from lmeval_layerprune.heal import RECIPE_FILE
+    from lmeval_layerprune.plan import PruningPlan
+    from lmeval_layerprune.report import build_report
+    from lmeval_layerprune.results import load_runs
+
+    model = save_chat_tiny(tmp_path / "tiny-chat")
+    out = tmp_path / "recovery"
+    recipes = "demo-selfgen-lora,demo-original-lora"
+    overrides = (*TINY, "data=mixed", "selfgen.n=12", "sft.max_steps=2", "sft.save_steps=2")
+    settings = _settings(
+        model, methods=("last",), ratios=(0.0, 0.5), tasks=TASKS[:1], limit=4,
+        recipe=recipes, heal_cells=(("last", 0.5),), heal_overrides=overrides,
+    )  # fmt: skip
+    manifest = run_sweep(settings, out, progress=False)
+    names = {"base", "last-0.5", "last-0.5-healed-demo-selfgen-lora", "last-0.5-healed-demo-original-lora"}
+    assert set(_cells(out)) == names == set(manifest["cells"])
+    examples = {}
+    for recipe, method in (("demo-selfgen-lora", "selfgen"), ("demo-original-lora", "original")):
+        cell = _cells(out)[f"last-0.5-healed-{recipe}"]
+        assert cell["config"]["sweep"]["recipe"] == recipe and cell["config"]["sweep"]["healed"]
+        ckpt = out / "checkpoints" / f"last-0.5-healed-{recipe}"
+        plan = PruningPlan.load(ckpt)
+        assert plan.drop == tuple(manifest["cells"]["last-0.5"]["plan"]["drop"])
+        assert plan.recovery["method"] == method and plan.recovery["data"] == "mixed"
+        assert (ckpt / RECIPE_FILE).is_file()
+        examples[method] = plan.recovery["settings"]["examples"]
+        assert plan.recovery["steps"] == 2
+    assert examples["selfgen"] == examples["original"] == 12  # the same prompts, the same budget
+    report = build_report(load_runs([out]), iters=200)
+    healed = {r.healed: r for r in report.recovery}
+    assert set(healed) == names - {"base", "last-0.5"}
+    assert {r.pruned for r in report.recovery} == {"last-0.5"}
+    assert {r.recipe for r in report.recovery} == {"demo-selfgen-lora", "demo-original-lora"}
+    (contrast,) = report.contrasts
+    assert {contrast.first, contrast.second} == set(healed)
+    # a different recipe set is a different experiment: the folder refuses it, naming the field
+    with pytest.raises(SweepError, match="recipe"):
+        run_sweep(SweepSettings(**{**settings.__dict__, "recipe": "demo-selfgen-lora"}), out, progress=False)
+    with pytest.raises(SweepError, match="recipe listed twice"):
+        run_sweep(SweepSettings(**{**settings.__dict__, "recipe": "a,a"}), tmp_path / "x", progress=False)
+    assert not (tmp_path / "x").exists()

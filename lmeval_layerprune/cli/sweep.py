@@ -29,6 +29,8 @@ def register(sub: Any) -> None:
                   --tasks layerprune_probes --limit 50 --out runs/smollm2
               lmeval-prune sweep embedded --methods last --ratios 0,0.2 --recipe demo-selfgen-lora \\
                   --heal last:0.2 --tasks arith_probe_add_1d --metadata '{"n": 200}' --out runs/healed
+              lmeval-prune sweep embedded --methods last --ratios 0,0.2 --heal last:0.2 \\
+                  --recipe demo-selfgen-lora,demo-original-lora --heal-override data=mixed --out runs/recovery
               lmeval-prune report runs/smollm2          # tables, intervals and plots of the grid
             """
         ),
@@ -80,7 +82,12 @@ def register(sub: Any) -> None:
     )
     g.add_argument("--protect", default="0", help="layers the search never removes (default: 0; '' for none)")
     g = p.add_argument_group("healing")
-    g.add_argument("--recipe", default=None, help="recovery recipe; heals the cells named by --heal")
+    g.add_argument(
+        "--recipe",
+        default=None,
+        help="recovery recipe(s), comma-separated; heals the cells named by --heal once with each (several: "
+        "cells named <cell>-healed-<recipe>, e.g. demo-selfgen-lora,demo-original-lora for the paper's comparison)",
+    )
     g.add_argument(
         "--heal",
         default=None,
