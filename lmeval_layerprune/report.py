@@ -17,8 +17,12 @@ for the run and the unpruned reference, and for twin tasks over the same documen
 it falls back to lm-eval's standard errors (delta method, the two runs taken as independent). The
 per-type retention is the mean over that type's tasks, its interval from the same replicates; the
 classification/generation gap is the difference of the two means, with its bootstrap interval and a
-two-sided bootstrap p-value. A task whose unpruned score is 0 (or whose metric can be negative) has
-no retention and is left out of the means (its change is still reported).
+two-sided bootstrap p-value. Recovery is read the same way: each healed run against the run that
+removed the same layers without healing (change in per-type retention, paired over the same items,
+and the share of the lost retention it won back), and healed runs of the same layers by different
+recipes against each other (e.g. self-generated against original responses). A task whose
+unpruned score is 0 (or whose metric can be negative) has no retention and is left out of the
+means (its change is still reported).
 
 Which run is a parent's unpruned reference, and which fraction each run removed, come from the
 pruning plan lm-eval recorded (``config["layer_pruning"]``; a sweep's cells also carry
@@ -76,6 +80,7 @@ class RunInfo:
     healed: bool
     drop: list[int] | None
     extras: dict[str, Any] = field(default_factory=dict)
+    recipe: str | None = None  # healed runs: the recovery recipe (sweep cell or plan's recovery record)
 
     @property
     def ratio(self) -> float | None:
@@ -128,7 +133,9 @@ def describe_run(run: Any) -> RunInfo:
     else:
         removed, method, label = None, str(run.model_args.get("drop") or "?"), f"drop={run.model_args.get('drop')}"
     base = (plan or {}).get("base_model") or run.model
-    return RunInfo(run, label, base, method, removed, num_layers, healed, drop, cell_extras(run))
+    recovery = (plan or {}).get("recovery") if isinstance((plan or {}).get("recovery"), dict) else {}
+    recipe = (sweep or {}).get("recipe") or recovery.get("recipe") if healed else None
+    return RunInfo(run, label, base, method, removed, num_layers, healed, drop, cell_extras(run), recipe)
 
 
 def cell_extras(run: Any) -> dict[str, Any]:
@@ -291,6 +298,100 @@ class TypeSummary:
     reps: np.ndarray | None = field(default=None, repr=False)
 
 
+def paired_difference(a: TypeSummary, b: TypeSummary) -> tuple[Interval, float]:
+    """``a - b`` of two per-type retentions with its bootstrap interval and two-sided p-value.
+
+    Paired: both come from the same resamples of the same items (see :func:`bootstrap_draws`), so
+    the difference of the replicates is the replicate of the difference."""
+    diff = a.retention.value - b.retention.value  # type: ignore[operator]
+    if a.reps is None or b.reps is None or a.reps.shape != b.reps.shape:
+        return Interval(diff), float("nan")
+    with np.errstate(invalid="ignore"):
+        d = a.reps - b.reps
+    d = d[np.isfinite(d)]
+    p = min(1.0, 2 * min(float(np.mean(d <= 0)), float(np.mean(d >= 0)))) if d.size else float("nan")
+    return percentile_interval(d, diff), p
+
+
+def excludes_zero(iv: Interval) -> bool:
+    return iv.low is not None and iv.high is not None and (iv.low > 0 or iv.high < 0)
+
+
+@dataclass
+class Recovery:
+    """What healing bought one run on one task type, against the same layers removed unhealed."""
+
+    healed: str
+    pruned: str
+    recipe: str | None
+    kind: str
+    before: Interval  # retention of the unhealed run
+    after: Interval  # retention of the healed run
+    change: Interval
+    p: float
+
+    @property
+    def share_recovered(self) -> float | None:
+        """The share of the retention lost to pruning that healing won back (1 = all of it)."""
+        b, a = self.before.value, self.after.value
+        if a is None or b is None or b >= 1:
+            return None
+        return (a - b) / (1 - b)
+
+
+@dataclass
+class RecipeContrast:
+    """Two healed runs of the same removed layers, by different recipes, on one task type."""
+
+    first: str
+    second: str
+    kind: str
+    first_retention: Interval
+    second_retention: Interval
+    difference: Interval  # first - second
+    p: float
+
+
+def _recovery(
+    infos: list[RunInfo], types: dict[str, dict[str, TypeSummary]]
+) -> tuple[list[Recovery], list[RecipeContrast]]:
+    """Healed runs against their unhealed twin (same base, same removed layers), and against each other."""
+    out: list[Recovery] = []
+    pairs: list[RecipeContrast] = []
+
+    def key(i: RunInfo) -> tuple[Any, ...]:
+        return (i.base, tuple(sorted(i.drop)) if i.drop is not None else (i.method, i.layers_removed))
+
+    def comparable(a: RunInfo, b: RunInfo, kind: str) -> tuple[TypeSummary, TypeSummary] | None:
+        x, y = types.get(a.label, {}).get(kind), types.get(b.label, {}).get(kind)
+        if x is None or y is None or x.tasks != y.tasks or x.retention.value is None or y.retention.value is None:
+            return None
+        return x, y
+
+    healed = [i for i in infos if i.healed and i.layers_removed]
+    for h in healed:
+        twin = next((i for i in infos if not i.healed and i.layers_removed and key(i) == key(h)), None)
+        if twin is None:
+            continue
+        for kind in (LIKELIHOOD, GENERATIVE):
+            both = comparable(h, twin, kind)
+            if both is not None:
+                change, p = paired_difference(*both)
+                out.append(
+                    Recovery(h.label, twin.label, h.recipe, kind, both[1].retention, both[0].retention, change, p)
+                )
+    for n, a in enumerate(healed):
+        for b in healed[n + 1 :]:
+            if key(a) != key(b):
+                continue
+            for kind in (LIKELIHOOD, GENERATIVE):
+                both = comparable(a, b, kind)
+                if both is not None:
+                    diff, p = paired_difference(*both)
+                    pairs.append(RecipeContrast(a.label, b.label, kind, both[0].retention, both[1].retention, diff, p))
+    return out, pairs
+
+
 @dataclass
 class Report:
     infos: list[RunInfo]
@@ -303,6 +404,8 @@ class Report:
     iters: int
     seed: int
     notes: list[str] = field(default_factory=list)
+    recovery: list[Recovery] = field(default_factory=list)
+    contrasts: list[RecipeContrast] = field(default_factory=list)
 
     def summary_lines(self) -> list[str]:
         """Per task type and method: the largest ratio with retention >= 90%; the gap's significance."""
@@ -346,6 +449,21 @@ class Report:
                 f"gap at {label}: classification {gap[LIKELIHOOD]:.3f} vs generative {gap[GENERATIVE]:.3f}, "
                 f"difference {gap['gap'].fmt()} ({verdict} at 5%, bootstrap p{_fmt_p(gap['p'], self.iters)})"
             )
+        for r in self.recovery:
+            verdict = "significant" if excludes_zero(r.change) else "not significant"
+            share = f", {r.share_recovered:.0%} of the lost retention won back" if r.share_recovered is not None else ""
+            lines.append(
+                f"recovery at {r.healed} ({r.recipe or 'recipe unknown'}): {r.kind} retention "
+                f"{r.before.value:.3f} unhealed -> {r.after.fmt()}, change {r.change.fmt()} "
+                f"({verdict} at 5%, bootstrap p{_fmt_p(r.p, self.iters)}){share}"
+            )
+        for c in self.contrasts:
+            verdict = "significant" if excludes_zero(c.difference) else "not significant"
+            lines.append(
+                f"{c.first} vs {c.second}: {c.kind} retention {c.first_retention.value:.3f} vs "
+                f"{c.second_retention.value:.3f}, difference {c.difference.fmt()} ({verdict} at 5%, "
+                f"bootstrap p{_fmt_p(c.p, self.iters)})"
+            )
         return lines
 
     def to_json(self) -> dict[str, Any]:
@@ -364,6 +482,7 @@ class Report:
                     "num_layers": info.num_layers,
                     "ratio": info.ratio,
                     "healed": info.healed,
+                    "recipe": info.recipe,
                     "drop": info.drop,
                     "reference": self.references.get(info.label),
                     "extras": info.extras,
@@ -394,6 +513,32 @@ class Report:
             "bootstrap": self.iters,
             "seed": self.seed,
             "runs": runs,
+            "recovery": [
+                {
+                    "healed": r.healed,
+                    "unhealed": r.pruned,
+                    "recipe": r.recipe,
+                    "kind": r.kind,
+                    "before": iv(r.before),
+                    "after": iv(r.after),
+                    "change": iv(r.change),
+                    "p": r.p,
+                    "share_recovered": r.share_recovered,
+                }
+                for r in self.recovery
+            ],
+            "recipe_contrasts": [
+                {
+                    "first": c.first,
+                    "second": c.second,
+                    "kind": c.kind,
+                    "first_retention": iv(c.first_retention),
+                    "second_retention": iv(c.second_retention),
+                    "difference": iv(c.difference),
+                    "p": c.p,
+                }
+                for c in self.contrasts
+            ],
             "summary": self.summary_lines(),
             "notes": self.notes,
         }
@@ -477,21 +622,13 @@ def build_report(
         types[info.label] = by_kind
         if info.layers_removed != 0 and LIKELIHOOD in by_kind and GENERATIVE in by_kind:
             a, g = by_kind[LIKELIHOOD], by_kind[GENERATIVE]
-            diff = a.retention.value - g.retention.value
-            if a.reps is not None and g.reps is not None:
-                d = a.reps - g.reps
-                d = d[np.isfinite(d)]
-                iv = percentile_interval(d, diff)
-                p = min(1.0, 2 * min(float(np.mean(d <= 0)), float(np.mean(d >= 0)))) if d.size else float("nan")
-                significant = iv.low is not None and (iv.low > 0 or iv.high < 0)
-            else:
-                iv, p, significant = Interval(diff), float("nan"), False
+            iv, p = paired_difference(a, g)
             gaps[info.label] = {
                 LIKELIHOOD: a.retention.value,
                 GENERATIVE: g.retention.value,
                 "gap": iv,
                 "p": p,
-                "significant": bool(significant),
+                "significant": excludes_zero(iv),
             }
     no_ret = sorted({t for c in comparisons.values() for t, x in c.items() if x.retention.value is None})
     if no_ret:
@@ -499,7 +636,8 @@ def build_report(
             "no retention (unpruned score 0, or a metric that can be negative), left out of the type means: "
             + ", ".join(no_ret)
         )
-    return Report(infos, references, comparisons, types, gaps, tasks, every, iters, seed, notes)
+    recovery, contrasts = _recovery(infos, types)
+    return Report(infos, references, comparisons, types, gaps, tasks, every, iters, seed, notes, recovery, contrasts)
 
 
 # ------------------------------------------------------------------- output
@@ -566,6 +704,43 @@ def render_markdown(report: Report, plots: Sequence[str] = ()) -> str:
     out.append(_md_table(header, rows))
     out.append("")
     out.append("`*`: the gap's 95% interval excludes 0.")
+    if report.recovery:
+        out += ["", "## Recovery", ""]
+        out.append(
+            "Each healed run against the same layers removed without healing; change in retention with its "
+            "paired 95% bootstrap interval; won back: (healed - unhealed) / (1 - unhealed)."
+        )
+        out.append("")
+        rows = [
+            [
+                r.healed,
+                r.recipe or "?",
+                r.kind,
+                r.before.fmt(),
+                r.after.fmt(),
+                r.change.fmt() + (" *" if excludes_zero(r.change) else ""),
+                _fmt_p(r.p, report.iters).lstrip("="),
+                f"{r.share_recovered:.0%}" if r.share_recovered is not None else "-",
+            ]
+            for r in report.recovery
+        ]
+        out.append(_md_table(["healed run", "recipe", "type", "unhealed", "healed", "change", "p", "won back"], rows))
+    if report.contrasts:
+        out += ["", "### Recipes compared (same layers removed)", ""]
+        rows = [
+            [
+                f"{c.first} - {c.second}",
+                c.kind,
+                c.first_retention.fmt(),
+                c.second_retention.fmt(),
+                c.difference.fmt() + (" *" if excludes_zero(c.difference) else ""),
+                _fmt_p(c.p, report.iters).lstrip("="),
+            ]
+            for c in report.contrasts
+        ]
+        out.append(_md_table(["runs", "type", "first", "second", "difference", "p"], rows))
+    if report.recovery or report.contrasts:
+        out += ["", "`*`: the 95% interval excludes 0."]
     # per task
     out += ["", "## Per task", ""]
     for task in report.tasks:
@@ -616,6 +791,7 @@ def _plt() -> Any:
 
 
 _STYLES = ["o-", "s-", "^-", "D-", "v-", "P-", "X-"]
+_HEALED_MARKERS = ["*", "P", "X", "h"]
 
 
 def _series(report: Report, get: Any) -> dict[str, list[tuple[float, Interval]]]:
@@ -647,6 +823,8 @@ def _draw(ax: Any, report: Report, get: Any, title: str) -> bool:
         hi = [p[1].high if p[1].high is not None else p[1].value for p in pts]
         ax.fill_between(xs, lo, hi, color=line.get_color(), alpha=0.15, lw=0)
         drawn = True
+    # healed runs: one marker per recipe, side by side around their ratio so the intervals stay readable
+    recipes = list(dict.fromkeys(i.recipe for i in report.infos if i.healed))
     for info in report.infos:
         if not info.healed or info.ratio is None:
             continue
@@ -657,7 +835,10 @@ def _draw(ax: Any, report: Report, get: Any, title: str) -> bool:
         err = None
         if iv.low is not None:
             err = [[max(iv.value - iv.low, 0)], [max(iv.high - iv.value, 0)]]
-        ax.errorbar([info.ratio], [iv.value], yerr=err, fmt="*", ms=12, color=c, mec="k", label=f"{info.label}")
+        k = recipes.index(info.recipe)
+        x = info.ratio + (k - (len(recipes) - 1) / 2) * 0.008
+        fmt = _HEALED_MARKERS[k % len(_HEALED_MARKERS)]
+        ax.errorbar([x], [iv.value], yerr=err, fmt=fmt, ms=10, color=c, mec="k", label=f"{info.label}")
         drawn = True
     ax.axhline(THRESHOLD, color="grey", ls=":", lw=1)
     ax.axhline(1.0, color="grey", ls="-", lw=0.5)
