@@ -136,6 +136,19 @@ def renumber_state_dict(state_dict: dict, keep: list[int]) -> dict:
     return out
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """One intra-op torch thread for a module (``pytestmark = pytest.mark.usefixtures("one_thread")``):
+    tiny models gain nothing from threads, and on the small shared CI machine oversubscribed threads
+    are several times slower. Module-scoped, so it also covers the module's own model fixtures."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def llama_dir(tmp_path_factory) -> Path:
     return save_tiny("llama", tmp_path_factory.mktemp("tiny-llama"))

@@ -25,13 +25,7 @@ from lmeval_layerprune.bench import (
 from lmeval_layerprune.slicing import prune_model
 from lmeval_layerprune.spec import DropSpec, DropSpecError
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    saved = torch.get_num_threads()
-    torch.set_num_threads(1)  # the shared CI box: oversubscribed threads are several times slower
-    yield
-    torch.set_num_threads(saved)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 SETTINGS = dict(batch_sizes=(1, 3), prompt_len=8, new_tokens=3, rounds=2, warmup=1, progress=False)

@@ -6,7 +6,6 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
 from conftest import tiny_model
 from test_report import binary, degrade, write_run
 
@@ -16,12 +15,7 @@ from lmeval_layerprune.report import TRADEOFF_PLOT_FILE, pareto_front, write_rep
 SETTINGS = dict(batch_sizes=(1,), prompt_len=8, new_tokens=3, rounds=2, warmup=1, progress=False)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_pareto_front_by_hand() -> None:

@@ -19,7 +19,6 @@ import time
 from pathlib import Path
 
 import pytest
-import torch
 from conftest import REPO, save_tiny
 from test_selfgen import save_chat_tiny
 
@@ -39,12 +38,7 @@ def _tally():
     print(f"\nFAULT TALLY: {json.dumps(TALLY)}")
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def snapshot(*roots: Path) -> dict[str, str]:

@@ -27,14 +27,7 @@ from lmeval_layerprune.speculate import (
     token_agreement,
 )
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # The CI box is small and shared: one intra-op thread is several times faster than oversubscribing.
-    saved = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(saved)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 PROBES = ["Question: What is 3 plus 4?\nAnswer:", "The quick brown", "(( [ {", "0123 + 45 ="]
