@@ -17,6 +17,7 @@ load from the installed package, offline::
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from .compute import COMPUTE
 
@@ -35,4 +36,30 @@ def metric_path(name: str) -> str:
     return str(path)
 
 
-__all__ = ["COMPUTE", "METRICS", "metric_path"]
+#: where the metrics come from: the paper's public code
+PAPER_CODE = "https://github.com/safal312/on-the-limits-of-layer-pruning"
+
+
+def metric_info(description: str, inputs_description: str, citation: str, **features: str) -> Any:
+    """The ``evaluate.MetricInfo`` every bundled module returns from ``_info``.
+
+    ``features`` name each input's type as ``datasets.Value`` spells it (``predictions="string"``);
+    a trailing ``[]`` makes it a sequence (``predictions="float64[]"``).
+    """
+    import datasets
+    import evaluate
+
+    def feature(kind: str) -> Any:
+        return datasets.Sequence(datasets.Value(kind[:-2])) if kind.endswith("[]") else datasets.Value(kind)
+
+    return evaluate.MetricInfo(
+        module_type="metric",
+        description=description,
+        citation=citation,
+        inputs_description=inputs_description,
+        features=datasets.Features({name: feature(kind) for name, kind in features.items()}),
+        reference_urls=[PAPER_CODE],
+    )
+
+
+__all__ = ["COMPUTE", "METRICS", "PAPER_CODE", "metric_info", "metric_path"]

@@ -4,9 +4,9 @@ Load it offline with ``evaluate.load(lmeval_layerprune.metrics.metric_path("fina
 computation is :func:`lmeval_layerprune.metrics.compute.final_answer` (shared with the lm-eval tasks).
 """
 
-import datasets
 import evaluate
 
+from lmeval_layerprune.metrics import metric_info
 from lmeval_layerprune.metrics.compute import final_answer
 
 _DESCRIPTION = """
@@ -27,16 +27,7 @@ _CITATION = """"""
 @evaluate.utils.file_utils.add_start_docstrings(_DESCRIPTION, _KWARGS_DESCRIPTION)
 class FinalAnswer(evaluate.Metric):
     def _info(self):
-        return evaluate.MetricInfo(
-            module_type="metric",
-            description=_DESCRIPTION,
-            citation=_CITATION,
-            inputs_description=_KWARGS_DESCRIPTION,
-            features=datasets.Features(
-                {"predictions": datasets.Value("string"), "references": datasets.Value("string")}
-            ),
-            reference_urls=["https://github.com/safal312/on-the-limits-of-layer-pruning"],
-        )
+        return metric_info(_DESCRIPTION, _KWARGS_DESCRIPTION, _CITATION, predictions="string", references="string")
 
     def _compute(self, predictions, references):
         return final_answer(predictions, references)

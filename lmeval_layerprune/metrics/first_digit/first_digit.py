@@ -4,9 +4,9 @@ Load it offline with ``evaluate.load(lmeval_layerprune.metrics.metric_path("firs
 computation is :func:`lmeval_layerprune.metrics.compute.first_digit` (shared with the lm-eval tasks).
 """
 
-import datasets
 import evaluate
 
+from lmeval_layerprune.metrics import metric_info
 from lmeval_layerprune.metrics.compute import first_digit
 
 _DESCRIPTION = """
@@ -28,16 +28,7 @@ _CITATION = """"""
 @evaluate.utils.file_utils.add_start_docstrings(_DESCRIPTION, _KWARGS_DESCRIPTION)
 class FirstDigit(evaluate.Metric):
     def _info(self):
-        return evaluate.MetricInfo(
-            module_type="metric",
-            description=_DESCRIPTION,
-            citation=_CITATION,
-            inputs_description=_KWARGS_DESCRIPTION,
-            features=datasets.Features(
-                {"predictions": datasets.Sequence(datasets.Value("float64")), "references": datasets.Value("int64")}
-            ),
-            reference_urls=["https://github.com/safal312/on-the-limits-of-layer-pruning"],
-        )
+        return metric_info(_DESCRIPTION, _KWARGS_DESCRIPTION, _CITATION, predictions="float64[]", references="int64")
 
     def _compute(self, predictions, references):
         return first_digit(predictions, references)

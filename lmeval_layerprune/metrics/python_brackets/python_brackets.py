@@ -4,9 +4,9 @@ Load it offline with ``evaluate.load(lmeval_layerprune.metrics.metric_path("pyth
 computation is :func:`lmeval_layerprune.metrics.compute.python_brackets` (shared with the lm-eval tasks).
 """
 
-import datasets
 import evaluate
 
+from lmeval_layerprune.metrics import metric_info
 from lmeval_layerprune.metrics.compute import python_brackets
 
 _DESCRIPTION = """
@@ -26,14 +26,7 @@ _CITATION = """"""
 @evaluate.utils.file_utils.add_start_docstrings(_DESCRIPTION, _KWARGS_DESCRIPTION)
 class PythonBrackets(evaluate.Metric):
     def _info(self):
-        return evaluate.MetricInfo(
-            module_type="metric",
-            description=_DESCRIPTION,
-            citation=_CITATION,
-            inputs_description=_KWARGS_DESCRIPTION,
-            features=datasets.Features({"predictions": datasets.Value("string")}),
-            reference_urls=["https://github.com/safal312/on-the-limits-of-layer-pruning"],
-        )
+        return metric_info(_DESCRIPTION, _KWARGS_DESCRIPTION, _CITATION, predictions="string")
 
     def _compute(self, predictions):
         return python_brackets(predictions)

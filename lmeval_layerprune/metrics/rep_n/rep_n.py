@@ -4,9 +4,9 @@ Load it offline with ``evaluate.load(lmeval_layerprune.metrics.metric_path("rep_
 computation is :func:`lmeval_layerprune.metrics.compute.rep_n` (shared with the lm-eval tasks).
 """
 
-import datasets
 import evaluate
 
+from lmeval_layerprune.metrics import metric_info
 from lmeval_layerprune.metrics.compute import rep_n
 
 _DESCRIPTION = """
@@ -28,14 +28,7 @@ _CITATION = """Welleck et al. 2019, Neural Text Generation with Unlikelihood Tra
 @evaluate.utils.file_utils.add_start_docstrings(_DESCRIPTION, _KWARGS_DESCRIPTION)
 class RepN(evaluate.Metric):
     def _info(self):
-        return evaluate.MetricInfo(
-            module_type="metric",
-            description=_DESCRIPTION,
-            citation=_CITATION,
-            inputs_description=_KWARGS_DESCRIPTION,
-            features=datasets.Features({"predictions": datasets.Value("string")}),
-            reference_urls=["https://github.com/safal312/on-the-limits-of-layer-pruning"],
-        )
+        return metric_info(_DESCRIPTION, _KWARGS_DESCRIPTION, _CITATION, predictions="string")
 
     def _compute(self, predictions, n=(2, 3, 4)):
         return rep_n(predictions, n=n)

@@ -4,9 +4,9 @@ Load it offline with ``evaluate.load(lmeval_layerprune.metrics.metric_path("self
 computation is :func:`lmeval_layerprune.metrics.compute.self_bleu` (shared with the lm-eval tasks).
 """
 
-import datasets
 import evaluate
 
+from lmeval_layerprune.metrics import metric_info
 from lmeval_layerprune.metrics.compute import self_bleu
 
 _DESCRIPTION = """
@@ -29,14 +29,7 @@ _CITATION = """Zhu et al. 2018, Texygen"""
 @evaluate.utils.file_utils.add_start_docstrings(_DESCRIPTION, _KWARGS_DESCRIPTION)
 class SelfBleu(evaluate.Metric):
     def _info(self):
-        return evaluate.MetricInfo(
-            module_type="metric",
-            description=_DESCRIPTION,
-            citation=_CITATION,
-            inputs_description=_KWARGS_DESCRIPTION,
-            features=datasets.Features({"predictions": datasets.Value("string")}),
-            reference_urls=["https://github.com/safal312/on-the-limits-of-layer-pruning"],
-        )
+        return metric_info(_DESCRIPTION, _KWARGS_DESCRIPTION, _CITATION, predictions="string")
 
     def _compute(self, predictions, order=4):
         return self_bleu(predictions, order=order)
