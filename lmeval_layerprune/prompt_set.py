@@ -216,18 +216,23 @@ def bundled_prompts(seed: int = DEFAULT_SEED) -> list[dict[str, str]]:
     for make in families:
         items = list(make())
         rng.shuffle(items)
-        queues.append(items)
+        queues.append(items[::-1])  # taken from the end of the shuffle, as the set has always been
+    return _round_robin(queues, BUNDLED_NAME)
+
+
+def _round_robin(queues: list[list[tuple[str, str, str]]], prefix: str) -> list[dict[str, str]]:
+    """One item from each queue in turn until all are empty, repeats (same instruction and input) skipped."""
     out: list[dict[str, str]] = []
     seen: set[tuple[str, str]] = set()
     while any(queues):
         for q in queues:
             if not q:
                 continue
-            instruction, inp, output = q.pop()
+            instruction, inp, output = q.pop(0)
             if (instruction, inp) in seen:
                 continue
             seen.add((instruction, inp))
-            out.append({"id": f"bundled-{len(out):04d}", "instruction": instruction, "input": inp, "output": output})
+            out.append({"id": f"{prefix}-{len(out):04d}", "instruction": instruction, "input": inp, "output": output})
     return out
 
 
@@ -439,18 +444,7 @@ def mixed_prompts(seed: int = DEFAULT_SEED) -> list[dict[str, str]]:
     rng.shuffle(code)
     # the bundled set keeps its own interleaved order
     streams = [problems, code, [(b["instruction"], b["input"], b["output"]) for b in bundled_prompts(seed)]]
-    out: list[dict[str, str]] = []
-    seen: set[tuple[str, str]] = set()
-    while any(streams):
-        for q in streams:
-            if not q:
-                continue
-            instruction, inp, output = q.pop(0)
-            if (instruction, inp) in seen:
-                continue
-            seen.add((instruction, inp))
-            out.append({"id": f"mixed-{len(out):04d}", "instruction": instruction, "input": inp, "output": output})
-    return out
+    return _round_robin(streams, MIXED_NAME)
 
 
 #: the built-in prompt sources by name (``--prompts NAME`` / recipe ``data: NAME``)
