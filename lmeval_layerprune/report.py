@@ -51,6 +51,8 @@ TYPE_LABELS = {LIKELIHOOD: "classification-style (loglikelihood / multiple choic
 DEFAULT_BOOTSTRAP = 2000
 DEFAULT_SEED = 1234
 THRESHOLD = 0.9
+#: the least retention lost (1 - unhealed) for which the share won back by healing is reported
+MIN_LOSS = 0.05
 REPORT_FILE = "report.md"
 REPORT_JSON = "report.json"
 PLOT_FILE = "retention.png"
@@ -332,9 +334,11 @@ class Recovery:
 
     @property
     def share_recovered(self) -> float | None:
-        """The share of the retention lost to pruning that healing won back (1 = all of it)."""
+        """The share of the retention lost to pruning that healing won back (1 = all of it; above 1:
+        the healed run beats the parent). None when pruning lost less than :data:`MIN_LOSS`, where
+        the ratio would divide by next to nothing."""
         b, a = self.before.value, self.after.value
-        if a is None or b is None or b >= 1:
+        if a is None or b is None or 1 - b < MIN_LOSS:
             return None
         return (a - b) / (1 - b)
 
@@ -708,7 +712,8 @@ def render_markdown(report: Report, plots: Sequence[str] = ()) -> str:
         out += ["", "## Recovery", ""]
         out.append(
             "Each healed run against the same layers removed without healing; change in retention with its "
-            "paired 95% bootstrap interval; won back: (healed - unhealed) / (1 - unhealed)."
+            "paired 95% bootstrap interval; won back: (healed - unhealed) / (1 - unhealed), the share of the "
+            f"retention pruning lost (shown when it lost at least {MIN_LOSS:.2f}; above 100%: better than the parent)."
         )
         out.append("")
         rows = [

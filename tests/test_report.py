@@ -285,3 +285,9 @@ def test_recovery_against_the_unhealed_twin_and_between_recipes(tmp_path: Path) 
     assert c_gen.difference.low < 0 < c_gen.difference.high and c_gen.p > 0.05
     lines = "\n".join(report.summary_lines())
     assert "recovery at" in lines and "won back" in lines and "not significant" in lines
+    # a pruned run that lost (almost) nothing has no share to win back: no division by next to nothing
+    from lmeval_layerprune.report import Interval, Recovery
+
+    nearly_whole = Recovery("h", "u", "A", GENERATIVE, Interval(0.99), Interval(1.2), Interval(0.21), 0.01)
+    assert nearly_whole.share_recovered is None
+    assert Recovery("h", "u", "A", GENERATIVE, Interval(0.5), Interval(1.1), Interval(0.6), 0.01).share_recovered == 1.2
