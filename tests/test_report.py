@@ -290,4 +290,6 @@ def test_recovery_against_the_unhealed_twin_and_between_recipes(tmp_path: Path) 
 
     nearly_whole = Recovery("h", "u", "A", GENERATIVE, Interval(0.99), Interval(1.2), Interval(0.21), 0.01)
     assert nearly_whole.share_recovered is None
-    assert Recovery("h", "u", "A", GENERATIVE, Interval(0.5), Interval(1.1), Interval(0.6), 0.01).share_recovered == 1.2
+    assert Recovery(
+        "h", "u", "A", GENERATIVE, Interval(0.5), Interval(1.1), Interval(0.6), 0.01
+    ).share_recovered == pytest.approx(1.2)
