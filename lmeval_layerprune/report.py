@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
 import zlib
 from collections.abc import Sequence
@@ -470,16 +471,24 @@ class Report:
             )
         return lines
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self, relative_to: str | Path | None = None) -> dict[str, Any]:
+        """Every number of the report; run paths relative to ``relative_to`` when given (the report's
+        folder: a committed or shared report then names no local directory)."""
+
         def iv(x: Interval) -> dict[str, Any]:
             return asdict(x)
+
+        def where(path: Path | None) -> str | None:
+            if path is None:
+                return None
+            return os.path.relpath(path, relative_to) if relative_to is not None else str(path)
 
         runs = []
         for info in self.infos:
             runs.append(
                 {
                     "label": info.label,
-                    "path": str(info.run.path) if info.run.path else None,
+                    "path": where(info.run.path),
                     "base": info.base,
                     "method": info.method,
                     "layers_removed": info.layers_removed,
@@ -562,9 +571,15 @@ def _pick_reference(info: RunInfo, refs: list[RunInfo]) -> RunInfo | None:
 
 
 def build_report(
-    runs: Sequence[Any], *, iters: int = DEFAULT_BOOTSTRAP, seed: int = DEFAULT_SEED, metric: str | None = None
+    runs: Sequence[Any],
+    *,
+    iters: int = DEFAULT_BOOTSTRAP,
+    seed: int = DEFAULT_SEED,
+    metric: str | None = None,
+    tasks: Sequence[str] | None = None,
 ) -> Report:
-    """Compare every run with its unpruned reference (see the module docstring)."""
+    """Compare every run with its unpruned reference (see the module docstring); ``tasks``: only
+    these leaf tasks (default: every task any run scored)."""
     if not runs:
         raise ReportError("no lm-eval runs to report")
     infos = [describe_run(r) for r in runs]
@@ -581,12 +596,20 @@ def build_report(
     notes = []
     if len({r.base for r in refs}) < len(refs):
         notes.append(f"several unpruned runs of one model: the first is the reference ({refs[0].label})")
-    tasks: list[str] = []
+    found: list[str] = []
     for i in infos:
         for t in i.run.leaf_tasks:
-            if t not in tasks:
-                tasks.append(t)
-    tasks.sort()
+            if t not in found:
+                found.append(t)
+    found.sort()
+    if tasks is not None:
+        unknown = [t for t in tasks if t not in found]
+        if unknown or not tasks:
+            raise ReportError(
+                f"no run scored task(s) {', '.join(unknown) or '(none given)'}; the runs hold: {', '.join(found)}"
+            )
+        found = [t for t in found if t in tasks]
+    tasks = found
     comparisons: dict[str, dict[str, Comparison]] = {}
     references: dict[str, str] = {}
     types: dict[str, dict[str, TypeSummary]] = {}
@@ -1009,6 +1032,7 @@ def write_report(
     metric: str | None = None,
     plots: bool = True,
     bench: str | Path | None = None,
+    tasks: Sequence[str] | None = None,
 ) -> tuple[Report, Path]:
     """Read the runs under ``paths``, write ``report.md``, ``report.json`` and the plots into ``out``
     (default: the first input folder, or the folder of the first input file).
@@ -1022,7 +1046,7 @@ def write_report(
     if not paths:
         raise ReportError("give at least one results file or folder")
     runs = load_runs([Path(p) for p in paths])
-    report = build_report(runs, iters=iters, seed=seed, metric=metric)
+    report = build_report(runs, iters=iters, seed=seed, metric=metric, tasks=tasks)
     attach_speedups(report, bench if bench is not None else _bench_beside(paths))
     if out is None:
         first = Path(paths[0])
@@ -1039,5 +1063,5 @@ def write_report(
             plot_tradeoff(report, out / TRADEOFF_PLOT_FILE)
             written.append(TRADEOFF_PLOT_FILE)
     (out / REPORT_FILE).write_text(render_markdown(report, written))
-    (out / REPORT_JSON).write_text(json.dumps(report.to_json(), indent=2, default=str) + "\n")
+    (out / REPORT_JSON).write_text(json.dumps(report.to_json(relative_to=out), indent=2, default=str) + "\n")
     return report, out

@@ -243,6 +243,8 @@ def test_report_cli_writes_tables_plots_and_summary(sweep_like: Path, tmp_path: 
     for png in ("retention.png", "retention_tasks.png"):
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     data = json.loads((out / REPORT_JSON).read_text())
+    # run paths are relative to the report's folder: a committed report names no local directory
+    assert all(not Path(r["path"]).is_absolute() and (out / r["path"]).is_file() for r in data["runs"])
     healed_run = next(r for r in data["runs"] if r["healed"])
     assert healed_run["ratio"] == pytest.approx(0.2) and healed_run["method"] == "last"
     bad = subprocess.run(
@@ -293,3 +295,18 @@ def test_recovery_against_the_unhealed_twin_and_between_recipes(tmp_path: Path) 
     assert Recovery(
         "h", "u", "A", GENERATIVE, Interval(0.5), Interval(1.1), Interval(0.6), 0.01
     ).share_recovered == pytest.approx(1.2)
+
+
+def test_tasks_limits_the_report_and_unknown_ones_are_named(sweep_like: Path) -> None:
+    runs = load_runs([sweep_like])
+    full = build_report(runs, iters=200)
+    only = build_report(runs, iters=200, tasks=["gen_a", "cls_a"])
+    assert only.tasks == ["cls_a", "gen_a"] and set(full.tasks) == {"cls_a", "cls_b", "gen_a"}
+    label = "last:1/10"
+    assert set(only.comparisons[label]) == {"cls_a", "gen_a"}
+    # the type mean now covers only cls_a, and equals that task's retention
+    assert only.types[label][LIKELIHOOD].retention.value == pytest.approx(
+        full.comparisons[label]["cls_a"].retention.value
+    )
+    with pytest.raises(ReportError, match=r"no run scored task\(s\) gen_b; the runs hold: cls_a, cls_b, gen_a"):
+        build_report(runs, tasks=["gen_b"])

@@ -25,6 +25,7 @@ def register(sub: Any) -> None:
             examples:
               lmeval-prune report runs/smollm2                    # a sweep folder; writes into it
               lmeval-prune report base/ pruned/ healed/ --out report/   # plain lm_eval --output_path folders
+              lmeval-prune report runs/recovery --tasks arith_probe_add_1d,arith_probe_mc_add_1d --out rep-add
             """
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -36,6 +37,12 @@ def register(sub: Any) -> None:
     )
     p.add_argument("--seed", type=int, default=DEFAULT_SEED, help=f"bootstrap seed (default: {DEFAULT_SEED})")
     p.add_argument("--metric", default=None, help="metric to report for every task (default: each task's primary)")
+    p.add_argument(
+        "--tasks",
+        default=None,
+        help="comma-separated leaf tasks to report, e.g. to leave out tasks scored near their floor "
+        "(default: every task the runs scored)",
+    )
     p.add_argument("--no-plots", action="store_true", help="tables only (no matplotlib needed)")
     p.add_argument(
         "--bench",
@@ -60,6 +67,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
         metric=args.metric,
         plots=not args.no_plots,
         bench=args.bench,
+        tasks=[t for t in args.tasks.split(",") if t.strip()] if args.tasks is not None else None,
     )
     print(f"report: {out / REPORT_FILE} ({len(report.infos)} runs, {len(report.tasks)} tasks)")
     if not args.no_plots:
