@@ -14,7 +14,7 @@ read any run. Cheaper than running the grid cell by cell:
   the first K layers of its order (the same as ``drop=plan:PATH@K``);
 * healed cells (``--recipe``) heal the pruned model with :func:`lmeval_layerprune.heal.heal`
   after every in-memory cell is done, then evaluate the healed checkpoint. Several recipes
-  (``--recipe selfgen,original``: the paper's recovery comparison, same prompts and budget through
+  (``--recipe selfgen-lora,original-lora``: the paper's recovery comparison, same prompts and budget through
   ``--heal-override``) give one healed cell per recipe, named ``<cell>-healed-<recipe>``.
 
 A cell is written into a hidden sibling folder and renamed into place when complete, so a
