@@ -1008,8 +1008,12 @@ def plot_tradeoff(report: Report, path: Path) -> Path:
 
 
 def _guard_report_files(out: Path) -> None:
-    """Refuse (before writing anything) to replace a ``report.md`` / ``report.json`` this tool did not write."""
+    """Refuse (before writing anything) an ``--out`` that is a file, or to replace a ``report.md`` /
+    ``report.json`` this tool did not write."""
     from .guard import guard_output, owned_json
+
+    if out.exists() and not out.is_dir():
+        raise ReportError(f"--out {out} is a file, not a folder; name the folder the report should go into")
 
     def ours_md(path: Path) -> bool:
         try:

@@ -247,6 +247,15 @@ def test_report_cli_writes_tables_plots_and_summary(sweep_like: Path, tmp_path: 
     assert all(not Path(r["path"]).is_absolute() and (out / r["path"]).is_file() for r in data["runs"])
     healed_run = next(r for r in data["runs"] if r["healed"])
     assert healed_run["ratio"] == pytest.approx(0.2) and healed_run["method"] == "last"
+    # --out naming one of the inputs' files: refused in one line, the file untouched
+    results_file = next((sweep_like / "base").rglob("results_*.json"))
+    before = results_file.read_bytes()
+    onto = subprocess.run(
+        [str(BIN / "lmeval-prune"), "report", str(sweep_like), "--out", str(results_file)],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert onto.returncode == 2 and "is a file, not a folder" in onto.stderr and "Traceback" not in onto.stderr
+    assert results_file.read_bytes() == before
     bad = subprocess.run(
         [str(BIN / "lmeval-prune"), "report", str(tmp_path / "missing")], capture_output=True, text=True, timeout=60
     )
