@@ -375,8 +375,8 @@ def compare(got: tuple, want: tuple) -> str | None:
 
 def check_type(model_type: str, workdir: Path) -> tuple[str, str, dict[str, Any]]:
     """(outcome, detail, facts) for one model type."""
-    from lmeval_layerprune.arch import ARCHITECTURES, UnsupportedArchitectureError
-    from lmeval_layerprune.slicing import load_pruned_model, prune_model
+    from lmeval_layerprune.core.arch import ARCHITECTURES, UnsupportedArchitectureError
+    from lmeval_layerprune.core.slicing import load_pruned_model, prune_model
 
     facts: dict[str, Any] = {"source": "table" if model_type in ARCHITECTURES else "inferred"}
     try:
@@ -456,7 +456,7 @@ def check_type(model_type: str, workdir: Path) -> tuple[str, str, dict[str, Any]
 def all_model_types() -> list[str]:
     from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
 
-    from lmeval_layerprune.arch import ARCHITECTURES
+    from lmeval_layerprune.core.arch import ARCHITECTURES
 
     full = {k for k, v in ARCHITECTURES.items() if not v.unsupported and not v.partial}
     return sorted(set(MODEL_FOR_CAUSAL_LM_MAPPING_NAMES) | full)

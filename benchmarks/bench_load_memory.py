@@ -6,7 +6,7 @@ A randomly initialised ~1.1B-parameter Llama checkpoint (TinyLlama shape, 22 dec
 layers) is created once and cached. Then each approach is run in a *fresh* Python
 subprocess, so its peak resident set size (RSS) is isolated from everything else:
 
-* ``pruned``: ``lmeval_layerprune.slicing.load_pruned_model(ckpt, "11-21")``, which
+* ``pruned``: ``lmeval_layerprune.core.slicing.load_pruned_model(ckpt, "11-21")``, which
   hands transformers only the tensors of the 11 kept layers.
 * ``naive``: plain ``AutoModelForCausalLM.from_pretrained(ckpt)`` of the full model,
   then deleting layers 11..21 from ``model.model.layers`` and ``gc.collect()``.
@@ -140,8 +140,10 @@ def child(approach: str, ckpt: Path, load_dtype_name: str) -> None:
     import transformers  # noqa: F401  (part of the baseline)
     from transformers import AutoModelForCausalLM
 
-    from lmeval_layerprune import embedded, importance, spec  # noqa: F401  (imported lazily by the loader)
-    from lmeval_layerprune.slicing import load_pruned_model
+    from lmeval_layerprune.core import (
+        spec,  # noqa: F401  (imported lazily by the loader)
+    )
+    from lmeval_layerprune.core.slicing import load_pruned_model
 
     gc.collect()
     baseline = _proc_status_kib()["VmRSS"]

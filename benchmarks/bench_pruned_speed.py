@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import argparse
 
-from lmeval_layerprune.bench import format_bench, run_bench
+from lmeval_layerprune.speed.bench import format_bench, run_bench
 
 DROPS = ["last:10%", "last:25%", "last:50%", "angular:10%", "angular:25%", "angular:50%"]
 

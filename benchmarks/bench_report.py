@@ -45,8 +45,8 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=100)
     ap.add_argument("--items", type=int, default=90)
     args = ap.parse_args()
-    from lmeval_layerprune.report import build_report
-    from lmeval_layerprune.results import load_runs
+    from lmeval_layerprune.lmeval.results import load_runs
+    from lmeval_layerprune.report.build import build_report
 
     rng = np.random.default_rng(0)
     with tempfile.TemporaryDirectory() as tmp:

@@ -96,9 +96,9 @@ def main() -> None:
     args = parser.parse_args()
     sections = {int(x) for x in args.sections.split(",") if x}
 
-    from lmeval_layerprune.embedded import embedded_model_dir
-    from lmeval_layerprune.lm import PrunedHFLM
-    from lmeval_layerprune.select import TaskObjective
+    from lmeval_layerprune.core.embedded import embedded_model_dir
+    from lmeval_layerprune.lmeval.hf import PrunedHFLM
+    from lmeval_layerprune.search.select import TaskObjective
 
     model = str(embedded_model_dir())
     lm = PrunedHFLM(pretrained=model, dtype="float32", batch_size=8)
@@ -122,10 +122,10 @@ def _section_exact(lm, model, num_layers, args) -> None:
     import logging
     import resource
 
-    from lmeval_layerprune.select import Journal, TaskObjective, greedy_search
+    from lmeval_layerprune.search.select import Journal, TaskObjective, greedy_search
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stdout, force=True)
-    for name in ("lm_eval", "lmeval_layerprune.lm", "transformers", "httpx"):
+    for name in ("lm_eval", "lmeval_layerprune.lmeval.hf", "transformers", "httpx"):
         logging.getLogger(name).setLevel(logging.WARNING)
     objective = TaskObjective(lm, [args.task], args.limit, 777, chunk_size=args.chunk_size)
     cands = sum(num_layers - 1 - r for r in range(args.n))
@@ -195,7 +195,7 @@ def _section_one_round(objective, model, num_layers, layers, args) -> float:
 
 
 def _section_search(objective, num_layers, layers, args, t_orig) -> None:
-    from lmeval_layerprune.select import Journal, greedy_search
+    from lmeval_layerprune.search.select import Journal, greedy_search
 
     t = time.perf_counter()
     exact = greedy_search(objective, num_layers, args.n, [0], Journal(None, "exact"), progress=False)
@@ -231,7 +231,7 @@ def _section_search(objective, num_layers, layers, args, t_orig) -> None:
 
 def _budget(result: dict) -> float:
     """Full-budget-equivalent candidate evaluations of a search (baseline excluded)."""
-    from lmeval_layerprune.select import RACE_RUNGS
+    from lmeval_layerprune.search.select import RACE_RUNGS
 
     total = 0.0
     for r in result["rounds"]:
@@ -241,8 +241,8 @@ def _budget(result: dict) -> float:
 
 
 def _section_reuse(lm, num_layers: int, args) -> None:
-    from lmeval_layerprune.importance import load_calibration_texts
-    from lmeval_layerprune.select import PerplexityObjective, TaskObjective
+    from lmeval_layerprune.methods.importance import load_calibration_texts
+    from lmeval_layerprune.search.select import PerplexityObjective, TaskObjective
 
     candidates = list(range(num_layers - 1, 0, -1))  # every unprotected layer, deepest first
     objectives = {

@@ -16,7 +16,7 @@ import argparse
 import json
 from pathlib import Path
 
-from lmeval_layerprune.speculate import format_speculate, run_speculate
+from lmeval_layerprune.speed.speculate import format_speculate, run_speculate
 
 DRAFTS = ["last:10%", "last:25%", "last:50%", "10-12", "12-19", "angular:25%"]
 

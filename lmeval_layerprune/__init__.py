@@ -7,15 +7,15 @@ on first attribute access.
 __version__ = "0.1.0"
 
 _LAZY = {
-    "DropSpec": "lmeval_layerprune.spec",
-    "DropSpecError": "lmeval_layerprune.spec",
-    "PrunedHFLM": "lmeval_layerprune.lm",
-    "prune_model": "lmeval_layerprune.slicing",
-    "load_pruned_model": "lmeval_layerprune.slicing",
-    "compute_scores": "lmeval_layerprune.importance",
-    "embedded_model_dir": "lmeval_layerprune.embedded",
-    "supported_model_types": "lmeval_layerprune.arch",
-    "register": "lmeval_layerprune.plugin",
+    "DropSpec": "lmeval_layerprune.core.spec",
+    "DropSpecError": "lmeval_layerprune.core.spec",
+    "PrunedHFLM": "lmeval_layerprune.lmeval.hf",
+    "prune_model": "lmeval_layerprune.core.slicing",
+    "load_pruned_model": "lmeval_layerprune.core.slicing",
+    "compute_scores": "lmeval_layerprune.methods.importance",
+    "embedded_model_dir": "lmeval_layerprune.core.embedded",
+    "supported_model_types": "lmeval_layerprune.core.arch",
+    "register": "lmeval_layerprune.lmeval.plugin",
 }
 
 __all__ = ["__version__", *_LAZY]

@@ -3,7 +3,7 @@
 lm-eval 0.4.13 reads no plugin entry points, so the stock ``lm_eval`` CLI would
 never see ``pruned-hf``. This module installs a tiny import hook: when (and only
 when) lm-eval's registry or task manager module is imported, it runs
-:mod:`lmeval_layerprune.plugin` right after that module has executed. Nothing of
+:mod:`lmeval_layerprune.lmeval.plugin` right after that module has executed. Nothing of
 lm-eval, torch or this package's heavy modules is imported at interpreter start.
 
 It must never break ``python``: every failure is swallowed (with one warning),
@@ -21,7 +21,7 @@ _TARGETS = {
 
 def _run(hook_name, module):
     try:
-        from lmeval_layerprune import plugin
+        from lmeval_layerprune.lmeval import plugin
 
         getattr(plugin, hook_name)(module)
     except Exception as exc:  # never break the importing program

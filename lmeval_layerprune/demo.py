@@ -52,10 +52,10 @@ def run_demo(
     progress: bool = True,
 ) -> dict[str, Any]:
     """Run the pipeline; returns ``{"sweep", "report", "card", "summary"}`` (paths and summary lines)."""
-    from .bench import BENCH_FILE, load_bench, run_bench
-    from .report import PLOT_FILE, REPORT_FILE, TASK_PLOT_FILE, TRADEOFF_PLOT_FILE, write_report
-    from .spec import format_indices
-    from .sweep import SweepSettings, run_sweep
+    from lmeval_layerprune.core.spec import format_indices
+    from lmeval_layerprune.report.build import PLOT_FILE, REPORT_FILE, TASK_PLOT_FILE, TRADEOFF_PLOT_FILE, write_report
+    from lmeval_layerprune.speed.bench import BENCH_FILE, load_bench, run_bench
+    from lmeval_layerprune.sweep.run import SweepSettings, run_sweep
 
     out = Path(output_dir)
     sweep_dir, report_dir = out / "sweep", out / "report"
@@ -101,7 +101,7 @@ def run_demo(
     card = None
     healed = [name for name, cell in manifest["cells"].items() if cell.get("checkpoint")]
     if healed:
-        from .hub import write_card  # the card code (``publish.write_card`` before the hub/ package)
+        from lmeval_layerprune.hub import write_card  # the card code (``publish.write_card`` before the hub/ package)
 
         name = healed[0]
         cell = manifest["cells"][name]
@@ -135,7 +135,7 @@ def run_demo(
 
 
 def _type_table(report: Any) -> str:
-    from .report import GENERATIVE, LIKELIHOOD
+    from lmeval_layerprune.report.build import GENERATIVE, LIKELIHOOD
 
     lines = ["| run | classification retention | generative retention |", "|---|---:|---:|"]
     for info in report.infos:

@@ -24,7 +24,7 @@ def tiny4(tmp_path_factory) -> Path:
 def test_skip_profile_rows_equal_separate_pruned_runs(tiny4: Path) -> None:
     import lm_eval
 
-    from lmeval_layerprune.analyze import _load, _right_answer_logprobs, skip_profile
+    from lmeval_layerprune.report.analyze import _load, _right_answer_logprobs, skip_profile
 
     lm = _load(str(tiny4), dtype="float32", device="cpu")
     rows = skip_profile(lm, [TASK], limit=2, progress=False)
@@ -41,7 +41,7 @@ def test_skip_profile_rows_equal_separate_pruned_runs(tiny4: Path) -> None:
 
 
 def test_layer_profiles_and_logit_lens(tiny4: Path) -> None:
-    from lmeval_layerprune.analyze import _final_norm, _load, layer_profiles, lens_rows, logit_lens
+    from lmeval_layerprune.report.analyze import _final_norm, _load, layer_profiles, lens_rows, logit_lens
 
     base = _load(str(tiny4), dtype="float32", device="cpu")
     pruned = _load(str(tiny4), "1", dtype="float32", device="cpu")

@@ -22,9 +22,9 @@ import pytest
 import torch
 from conftest import REPO, tiny_model
 
-from lmeval_layerprune import arch
-from lmeval_layerprune.arch import ARCHITECTURES, UnsupportedArchitectureError, arch_for, discover
-from lmeval_layerprune.slicing import layer_subset, load_pruned_model, prune_model
+from lmeval_layerprune.core import arch
+from lmeval_layerprune.core.arch import ARCHITECTURES, UnsupportedArchitectureError, arch_for, discover
+from lmeval_layerprune.core.slicing import layer_subset, load_pruned_model, prune_model
 
 
 def _sweep_module():
@@ -90,7 +90,7 @@ def test_types_that_cannot_be_sliced_exactly_are_refused(model_type: str, why: s
 
 def test_the_sweep_counts_a_wrong_slice_as_wrong(tmp_path, monkeypatch) -> None:
     """The sweep's reference can fail: breaking the renumbering makes it report 'wrong'."""
-    from lmeval_layerprune import slicing
+    from lmeval_layerprune.core import slicing
 
     monkeypatch.setattr(slicing, "_renumber", lambda layer, info, new_idx: None)
     outcome, detail = _check("exaone4", tmp_path)
@@ -136,7 +136,7 @@ def test_per_layer_tensors_outside_the_layers_are_refused(monkeypatch) -> None:
 def test_an_inferred_slice_logs_what_was_inferred(caplog) -> None:
     config = sweep.tiny_config("exaone4")
     config.initializer_range = 0.0123  # a fresh fingerprint: discovery runs (and logs) again
-    with caplog.at_level(logging.INFO, logger="lmeval_layerprune.arch"):
+    with caplog.at_level(logging.INFO, logger="lmeval_layerprune.core.arch"):
         info = arch_for(config)
     lines = [r.getMessage() for r in caplog.records if "inferred" in r.getMessage()]
     assert len(lines) == 1

@@ -11,7 +11,9 @@ import pytest
 import torch
 from conftest import REPO, tiny_config, tiny_model
 
-from lmeval_layerprune.bench import (
+from lmeval_layerprune.core.slicing import prune_model
+from lmeval_layerprune.core.spec import DropSpec, DropSpecError
+from lmeval_layerprune.speed.bench import (
     BENCH_FILE,
     BenchError,
     bench_checkpoint,
@@ -22,8 +24,6 @@ from lmeval_layerprune.bench import (
     run_bench,
     write_bench,
 )
-from lmeval_layerprune.slicing import prune_model
-from lmeval_layerprune.spec import DropSpec, DropSpecError
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -102,7 +102,7 @@ def test_bad_spec_is_drop_spec_error(llama_dir) -> None:
 
 
 def test_bench_checkpoint_writes_into_the_checkpoint(tmp_path, llama_dir) -> None:
-    from lmeval_layerprune.slicing import load_pruned_model
+    from lmeval_layerprune.core.slicing import load_pruned_model
 
     ckpt = tmp_path / "ckpt"
     load_pruned_model(str(llama_dir), "2-3").save_pretrained(ckpt)

@@ -9,8 +9,8 @@ import pytest
 from conftest import tiny_model
 from test_report import binary, degrade, write_run
 
-from lmeval_layerprune.bench import BENCH_FILE, bench_model, load_bench, write_bench
-from lmeval_layerprune.report import TRADEOFF_PLOT_FILE, pareto_front, write_report
+from lmeval_layerprune.report.build import TRADEOFF_PLOT_FILE, pareto_front, write_report
+from lmeval_layerprune.speed.bench import BENCH_FILE, bench_model, load_bench, write_bench
 
 SETTINGS = dict(batch_sizes=(1,), prompt_len=8, new_tokens=3, rounds=2, warmup=1, progress=False)
 
@@ -50,8 +50,8 @@ def test_report_reads_the_bench_beside_a_sweep(tmp_path: Path) -> None:
 
 
 def test_card_shows_the_measured_speedup_unless_overridden(tmp_path: Path, llama_dir: Path) -> None:
+    from lmeval_layerprune.core.slicing import load_pruned_model
     from lmeval_layerprune.hub import render
-    from lmeval_layerprune.slicing import load_pruned_model
 
     ckpt = tmp_path / "ckpt"
     load_pruned_model(str(llama_dir), "2-3").save_pretrained(ckpt)
@@ -75,7 +75,7 @@ def test_card_shows_the_measured_speedup_unless_overridden(tmp_path: Path, llama
 def test_report_and_bench_never_replace_files_they_did_not_write(tmp_path: Path) -> None:
     import numpy as np
 
-    from lmeval_layerprune.guard import OutputError
+    from lmeval_layerprune.core.guard import OutputError
 
     rng = np.random.default_rng(1)
     base = {"cls_a": binary(rng, 20, 0.8)}

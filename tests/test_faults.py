@@ -22,7 +22,7 @@ import pytest
 from conftest import REPO, save_tiny
 from test_selfgen import save_chat_tiny
 
-from lmeval_layerprune.guard import OutputError, guard_output, replace_atomically
+from lmeval_layerprune.core.guard import OutputError, guard_output, replace_atomically
 
 ENV = {**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1",
        "TOKENIZERS_PARALLELISM": "false", "HF_HUB_DISABLE_TELEMETRY": "1"}  # fmt: skip
@@ -84,7 +84,7 @@ def chat(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def responses(chat, tmp_path_factory) -> Path:
-    from lmeval_layerprune.selfgen import FilterSettings, GenerationSettings, generate_responses, load_prompts
+    from lmeval_layerprune.heal.selfgen import FilterSettings, GenerationSettings, generate_responses, load_prompts
 
     out = tmp_path_factory.mktemp("sg") / "responses.jsonl"
     generate_responses(str(chat), load_prompts("bundled", n=12), out, source="bundled", progress=False,
@@ -167,7 +167,7 @@ def test_atomic_replacement_survives_kills_at_random_points(tmp_path):
         proc.wait()
         proc.stdout.close()
         TALLY["kills"] += 1
-        from lmeval_layerprune.guard import recover
+        from lmeval_layerprune.core.guard import recover
 
         recover(target)  # what the next writer does first (a no-op where renameat2 swapped)
         got = _complete(target)
@@ -181,7 +181,7 @@ def test_atomic_replacement_survives_kills_at_random_points(tmp_path):
 
 @pytest.mark.slow
 def test_slice_overwrite_killed_at_random_points_leaves_old_or_new(tmp_path):
-    from lmeval_layerprune.materialize import PLAN_FILE, materialize
+    from lmeval_layerprune.checkpoint.materialize import PLAN_FILE, materialize
 
     model = save_tiny("llama", tmp_path / "tiny")
     out = materialize(str(model), "1", tmp_path / "out")
@@ -212,7 +212,7 @@ def test_slice_overwrite_killed_at_random_points_leaves_old_or_new(tmp_path):
 
 def test_selfgen_sampled_resume_equals_an_uninterrupted_run(chat, tmp_path):
     """temperature 0.9: a run killed mid-way and resumed (with another batch size) equals an uninterrupted one."""
-    from lmeval_layerprune.selfgen import GenerationSettings, generate_responses, load_prompts, read_records
+    from lmeval_layerprune.heal.selfgen import GenerationSettings, generate_responses, load_prompts, read_records
 
     prompts = load_prompts("bundled", n=16)
     whole = tmp_path / "whole.jsonl"
@@ -345,7 +345,7 @@ def test_heal_announces_survivors_and_refuses_too_few(chat, tmp_path, capsys):
 def test_heal_resume_skips_a_damaged_newest_checkpoint(chat, responses, tmp_path, capsys):
     from transformers import TrainerCallback
 
-    from lmeval_layerprune import heal as heal_mod
+    from lmeval_layerprune.heal import run as heal_mod
 
     class StopAfter4(TrainerCallback):
         def on_save(self, args, state, control, **kw):
@@ -380,8 +380,8 @@ def test_corrupt_and_truncated_files_are_named(tmp_path, capsys):
           str(weights))  # fmt: skip
     clear(*cli(capsys, "heal", "--recipe", "selfgen-lora", "--base", str(model), "--drop", "1", "--out",
                str(tmp_path / "h"), "--data", "bundled"), str(weights))  # fmt: skip
-    from lmeval_layerprune.guard import CorruptFileError
-    from lmeval_layerprune.lm import PrunedHFLM
+    from lmeval_layerprune.core.guard import CorruptFileError
+    from lmeval_layerprune.lmeval.hf import PrunedHFLM
 
     TALLY["inputs"] += 1
     with pytest.raises(CorruptFileError, match=str(weights)):
@@ -398,8 +398,8 @@ def test_corrupt_and_truncated_files_are_named(tmp_path, capsys):
                str(tmp_path / "b.jsonl")), str(bad_lines), "line 2")  # fmt: skip
     journal = tmp_path / "j.jsonl"
     journal.write_bytes(b"\x00\xff garbage\n")
-    from lmeval_layerprune.journal import Journal
-    from lmeval_layerprune.select import SelectionSettings
+    from lmeval_layerprune.core.journal import Journal
+    from lmeval_layerprune.search.select import SelectionSettings
 
     TALLY["inputs"] += 1
     with pytest.raises(ValueError, match=str(journal)):
@@ -411,7 +411,7 @@ def test_corrupt_and_truncated_files_are_named(tmp_path, capsys):
 
 
 def test_pruned_hf_checks_its_model_args(llama_dir):
-    from lmeval_layerprune.lm import ModelArgError, PrunedHFLM
+    from lmeval_layerprune.lmeval.hf import ModelArgError, PrunedHFLM
 
     for kwargs, needle in [
         ({"dorp": "1"}, "did you mean 'drop'"),
@@ -429,8 +429,8 @@ def test_pruned_hf_checks_its_model_args(llama_dir):
 
 
 def test_card_cache_and_select_never_replace_what_they_did_not_write(llama_dir, tmp_path, monkeypatch, capsys):
-    from lmeval_layerprune.guard import CARD_MARKER
-    from lmeval_layerprune.materialize import cache_dir, clear_cache, materialize
+    from lmeval_layerprune.checkpoint.materialize import cache_dir, clear_cache, materialize
+    from lmeval_layerprune.core.guard import CARD_MARKER
 
     ckpt = materialize(str(llama_dir), "1", tmp_path / "ckpt")
     readme = ckpt / "README.md"

@@ -15,8 +15,8 @@ import torch
 from conftest import REPO
 from test_selfgen import save_chat_tiny
 
-from lmeval_layerprune import heal as heal_mod
-from lmeval_layerprune.recipe import RecipeError, apply_overrides, list_recipes, load_recipe, validate
+from lmeval_layerprune.heal import run as heal_mod
+from lmeval_layerprune.heal.recipe import RecipeError, apply_overrides, list_recipes, load_recipe, validate
 
 #: Small, fast settings for the tiny model (greedy generation, every response kept, a few steps).
 TINY = [
@@ -46,7 +46,7 @@ def base(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def responses(base, tmp_path_factory) -> Path:
-    from lmeval_layerprune.selfgen import FilterSettings, GenerationSettings, generate_responses, load_prompts
+    from lmeval_layerprune.heal.selfgen import FilterSettings, GenerationSettings, generate_responses, load_prompts
 
     out = tmp_path_factory.mktemp("sg") / "responses.jsonl"
     generate_responses(
@@ -172,7 +172,7 @@ def test_heal_lora_end_to_end_matches_an_independent_reference(base, responses, 
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    from lmeval_layerprune.slicing import load_pruned_model
+    from lmeval_layerprune.core.slicing import load_pruned_model
 
     out = heal_mod.heal("selfgen-lora", str(base), tmp_path / "healed", drop="2-3", data=str(responses),
                         overrides=[*TINY, "sft.max_steps=4", "sft.save_steps=4"], keep_checkpoints=True,
@@ -301,7 +301,7 @@ def test_heal_original_full_and_kd(base, responses, tmp_path):
 
 
 def test_keep_adapter_evaluates_through_pruned_hf_peft(base, responses, tmp_path):
-    from lmeval_layerprune.lm import PrunedHFLM
+    from lmeval_layerprune.lmeval.hf import PrunedHFLM
 
     out = heal_mod.heal("selfgen-lora", str(base), tmp_path / "ad", drop="2-3", data=str(responses),
                         overrides=[*TINY, "sft.max_steps=2"], keep_adapter=True, progress=False)  # fmt: skip
@@ -333,7 +333,7 @@ def test_accelerate_launch_runs_the_heal_module(base, responses, tmp_path):
 def test_heal_an_already_pruned_base_records_original_indices(base, responses, tmp_path):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from lmeval_layerprune.slicing import load_pruned_model
+    from lmeval_layerprune.core.slicing import load_pruned_model
 
     pre = tmp_path / "pre"
     load_pruned_model(str(base), "1", dtype=torch.float32).save_pretrained(pre)

@@ -11,8 +11,8 @@ from lm_eval.api.instance import Instance
 from lm_eval.models.huggingface import HFLM
 from transformers import AutoModelForCausalLM
 
-from lmeval_layerprune.importance import compute_scores, load_calibration_texts
-from lmeval_layerprune.lm import PrunedHFLM
+from lmeval_layerprune.lmeval.hf import PrunedHFLM
+from lmeval_layerprune.methods.importance import compute_scores, load_calibration_texts
 
 DROP = "0+2+5"
 KEEP = [1, 3, 4]
@@ -77,7 +77,7 @@ def test_model_instance_and_hflm_args(tokenizer) -> None:
 
 def test_peft_adapter_on_pruned_model(llama_dir, tokenizer, tmp_path) -> None:
     peft = pytest.importorskip("peft")
-    from lmeval_layerprune.slicing import load_pruned_model
+    from lmeval_layerprune.core.slicing import load_pruned_model
 
     base = load_pruned_model(str(llama_dir), DROP, dtype=torch.float32)
     lora = peft.get_peft_model(base, peft.LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False))

@@ -17,8 +17,7 @@ import yaml
 from conftest import ARCH_CASES, VOCAB, save_tiny
 from transformers import AutoModelForCausalLM
 
-from lmeval_layerprune.guard import OutputError
-from lmeval_layerprune.materialize import (
+from lmeval_layerprune.checkpoint.materialize import (
     MERGEKIT_FILE,
     PLAN_FILE,
     cache_entries,
@@ -27,7 +26,8 @@ from lmeval_layerprune.materialize import (
     kept_ranges,
     materialize,
 )
-from lmeval_layerprune.slicing import load_pruned_model
+from lmeval_layerprune.core.guard import OutputError
+from lmeval_layerprune.core.slicing import load_pruned_model
 
 BIN = Path(sys.executable).parent
 
@@ -192,7 +192,7 @@ def test_killed_writer_leaves_nothing_complete(llama_dir, cache) -> None:
 
 
 def test_pruned_hf_materialize_true(llama_dir, cache) -> None:
-    from lmeval_layerprune.lm import PrunedHFLM
+    from lmeval_layerprune.lmeval.hf import PrunedHFLM
 
     lm = PrunedHFLM(pretrained=str(llama_dir), drop="0+5", materialize="true", dtype="float32")
     assert Path(lm.model.config._name_or_path).parent == cache / "checkpoints"
@@ -209,7 +209,7 @@ def test_pruned_hf_materialize_true(llama_dir, cache) -> None:
 
 
 def test_pruned_vllm_without_vllm_says_how_to_install(llama_dir, monkeypatch) -> None:
-    import lmeval_layerprune.lm as lm_mod
+    import lmeval_layerprune.lmeval.hf as lm_mod
 
     monkeypatch.setattr(lm_mod, "find_spec", lambda name: None)
     with pytest.raises(ModuleNotFoundError, match=r"pip install 'lmeval-layerprune\[vllm\]'"):
@@ -222,7 +222,7 @@ def test_pruned_vllm_hands_the_checkpoint_and_all_args_to_vllm(llama_dir, cache,
 
     from lm_eval.api.registry import get_model
 
-    import lmeval_layerprune.lm as lm_mod
+    import lmeval_layerprune.lmeval.hf as lm_mod
 
     received: dict = {}
 

@@ -8,14 +8,14 @@ import json
 import pytest
 import torch
 
-from lmeval_layerprune.plan import (
+from lmeval_layerprune.core.plan import (
     LEGACY_PLAN_FILES,
     PLAN_FILE,
     PlanError,
     PruningPlan,
     resolve_drop,
 )
-from lmeval_layerprune.spec import DropSpec, DropSpecError
+from lmeval_layerprune.core.spec import DropSpec, DropSpecError
 
 # select's plan layout as it was written before PruningPlan (greedy order 4, 1, 3 on a 6-layer model)
 SELECT_PLAN = {
@@ -127,7 +127,7 @@ def test_on_parent_and_then_agree_with_slicing_twice() -> None:
     """A plan re-expressed on a pruned parent, applied to that parent, leaves exactly the plan's kept layers."""
     from conftest import tiny_model
 
-    from lmeval_layerprune.slicing import prune_model
+    from lmeval_layerprune.core.slicing import prune_model
 
     model = tiny_model("llama")
     original = _layer_weights(model)
@@ -213,8 +213,8 @@ def test_resolver_reads_only_the_config(tmp_path, llama_dir) -> None:
 def test_metric_spec_scores_the_given_model_once(llama_dir, tokenizer, monkeypatch) -> None:
     from transformers import AutoModelForCausalLM
 
-    from lmeval_layerprune.importance import compute_scores
-    from lmeval_layerprune.slicing import load_pruned_model
+    from lmeval_layerprune.core.slicing import load_pruned_model
+    from lmeval_layerprune.methods.importance import compute_scores
 
     model = AutoModelForCausalLM.from_pretrained(llama_dir)
     plan = resolve_drop(str(llama_dir), "bi:2", model=model, tokenizer=tokenizer, calib_samples=4)
@@ -237,7 +237,7 @@ def test_metric_spec_scores_the_given_model_once(llama_dir, tokenizer, monkeypat
 def test_cached_checkpoint_loads_the_full_model_at_most_once(llama_dir, tmp_path, monkeypatch) -> None:
     from transformers import AutoModelForCausalLM
 
-    from lmeval_layerprune.materialize import cached_checkpoint
+    from lmeval_layerprune.checkpoint.materialize import cached_checkpoint
 
     monkeypatch.setenv("LMEVAL_LAYERPRUNE_CACHE", str(tmp_path / "cache"))
     loads: list[str] = []

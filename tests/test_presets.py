@@ -21,7 +21,7 @@ EXPECTED = {
 def manager():
     from lm_eval.tasks import TaskManager
 
-    from lmeval_layerprune.plugin import register
+    from lmeval_layerprune.lmeval.plugin import register
 
     register()
     return TaskManager()
@@ -45,7 +45,7 @@ def test_group_level_num_fewshot_reaches_every_member(tmp_path: Path) -> None:
     """The presets rely on lm-eval applying a group's non-group keys to its members."""
     from lm_eval.tasks import TaskManager, get_task_dict
 
-    from lmeval_layerprune.plugin import register
+    from lmeval_layerprune.lmeval.plugin import register
 
     register()
     (tmp_path / "g.yaml").write_text(

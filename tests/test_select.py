@@ -10,8 +10,8 @@ import pytest
 import torch
 from conftest import tiny_model
 
-from lmeval_layerprune.importance import load_calibration_texts
-from lmeval_layerprune.select import (
+from lmeval_layerprune.methods.importance import load_calibration_texts
+from lmeval_layerprune.search.select import (
     ItemTask,
     Journal,
     PerplexityObjective,
@@ -110,7 +110,7 @@ def test_perplexity_reuse_equals_full_recompute(model_type, tokenizer) -> None:
 
 
 def test_select_ppl_writes_a_usable_plan_and_plot(llama_dir, tmp_path) -> None:
-    from lmeval_layerprune.lm import PrunedHFLM
+    from lmeval_layerprune.lmeval.hf import PrunedHFLM
 
     out = tmp_path / "plan.json"
     plan = select_layers(str(llama_dir), "ppl", 2, out=out, plot=tmp_path / "plan.png", progress=False, calib_samples=4)
@@ -125,7 +125,7 @@ def test_select_ppl_writes_a_usable_plan_and_plot(llama_dir, tmp_path) -> None:
 
 @pytest.mark.parametrize("method", ["bi", "angular", "last"])
 def test_one_pass_methods_agree_with_drop_specs(llama_dir, tmp_path, method) -> None:
-    from lmeval_layerprune.lm import PrunedHFLM
+    from lmeval_layerprune.lmeval.hf import PrunedHFLM
 
     plan = select_layers(str(llama_dir), method, 2, out=tmp_path / "p.json", plot=tmp_path / "p.png", progress=False)
     lm = PrunedHFLM(pretrained=str(llama_dir), drop=f"{method}:2")
@@ -148,8 +148,8 @@ def test_iterative_search_runs_lm_eval_on_a_disjoint_selection_split(llama_dir, 
     )
     assert len(plan["drop"]) == 1 and set(plan["baseline"]) == {"arith_probe_add_1d"}
     # every candidate sees the same items and few-shot examples: repeated measurements agree
-    from lmeval_layerprune.lm import PrunedHFLM
-    from lmeval_layerprune.select import TaskObjective
+    from lmeval_layerprune.lmeval.hf import PrunedHFLM
+    from lmeval_layerprune.search.select import TaskObjective
 
     lm = PrunedHFLM(pretrained=str(llama_dir), dtype="float32")
     objective = TaskObjective(lm, ["arith_probe_add_1d"], 3, 777)
@@ -228,8 +228,8 @@ metric_list:
 
 
 def test_loglikelihood_objective_reuses_hidden_states_with_identical_scores(llama_dir, tmp_path) -> None:
-    from lmeval_layerprune.lm import PrunedHFLM
-    from lmeval_layerprune.select import TaskObjective
+    from lmeval_layerprune.lmeval.hf import PrunedHFLM
+    from lmeval_layerprune.search.select import TaskObjective
 
     for name, text in _LL_TASKS.items():
         (tmp_path / name).write_text(text)
@@ -464,8 +464,8 @@ def _write_item_tasks(folder):
 
 
 def test_item_scores_equal_lm_evals_own_scores(llama_dir, tmp_path) -> None:
-    from lmeval_layerprune.lm import PrunedHFLM
-    from lmeval_layerprune.select import TaskObjective
+    from lmeval_layerprune.lmeval.hf import PrunedHFLM
+    from lmeval_layerprune.search.select import TaskObjective
 
     folder = _write_item_tasks(tmp_path)
     lm = PrunedHFLM(pretrained=str(llama_dir), dtype="float32", batch_size=10)
@@ -486,8 +486,8 @@ def test_item_scores_equal_lm_evals_own_scores(llama_dir, tmp_path) -> None:
 @pytest.mark.slow
 def test_elimination_gives_the_exhaustive_plan_on_tiny_models(llama_dir, tmp_path) -> None:
     """Random models (seeds); a generative and a multiple-choice task together, then one alone."""
-    from lmeval_layerprune.lm import PrunedHFLM
-    from lmeval_layerprune.select import TaskObjective
+    from lmeval_layerprune.lmeval.hf import PrunedHFLM
+    from lmeval_layerprune.search.select import TaskObjective
 
     folder = _write_item_tasks(tmp_path)
     lm = PrunedHFLM(pretrained=str(llama_dir), dtype="float32", batch_size=4)

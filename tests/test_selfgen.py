@@ -18,8 +18,8 @@ import pytest
 import torch
 from conftest import REPO, save_tiny, tiny_tokenizer
 
-from lmeval_layerprune.prompt_set import bundled_prompts, mixed_prompts
-from lmeval_layerprune.selfgen import (
+from lmeval_layerprune.heal.prompts import bundled_prompts, mixed_prompts
+from lmeval_layerprune.heal.selfgen import (
     FALLBACK_CHAT_TEMPLATE,
     FilterSettings,
     SelfGenError,
@@ -310,7 +310,7 @@ def test_selfgen_resumes_after_sigkill_with_every_prompt_exactly_once(chat_dir, 
 
 
 def test_selfgen_refuses_a_file_of_other_prompts_or_settings(chat_dir, tmp_path):
-    from lmeval_layerprune.selfgen import GenerationSettings, Prompt, generate_responses
+    from lmeval_layerprune.heal.selfgen import GenerationSettings, Prompt, generate_responses
 
     out = tmp_path / "r.jsonl"
     gen = GenerationSettings(max_new_tokens=2, temperature=0)
@@ -331,7 +331,7 @@ def test_selfgen_refuses_a_file_of_other_prompts_or_settings(chat_dir, tmp_path)
 
 def test_fallback_template_renders_alpaca_layout():
     tok = tiny_tokenizer()
-    from lmeval_layerprune.selfgen import ensure_chat_template
+    from lmeval_layerprune.heal.selfgen import ensure_chat_template
 
     assert ensure_chat_template(tok) and tok.chat_template == FALLBACK_CHAT_TEMPLATE
     text = tok.apply_chat_template([{"role": "user", "content": "Hi"}], tokenize=False, add_generation_prompt=True)

@@ -15,8 +15,8 @@ import torch
 from conftest import ARCH_CASES, VOCAB, renumber_state_dict, tiny_config, tiny_model
 from transformers import AutoModelForCausalLM
 
-from lmeval_layerprune.arch import ARCHITECTURES, arch_for
-from lmeval_layerprune.slicing import load_pruned_model, prune_model
+from lmeval_layerprune.core.arch import ARCHITECTURES, arch_for
+from lmeval_layerprune.core.slicing import load_pruned_model, prune_model
 
 DROP = [0, 2, 5]  # first, a middle one and the last of 6: non-contiguous
 KEEP = [1, 3, 4]
@@ -140,7 +140,7 @@ def test_unsupported_architecture_is_a_clear_error(tmp_path, monkeypatch) -> Non
 
 
 def test_filter_never_touches_dropped_tensors() -> None:
-    from lmeval_layerprune.slicing import filter_state_dict
+    from lmeval_layerprune.core.slicing import filter_state_dict
 
     class Untouchable:
         def __getattr__(self, name):

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from lmeval_layerprune.spec import DropSpec, DropSpecError, format_indices, select_by_scores
+from lmeval_layerprune.core.spec import DropSpec, DropSpecError, format_indices, select_by_scores
 
 
 @pytest.mark.parametrize(

@@ -13,10 +13,10 @@ import torch
 from conftest import REPO, tiny_model, tiny_tokenizer
 from lm_eval.api.instance import Instance
 
-from lmeval_layerprune.lm import PrunedHFLM
-from lmeval_layerprune.slicing import prune_model
-from lmeval_layerprune.spec import DropSpec, DropSpecError
-from lmeval_layerprune.speculate import (
+from lmeval_layerprune.core.slicing import prune_model
+from lmeval_layerprune.core.spec import DropSpec, DropSpecError
+from lmeval_layerprune.lmeval.hf import PrunedHFLM
+from lmeval_layerprune.speed.speculate import (
     DraftStats,
     assisted_generate,
     build_drafter,
@@ -163,7 +163,7 @@ def test_pruned_hf_draft_is_exact_and_falls_back_with_a_warning(llama_dir, caplo
     # batches of several prompts cannot draft exactly: warn once, decode plainly, same text
     batched = PrunedHFLM(pretrained=str(llama_dir), drop="0", draft="4", device="cpu", batch_size=4)
     batched_plain = PrunedHFLM(pretrained=str(llama_dir), drop="0", device="cpu", batch_size=4)
-    with caplog.at_level(logging.WARNING, logger="lmeval_layerprune.lm"):
+    with caplog.at_level(logging.WARNING, logger="lmeval_layerprune.lmeval.hf"):
         assert batched.generate_until(copy.deepcopy(reqs)) == batched_plain.generate_until(copy.deepcopy(reqs))
     assert sum("draft= not used" in r.message for r in caplog.records) == 1
 
@@ -203,8 +203,8 @@ def test_speculate_cli(tmp_path, llama_dir) -> None:
 def test_embedded_drafts_are_exact() -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from lmeval_layerprune.embedded import embedded_model_dir
-    from lmeval_layerprune.speculate import task_prompts
+    from lmeval_layerprune.core.embedded import embedded_model_dir
+    from lmeval_layerprune.speed.speculate import task_prompts
 
     path = str(embedded_model_dir())
     model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()

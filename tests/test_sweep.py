@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from lmeval_layerprune.sweep import (
+from lmeval_layerprune.sweep.run import (
     SweepError,
     SweepSettings,
     layer_count,
@@ -56,7 +56,7 @@ def _scores(results: dict) -> dict:
 
 
 def test_ratio_to_layer_count_matches_drop_specs() -> None:
-    from lmeval_layerprune.spec import DropSpec
+    from lmeval_layerprune.core.spec import DropSpec
 
     for n in (6, 24, 30, 32):
         for r in (0.1, 0.2, 0.25, 0.3, 0.5):
@@ -111,7 +111,7 @@ def swept(llama_dir: Path, tmp_path_factory) -> Path:
 
 
 def test_sweep_cells_are_lm_eval_runs_with_plans_and_samples(swept: Path, llama_dir: Path) -> None:
-    from lmeval_layerprune.lm import PrunedHFLM
+    from lmeval_layerprune.lmeval.hf import PrunedHFLM
 
     cells = _cells(swept)
     assert set(cells) == {"base", "last-0.2", "bi-0.2"}
@@ -128,7 +128,7 @@ def test_sweep_cells_are_lm_eval_runs_with_plans_and_samples(swept: Path, llama_
             lines = next(folder.glob(f"samples_{task}_*.jsonl")).read_text().splitlines()
             assert len(lines) == LIMIT
     # plain lm-eval-layout readers see one run per cell
-    from lmeval_layerprune.results import load_runs
+    from lmeval_layerprune.lmeval.results import load_runs
 
     assert len(load_runs([swept])) == 3
 
@@ -137,7 +137,7 @@ def test_sweep_scores_equal_separate_pruned_hf_runs(swept: Path, llama_dir: Path
     import lm_eval
     from lm_eval.utils import sanitize_list
 
-    from lmeval_layerprune.plugin import register
+    from lmeval_layerprune.lmeval.plugin import register
 
     register()
     cells = _cells(swept)
@@ -226,9 +226,9 @@ def test_sweep_killed_with_sigkill_resumes_without_duplicates(swept: Path, llama
 def test_token_agreement_per_cell_equals_a_separately_pruned_model(llama_dir: Path, tmp_path: Path) -> None:
     """`--token-agreement N`: each cell holds the share of the parent's greedy tokens its model predicts
     as top-1; checked against a model loaded with only the kept layers, fed the same parent text."""
-    from lmeval_layerprune.report import TOKEN_AGREEMENT_FILE, write_report
-    from lmeval_layerprune.slicing import load_pruned_model
-    from lmeval_layerprune.speculate import greedy_generate, source_prompts
+    from lmeval_layerprune.core.slicing import load_pruned_model
+    from lmeval_layerprune.report.build import TOKEN_AGREEMENT_FILE, write_report
+    from lmeval_layerprune.speed.speculate import greedy_generate, source_prompts
 
     out = tmp_path / "ta"
     settings = _settings(llama_dir, methods=("last",), tasks=TASKS[:1], limit=2, token_agreement=3)
@@ -265,10 +265,10 @@ def test_two_recipes_heal_each_cell_twice_on_the_same_prompts(tmp_path: Path) ->
     from test_heal import TINY
     from test_selfgen import save_chat_tiny
 
-    from lmeval_layerprune.heal import RECIPE_FILE
-    from lmeval_layerprune.plan import PruningPlan
-    from lmeval_layerprune.report import build_report
-    from lmeval_layerprune.results import load_runs
+    from lmeval_layerprune.core.plan import PruningPlan
+    from lmeval_layerprune.heal.run import RECIPE_FILE
+    from lmeval_layerprune.lmeval.results import load_runs
+    from lmeval_layerprune.report.build import build_report
 
     model = save_chat_tiny(tmp_path / "tiny-chat")
     out = tmp_path / "recovery"

@@ -175,7 +175,7 @@ def test_selection_seed_gives_disjoint_items(name: str, path: Path) -> None:
 
 @pytest.fixture(scope="module")
 def tiny_lm(llama_dir):
-    from lmeval_layerprune.lm import PrunedHFLM
+    from lmeval_layerprune.lmeval.hf import PrunedHFLM
 
     # max_length above the tiny config's 256 positions (RoPE has no hard limit): code tasks ask for
     # 512 new tokens, which lm-eval refuses on a model it believes holds only 256
@@ -214,7 +214,7 @@ def test_task_runs_end_to_end_and_reports_its_metrics(tiny_lm, name: str, path: 
         assert all(isinstance(v, int | float) for v in found), (metric, found)
         assert all(math.isnan(v) or math.isfinite(v) for v in found)
     # `lmeval-prune select` can read the primary (first declared) metric
-    from lmeval_layerprune.select import primary_metrics
+    from lmeval_layerprune.search.select import primary_metrics
 
     assert name in primary_metrics(results)
 

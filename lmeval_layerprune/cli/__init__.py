@@ -7,8 +7,8 @@ import importlib
 import sys
 import textwrap
 
-from .. import __version__
-from ._shared import FlagParser
+from lmeval_layerprune import __version__
+from lmeval_layerprune.cli._shared import FlagParser
 
 #: One module per command under ``lmeval_layerprune/cli/``; each defines ``register(sub)``, which adds
 #: its subparser (with ``set_defaults(func=...)``) to the ``lmeval-prune`` subcommands.
@@ -66,7 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "eval":  # lm_eval's arguments, handed over unparsed
-        from .eval import run
+        from lmeval_layerprune.cli.eval import run
 
         return run(argv[1:])
     parser = build_parser()
@@ -74,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     if not hasattr(args, "func"):
         parser.print_help()
         return 0
-    from ..spec import LayerPruneError
+    from lmeval_layerprune.core.spec import LayerPruneError
 
     try:
         return args.func(args)

@@ -2,6 +2,6 @@
 
 import sys
 
-from . import main
+from lmeval_layerprune.cli import main
 
 sys.exit(main())

@@ -177,7 +177,7 @@ def add_push_to_hub_arguments(parser: argparse.ArgumentParser) -> None:
 def check_push_to_hub(args: argparse.Namespace) -> None:
     """Fail before the long work when ``--push-to-hub`` cannot succeed (bad repo id, no token)."""
     if getattr(args, "push_to_hub", None):
-        from ..hub import get_token, validate_repo
+        from lmeval_layerprune.hub import get_token, validate_repo
 
         validate_repo(args.push_to_hub)
         get_token()
@@ -188,7 +188,7 @@ def push_after(args: argparse.Namespace, out_dir: str | Path) -> Any:
     repo = getattr(args, "push_to_hub", None)
     if not repo:
         return None
-    from ..hub import PublishError, push
+    from lmeval_layerprune.hub import PublishError, push
 
     folder = Path(out_dir)
     try:

@@ -8,7 +8,7 @@ from typing import Any
 
 
 def register(sub: Any) -> None:
-    from ..analyze import LENS_TASK, VIEWS
+    from lmeval_layerprune.report.analyze import LENS_TASK, VIEWS
 
     p = sub.add_parser(
         "analyze",
@@ -34,7 +34,7 @@ def register(sub: Any) -> None:
 
 
 def _cmd_analyze(args: argparse.Namespace) -> int:
-    from ..analyze import AnalyzeError, analyze
+    from lmeval_layerprune.report.analyze import AnalyzeError, analyze
 
     metadata = None
     if args.metadata:

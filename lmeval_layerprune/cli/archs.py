@@ -18,7 +18,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..arch import archs_listing, format_archs
+    from lmeval_layerprune.core.arch import archs_listing, format_archs
 
     print(format_archs(archs_listing(args.models or None)))
     return 0

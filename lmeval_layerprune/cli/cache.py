@@ -12,8 +12,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..hub.push import human_size
-    from ..materialize import cache_dir, cache_entries, clear_cache
+    from lmeval_layerprune.checkpoint.materialize import cache_dir, cache_entries, clear_cache
+    from lmeval_layerprune.hub.push import human_size
 
     if args.action == "clear":
         print(f"removed {human_size(clear_cache())} from {cache_dir()}")

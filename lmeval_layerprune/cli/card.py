@@ -14,7 +14,7 @@ def add_card_source_args(p: argparse.ArgumentParser) -> None:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from ..hub import RELATIONS
+    from lmeval_layerprune.hub import RELATIONS
 
     p = sub.add_parser(
         "card",
@@ -49,7 +49,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..hub import render, validate_repo
+    from lmeval_layerprune.hub import render, validate_repo
 
     if args.repo:
         validate_repo(args.repo)

@@ -6,7 +6,7 @@ import argparse
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from ..demo import DEMO_LIMIT, DEMO_METHODS, DEMO_MODEL, DEMO_RATIOS, DEMO_RECIPE, DEMO_TASKS
+    from lmeval_layerprune.demo import DEMO_LIMIT, DEMO_METHODS, DEMO_MODEL, DEMO_RATIOS, DEMO_RECIPE, DEMO_TASKS
 
     p = sub.add_parser(
         "demo",
@@ -37,8 +37,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..demo import run_demo
-    from ..sweep import parse_methods, parse_ratios
+    from lmeval_layerprune.demo import run_demo
+    from lmeval_layerprune.sweep.run import parse_methods, parse_ratios
 
     limit = args.limit
     if limit is not None and limit >= 1:

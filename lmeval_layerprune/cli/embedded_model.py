@@ -11,7 +11,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(_args: argparse.Namespace) -> int:
-    from ..embedded import embedded_model_dir
+    from lmeval_layerprune.core.embedded import embedded_model_dir
 
     print(embedded_model_dir())
     return 0

@@ -36,7 +36,7 @@ def register(sub: Any) -> None:
 
 def run(argv: list[str]) -> int:
     """Run lm-eval's CLI on ``argv`` with our models and tasks registered."""
-    from ..plugin import register as register_with_lm_eval
+    from lmeval_layerprune.lmeval.plugin import register as register_with_lm_eval
 
     register_with_lm_eval()
     sys.argv = ["lm-eval", *argv]
@@ -75,9 +75,9 @@ def run_folder_name(model_args: dict[str, Any] | str) -> str:
     ``none`` when nothing is removed); a ``bi:`` / ``angular:`` spec, which needs the weights to
     resolve, is named by its text.
     """
-    from ..embedded import base_model_name
-    from ..plan import resolve_drop
-    from ..spec import DropSpec
+    from lmeval_layerprune.core.embedded import base_model_name
+    from lmeval_layerprune.core.plan import resolve_drop
+    from lmeval_layerprune.core.spec import DropSpec
 
     if isinstance(model_args, str):
         from lm_eval.utils import simple_parse_args_string

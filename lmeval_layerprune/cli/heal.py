@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from ..heal import DEFAULT_MIN_EXAMPLES
-from ._shared import add_push_to_hub_arguments, check_push_to_hub, push_after
+from lmeval_layerprune.cli._shared import add_push_to_hub_arguments, check_push_to_hub, push_after
+from lmeval_layerprune.heal.run import DEFAULT_MIN_EXAMPLES
 
 #: TRL ``SFTConfig`` fields with a flag of their own (``--max-steps 20`` is ``sft.max_steps=20``),
 #: spelled as TRL's CLI spells them; every other field is a ``sft.KEY=VALUE`` override.
@@ -83,8 +83,8 @@ def overrides(args: argparse.Namespace) -> list[str]:
 
 
 def run_heal(args: argparse.Namespace) -> int:
-    from ..heal import eval_command, heal
-    from ..plan import PruningPlan
+    from lmeval_layerprune.core.plan import PruningPlan
+    from lmeval_layerprune.heal.run import eval_command, heal
 
     check_push_to_hub(args)  # a bad repo id or a missing token fails before any training
     out = heal(
@@ -112,7 +112,7 @@ def run_heal(args: argparse.Namespace) -> int:
     )
     print(f"evaluate it: {eval_command(out, args.base, args.drop or plan.spec or '', args.keep_adapter)}")
     if args.bench:
-        from ..bench import bench_checkpoint, load_bench
+        from lmeval_layerprune.speed.bench import bench_checkpoint, load_bench
 
         print(load_bench(bench_checkpoint(out, parent=args.base)).summary())
     push_after(args, out)
@@ -120,7 +120,7 @@ def run_heal(args: argparse.Namespace) -> int:
 
 
 def run_recipes(args: argparse.Namespace) -> int:
-    from ..recipe import list_recipes, recipes_dir
+    from lmeval_layerprune.heal.recipe import list_recipes, recipes_dir
 
     if args.path:
         print(recipes_dir())

@@ -6,8 +6,8 @@ import argparse
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from ..hub import DRY_RUN_SUFFIX
-    from .card import add_card_source_args
+    from lmeval_layerprune.cli.card import add_card_source_args
+    from lmeval_layerprune.hub import DRY_RUN_SUFFIX
 
     p = sub.add_parser(
         "push",
@@ -41,7 +41,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from ..hub import DRY_RUN_SUFFIX, push
+    from lmeval_layerprune.hub import DRY_RUN_SUFFIX, push
 
     dry = None
     if args.dry_run is not None:

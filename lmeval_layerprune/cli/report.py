@@ -8,7 +8,7 @@ from typing import Any
 
 
 def register(sub: Any) -> None:
-    from ..report import DEFAULT_BOOTSTRAP, DEFAULT_SEED
+    from lmeval_layerprune.report.build import DEFAULT_BOOTSTRAP, DEFAULT_SEED
 
     p = sub.add_parser(
         "report",
@@ -55,7 +55,7 @@ def register(sub: Any) -> None:
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
-    from ..report import PLOT_FILE, REPORT_FILE, ReportError, write_report
+    from lmeval_layerprune.report.build import PLOT_FILE, REPORT_FILE, ReportError, write_report
 
     if args.bootstrap < 100:
         raise ReportError(f"--bootstrap {args.bootstrap} is too few resamples for a 95% interval (use >= 100)")

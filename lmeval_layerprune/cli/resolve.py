@@ -26,13 +26,13 @@ def register(sub: Any) -> None:
 
 
 def _cmd_resolve(args: argparse.Namespace) -> int:
-    from ..plan import PruningPlan, resolve_drop
-    from ..spec import format_indices
+    from lmeval_layerprune.core.plan import PruningPlan, resolve_drop
+    from lmeval_layerprune.core.spec import format_indices
 
     plan = resolve_drop(args.model, args.drop, calib=args.calib)
     from transformers import AutoConfig
 
-    from ..embedded import resolve_pretrained
+    from lmeval_layerprune.core.embedded import resolve_pretrained
 
     config = AutoConfig.from_pretrained(str(resolve_pretrained(args.model)))
     parent = PruningPlan.from_config(config)

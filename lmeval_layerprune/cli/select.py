@@ -1,5 +1,5 @@
 """``lmeval-prune select``: choose which layers to remove. The flags that determine the result are
-generated from :class:`lmeval_layerprune.select.SelectionSettings`."""
+generated from :class:`lmeval_layerprune.search.select.SelectionSettings`."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import argparse
 import inspect
 import sys
 
-from ._shared import add_dataclass_flags, dataclass_from_args
+from lmeval_layerprune.cli._shared import add_dataclass_flags, dataclass_from_args
 
 HELP = {
     "model": "checkpoint directory, Hub id, or 'embedded'",
@@ -28,7 +28,7 @@ HELP = {
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from ..select import METHODS, SelectionSettings
+    from lmeval_layerprune.search.select import METHODS, SelectionSettings
 
     p = sub.add_parser(
         "select",
@@ -61,8 +61,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     import dataclasses
 
-    from ..select import SelectionSettings, describe_round, select_layers
-    from ..spec import format_indices
+    from lmeval_layerprune.core.spec import format_indices
+    from lmeval_layerprune.search.select import SelectionSettings, describe_round, select_layers
 
     settings = dataclass_from_args(SelectionSettings, args)
     accepted = inspect.signature(select_layers).parameters

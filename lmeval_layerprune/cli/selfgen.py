@@ -1,12 +1,12 @@
 """``lmeval-prune selfgen``: the unpruned parent answers a prompt set (self-generated responses).
-Sampling and filter flags are generated from :class:`~lmeval_layerprune.selfgen.GenerationSettings`
-and :class:`~lmeval_layerprune.selfgen.FilterSettings`."""
+Sampling and filter flags are generated from :class:`~lmeval_layerprune.heal.selfgen.GenerationSettings`
+and :class:`~lmeval_layerprune.heal.selfgen.FilterSettings`."""
 
 from __future__ import annotations
 
 import argparse
 
-from ._shared import add_dataclass_flags, dataclass_from_args
+from lmeval_layerprune.cli._shared import add_dataclass_flags, dataclass_from_args
 
 HELP = {
     "max_new_tokens": "most tokens generated per response",
@@ -23,8 +23,8 @@ HELP = {
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from ..prompt_set import BUNDLED_NAME
-    from ..selfgen import FilterSettings, GenerationSettings
+    from lmeval_layerprune.heal.prompts import BUNDLED_NAME
+    from lmeval_layerprune.heal.selfgen import FilterSettings, GenerationSettings
 
     p = sub.add_parser(
         "selfgen",
@@ -57,7 +57,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..selfgen import FilterSettings, GenerationSettings, generate_responses, load_prompts
+    from lmeval_layerprune.heal.selfgen import FilterSettings, GenerationSettings, generate_responses, load_prompts
 
     prompts = load_prompts(args.prompts, columns=args.columns, split=args.split, n=args.n, system=args.system)
     summary = generate_responses(

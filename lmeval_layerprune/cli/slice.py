@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from ._shared import add_push_to_hub_arguments, check_push_to_hub, push_after
+from lmeval_layerprune.cli._shared import add_push_to_hub_arguments, check_push_to_hub, push_after
 
 
 def register(sub: Any) -> None:
@@ -34,8 +34,8 @@ def register(sub: Any) -> None:
 
 
 def _cmd_slice(args: argparse.Namespace) -> int:
-    from ..materialize import MERGEKIT_FILE, materialize
-    from ..plan import PruningPlan
+    from lmeval_layerprune.checkpoint.materialize import MERGEKIT_FILE, materialize
+    from lmeval_layerprune.core.plan import PruningPlan
 
     check_push_to_hub(args)
     out = materialize(
@@ -55,7 +55,7 @@ def _cmd_slice(args: argparse.Namespace) -> int:
     print(f"mergekit config: {out / MERGEKIT_FILE}")
     print(f"evaluate it: lm_eval --model hf --model_args pretrained={out} --tasks arith_probe")
     if args.bench:
-        from ..bench import bench_checkpoint, load_bench
+        from lmeval_layerprune.speed.bench import bench_checkpoint, load_bench
 
         print(load_bench(bench_checkpoint(out, parent=args.model)).summary())
     push_after(args, out)

@@ -7,7 +7,7 @@ import textwrap
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from ..speculate import DEFAULT_DRAFT_TOKENS
+    from lmeval_layerprune.speed.speculate import DEFAULT_DRAFT_TOKENS
 
     p = sub.add_parser(
         "speculate",
@@ -60,7 +60,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd(args: argparse.Namespace) -> int:
-    from ..speculate import SPECULATE_FILE, SPECULATE_PLOT, format_speculate, run_speculate
+    from lmeval_layerprune.speed.speculate import SPECULATE_FILE, SPECULATE_PLOT, format_speculate, run_speculate
 
     record = run_speculate(
         args.model,

@@ -7,11 +7,11 @@ import json
 import textwrap
 from typing import Any
 
-from ..spec import LayerPruneError
+from lmeval_layerprune.core.spec import LayerPruneError
 
 
 def register(sub: Any) -> None:
-    from ..sweep import DEFAULT_METHODS, DEFAULT_RATIOS, DEFAULT_TASKS, METHODS
+    from lmeval_layerprune.sweep.run import DEFAULT_METHODS, DEFAULT_RATIOS, DEFAULT_TASKS, METHODS
 
     p = sub.add_parser(
         "sweep",
@@ -102,7 +102,14 @@ def register(sub: Any) -> None:
 
 
 def _cmd_sweep(args: argparse.Namespace) -> int:
-    from ..sweep import SweepError, SweepSettings, parse_heal_cells, parse_methods, parse_ratios, run_sweep
+    from lmeval_layerprune.sweep.run import (
+        SweepError,
+        SweepSettings,
+        parse_heal_cells,
+        parse_methods,
+        parse_ratios,
+        run_sweep,
+    )
 
     methods = parse_methods(args.methods)
     ratios = parse_ratios(args.ratios)

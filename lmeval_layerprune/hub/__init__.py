@@ -10,8 +10,17 @@
 huggingface_hub is imported inside the functions that need it.
 """
 
-from .card import RELATIONS, SELECTION_PLOT, CardResult, build_card, eval_results, load_eval, render, write_card
-from .facts import (
+from lmeval_layerprune.hub.card import (
+    RELATIONS,
+    SELECTION_PLOT,
+    CardResult,
+    build_card,
+    eval_results,
+    load_eval,
+    render,
+    write_card,
+)
+from lmeval_layerprune.hub.facts import (
     CARD_FILE,
     PLAN_FILE,
     PLAN_FILES,
@@ -24,8 +33,8 @@ from .facts import (
     read_plan,
     resolve_license,
 )
-from .portable import Portable
-from .push import (
+from lmeval_layerprune.hub.portable import Portable
+from lmeval_layerprune.hub.push import (
     DRY_RUN_SUFFIX,
     UPLOAD_FILES,
     UPLOAD_PATTERNS,

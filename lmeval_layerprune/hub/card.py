@@ -6,7 +6,7 @@ template ``hub_cards/pruned_model_card.md``, which holds every sentence and all 
 :func:`write_card` saves it as ``DIR/README.md``.
 
 Where other results plug in: ``results=`` / ``base_results=`` / ``pruned_results=`` take lm-eval
-results (files or folders, read by :mod:`lmeval_layerprune.results`); ``speedup=`` and
+results (files or folders, read by :mod:`lmeval_layerprune.lmeval.results`); ``speedup=`` and
 ``size_rows=`` (extra ``(label, parent, this model)`` rows of the size/speed table, e.g. from a
 benchmark) fill the "Size and speed" section.
 """
@@ -23,10 +23,9 @@ from dataclasses import MISSING, dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any
 
-from .. import __version__
-from ..results import Run
-from ..spec import format_indices
-from .facts import (
+from lmeval_layerprune import __version__
+from lmeval_layerprune.core.spec import format_indices
+from lmeval_layerprune.hub.facts import (
     CARD_FILE,
     MERGEKIT_FILE,
     PLAN_FILES,
@@ -40,8 +39,9 @@ from .facts import (
     parameter_counts,
     read_plan,
 )
-from .portable import Portable
-from .scores import eval_results, findings, load_eval, rel_change, score_tables
+from lmeval_layerprune.hub.portable import Portable
+from lmeval_layerprune.hub.scores import eval_results, findings, load_eval, rel_change, score_tables
+from lmeval_layerprune.lmeval.results import Run
 
 logger = logging.getLogger(__name__)
 
@@ -192,9 +192,9 @@ def bench_rows(
     folder: Path, bench: str | Path | None, drop: Sequence[int]
 ) -> tuple[float | None, str, list[tuple[str, str, str]]] | None:
     """Measured speed and memory from a ``lmeval-prune bench`` result (``bench``, or the folder's own
-    :data:`~lmeval_layerprune.bench.BENCH_FILE`): the decode speed-up, a note saying where it was
+    :data:`~lmeval_layerprune.speed.bench.BENCH_FILE`): the decode speed-up, a note saying where it was
     measured, and size/speed table rows. ``None`` when there is no bench result."""
-    from ..bench import BENCH_FILE, load_bench
+    from lmeval_layerprune.speed.bench import BENCH_FILE, load_bench
 
     if bench is None and not (folder / BENCH_FILE).is_file():
         return None
@@ -358,7 +358,7 @@ class CardResult:
 
     def save(self, folder: str | Path) -> Path:
         """Write the card to ``folder/README.md`` atomically; return its path."""
-        from ..guard import guard_card, mark_card, replace_atomically
+        from lmeval_layerprune.core.guard import guard_card, mark_card, replace_atomically
 
         path = Path(folder).expanduser() / CARD_FILE
         guard_card(path)  # a hand-written README.md is never replaced
@@ -373,7 +373,7 @@ def render(folder: str | Path, **kwargs: Any) -> CardResult:
     import yaml
     from huggingface_hub import ModelCard, ModelCardData
 
-    from ..resources import bundled_dir
+    from lmeval_layerprune.resources import bundled_dir
 
     results = kwargs.pop("results", ())
     base_results = kwargs.pop("base_results", ())
@@ -423,7 +423,7 @@ def render(folder: str | Path, **kwargs: Any) -> CardResult:
         columns.append(("healed", own))
     selection = selection_section(plan, folder, plot)
     recovery = recovery_section(plan, folder, portable)
-    from ..embedded import _COMPLETE
+    from lmeval_layerprune.core.embedded import _COMPLETE
 
     embedded_source = None
     if ident.parent is not None and (ident.parent / _COMPLETE).is_file():
@@ -548,7 +548,7 @@ def write_card(folder: str | Path, **kwargs: Any) -> Path:
     """Write the card to ``folder/README.md`` (atomically) and return its path. Unknown parent id or
     license leave fields out with a logged warning unless ``strict=True``. A ``README.md`` this tool
     did not write is refused before any work."""
-    from ..guard import guard_card
+    from lmeval_layerprune.core.guard import guard_card
 
     guard_card(Path(folder).expanduser() / CARD_FILE)
     result = render(folder, **kwargs)

@@ -14,10 +14,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..heal import RECIPE_FILE
-from ..materialize import MERGEKIT_FILE
-from ..plan import LEGACY_PLAN_FILES, PLAN_FILE
-from ..spec import PLAN_ATTR, LayerPruneError
+from lmeval_layerprune.checkpoint.materialize import MERGEKIT_FILE
+from lmeval_layerprune.core.plan import LEGACY_PLAN_FILES, PLAN_FILE
+from lmeval_layerprune.core.spec import PLAN_ATTR, LayerPruneError
+from lmeval_layerprune.heal.run import RECIPE_FILE
 
 CARD_FILE = "README.md"
 #: every name a plan file has had (the current one first); all are read and uploaded
@@ -84,7 +84,7 @@ def parameter_counts(folder: Path) -> tuple[int, dict[str, int]] | None:
 
 def estimated_parent_params(folder: Path, counted: dict[str, int], n_dropped: int) -> int:
     """This model's count plus ``n_dropped`` layers of the mean size of a kept layer."""
-    from ..arch import ARCHITECTURES, ArchInfo
+    from lmeval_layerprune.core.arch import ARCHITECTURES, ArchInfo
 
     cfg = json.loads((folder / "config.json").read_text())
     prefix = ARCHITECTURES.get(cfg.get("model_type") or "", ArchInfo()).layers + "."
@@ -117,7 +117,7 @@ def mergekit_sources(folder: Path) -> list[str]:
 def parent_dir(plan: dict[str, Any], folder: Path) -> Path | None:
     """The parent's local checkout, when there is one: the recorded base path, the mergekit
     source, or the converted embedded model."""
-    from ..embedded import EMBEDDED_REPO, embedded_model_dir
+    from lmeval_layerprune.core.embedded import EMBEDDED_REPO, embedded_model_dir
 
     for c in [str(plan.get("base_model") or ""), *mergekit_sources(folder)]:
         if c and is_local_path(c) and Path(c).expanduser().is_dir():
@@ -207,7 +207,7 @@ def resolve_license(
         if meta.get("license"):
             extra = {k: meta[k] for k in ("license_name", "license_link") if meta.get(k)}
             return str(meta["license"]), extra, source
-    from ..embedded import _COMPLETE, EMBEDDED_REPO, gguf_path
+    from lmeval_layerprune.core.embedded import _COMPLETE, EMBEDDED_REPO, gguf_path
 
     if base_model == EMBEDDED_REPO or (parent is not None and (parent / _COMPLETE).is_file()):
         with contextlib.suppress(Exception):

@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..spec import PLAN_ATTR, format_indices
-from .facts import MERGEKIT_FILE, PLAN_FILES, RECIPE_FILE, is_local_path, mergekit_sources
+from lmeval_layerprune.core.spec import PLAN_ATTR, format_indices
+from lmeval_layerprune.hub.facts import MERGEKIT_FILE, PLAN_FILES, RECIPE_FILE, is_local_path, mergekit_sources
 
 #: an absolute or home-relative path of two or more parts, not part of a URL
 _ABS_PATH = re.compile(r"(?<![\w:/.~%-])(~?/[\w.@+-]+(?:/[\w.@+-]*)+)")

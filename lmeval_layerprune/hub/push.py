@@ -23,11 +23,19 @@ from fnmatch import fnmatch
 from pathlib import Path
 from typing import Any
 
-from .. import __version__
-from ..spec import format_indices
-from .card import write_card
-from .facts import CARD_FILE, MERGEKIT_FILE, PLAN_FILES, RECIPE_FILE, PublishError, identify, read_plan
-from .portable import Portable
+from lmeval_layerprune import __version__
+from lmeval_layerprune.core.spec import format_indices
+from lmeval_layerprune.hub.card import write_card
+from lmeval_layerprune.hub.facts import (
+    CARD_FILE,
+    MERGEKIT_FILE,
+    PLAN_FILES,
+    RECIPE_FILE,
+    PublishError,
+    identify,
+    read_plan,
+)
+from lmeval_layerprune.hub.portable import Portable
 
 DRY_RUN_SUFFIX = "-hub-upload"
 #: Files a checkpoint needs, by exact name; plus the patterns in :data:`UPLOAD_PATTERNS`.
@@ -267,7 +275,7 @@ def validate_repo(repo_id: str) -> None:
 
 
 def _write_dry_run(out: Path, manifest: Sequence[tuple[str, Path | bytes]]) -> None:
-    from ..fsutil import atomic_dir
+    from lmeval_layerprune.core.fsutil import atomic_dir
 
     if out.exists() and any(out.iterdir()):
         raise PublishError(f"dry-run folder {out} already exists and is not empty; remove it or name another")
@@ -320,7 +328,7 @@ def push(
     if not folder.is_dir():
         raise PublishError(f"checkpoint folder {str(folder)!r} does not exist")
     if dry_run is not None:  # before anything is written: never into or over the checkpoint folder
-        from ..guard import guard_output
+        from lmeval_layerprune.core.guard import guard_output
 
         guard_output(Path(dry_run).expanduser(), inputs=[folder], what="dry-run folder", flag="--dry-run")
     if not (folder / CARD_FILE).is_file():

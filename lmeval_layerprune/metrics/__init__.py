@@ -19,7 +19,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from .compute import COMPUTE
+from lmeval_layerprune.metrics.compute import COMPUTE
 
 _HERE = Path(__file__).resolve().parent
 #: the names of the bundled ``evaluate`` modules

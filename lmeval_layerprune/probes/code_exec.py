@@ -16,8 +16,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from .brackets import classify_python
-from .sandbox import ExecutionResult, Limits, require_code_execution_opt_in, run_programs
+from lmeval_layerprune.probes.brackets import classify_python
+from lmeval_layerprune.probes.sandbox import ExecutionResult, Limits, require_code_execution_opt_in, run_programs
 
 #: Outcome categories, in the order they are reported.
 CATEGORIES = ("passed", "bracket_error", "syntax_error", "name_error", "assertion_error", "timeout", "other_error")

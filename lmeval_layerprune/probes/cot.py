@@ -41,7 +41,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 
-from .scoring import pooled_ratio
+from lmeval_layerprune.probes.scoring import pooled_ratio
 
 _NUM = r"\$?\d+(?:,\d{3})*(?:\.\d+)?"
 _OPERAND = rf"[(\s]*-?{_NUM}[)\s]*"

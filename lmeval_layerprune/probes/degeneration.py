@@ -40,8 +40,8 @@ from collections.abc import Sequence
 from functools import lru_cache
 from typing import Any
 
-from .scoring import NOT_SCORABLE
-from .text import split_sentences, word_tokens
+from lmeval_layerprune.probes.scoring import NOT_SCORABLE
+from lmeval_layerprune.probes.text import split_sentences, word_tokens
 
 #: BLEU order of the Self-BLEU metric, and the smoothing constant of NLTK's method1.
 SELF_BLEU_ORDER = 4

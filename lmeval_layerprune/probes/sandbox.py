@@ -45,7 +45,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from ..spec import LayerPruneError
+from lmeval_layerprune.core.spec import LayerPruneError
 
 #: Status values of :class:`ExecutionResult`.
 STATUSES = ("passed", "exception", "timeout", "killed", "no_verdict")

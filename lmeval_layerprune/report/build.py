@@ -1,6 +1,6 @@
 """Tables, intervals and plots of pruned runs against their parent: ``lmeval-prune report``.
 
-Reads any lm-eval results through :mod:`lmeval_layerprune.results` (a sweep folder, folders or
+Reads any lm-eval results through :mod:`lmeval_layerprune.lmeval.results` (a sweep folder, folders or
 files of plain ``lm_eval`` runs) and writes into ``--out``:
 
 * ``report.md``: a summary, then a table per task: score, change and retention (score /
@@ -44,7 +44,7 @@ from typing import Any
 
 import numpy as np
 
-from .spec import PLAN_ATTR, LayerPruneError
+from lmeval_layerprune.core.spec import PLAN_ATTR, LayerPruneError
 
 GENERATIVE = "generative"
 LIKELIHOOD = "likelihood"
@@ -931,7 +931,7 @@ def plot_tasks(report: Report, path: Path) -> Path:
 
 
 def _bench_beside(paths: Sequence[str | Path]) -> Path | None:
-    from .bench import BENCH_FILE
+    from lmeval_layerprune.speed.bench import BENCH_FILE
 
     for p in paths:
         f = Path(p) / BENCH_FILE
@@ -946,7 +946,7 @@ def attach_speedups(report: Report, bench: str | Path | None) -> None:
     pruned shape's speed. Nothing happens without a bench result."""
     if bench is None:
         return
-    from .bench import load_bench
+    from lmeval_layerprune.speed.bench import load_bench
 
     result = load_bench(bench)
     for info in report.infos:
@@ -1010,7 +1010,7 @@ def plot_tradeoff(report: Report, path: Path) -> Path:
 def _guard_report_files(out: Path) -> None:
     """Refuse (before writing anything) an ``--out`` that is a file, or to replace a ``report.md`` /
     ``report.json`` this tool did not write."""
-    from .guard import guard_output, owned_json
+    from lmeval_layerprune.core.guard import guard_output, owned_json
 
     if out.exists() and not out.is_dir():
         raise ReportError(f"--out {out} is a file, not a folder; name the folder the report should go into")
@@ -1045,7 +1045,7 @@ def write_report(
     ``layer_pruning_bench.json`` directly inside one of the input folders. With one, every run
     whose removed layers were measured gets its decode speed-up, and ``tradeoff.png`` plots
     retention against it (the Pareto front marked)."""
-    from .results import load_runs
+    from lmeval_layerprune.lmeval.results import load_runs
 
     if not paths:
         raise ReportError("give at least one results file or folder")

@@ -32,8 +32,8 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from .fsutil import _tmp_prefix, remove_abandoned_tmp_dirs, tmp_dir_is_live
-from .spec import LayerPruneError
+from lmeval_layerprune.core.fsutil import _tmp_prefix, remove_abandoned_tmp_dirs, tmp_dir_is_live
+from lmeval_layerprune.core.spec import LayerPruneError
 
 __all__ = [
     "OutputError",

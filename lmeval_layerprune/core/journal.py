@@ -22,8 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .guard import CorruptFileError, replace_atomically
-from .spec import LayerPruneError
+from lmeval_layerprune.core.guard import CorruptFileError, replace_atomically
+from lmeval_layerprune.core.spec import LayerPruneError
 
 TOOL = "lmeval-layerprune"
 

@@ -31,8 +31,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .plan import RESULTS_KEY
-from .spec import LayerPruneError
+from lmeval_layerprune.core.plan import RESULTS_KEY
+from lmeval_layerprune.core.spec import LayerPruneError
 
 GENERATIVE = "generative"
 LIKELIHOOD = "likelihood"

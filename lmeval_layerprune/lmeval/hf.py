@@ -4,7 +4,7 @@ Everything HFLM accepts keeps working (dtype, batch_size incl. ``auto``, device,
 peft, chat templates, ...); we add three model args and pop them before HFLM
 forwards the rest to ``from_pretrained``:
 
-* ``drop``: the spec (see :mod:`lmeval_layerprune.spec`);
+* ``drop``: the spec (see :mod:`lmeval_layerprune.core.spec`);
 * ``calib``: a calibration file for the ``bi:`` / ``angular:`` specs;
 * ``calib_samples``: how many calibration texts to use;
 * ``materialize``: evaluate through an on-disk checkpoint from the materialization
@@ -12,14 +12,14 @@ forwards the rest to ``from_pretrained``:
 * ``draft``: a spec in the same grammar, naming layers *of the model as loaded* (after ``drop``)
   to skip for drafting: greedy generation requests are decoded by speculative decoding with the
   model as verifier and itself without those layers as drafter (shared weights, see
-  :mod:`lmeval_layerprune.speculate`); output is token-identical to plain greedy decoding, and
+  :mod:`lmeval_layerprune.speed.speculate`); output is token-identical to plain greedy decoding, and
   log-likelihood requests do not use the draft. Where exactness cannot hold (sampling, beams,
   a batch of several prompts: use ``batch_size=1``) it warns once and decodes without the draft;
 * ``draft_tokens``: draft tokens proposed per verification step (default 4).
 
 ``pretrained`` may be a path, a Hub id, ``embedded`` or a model instance.
 
-Provenance: both models record the resolved plan (:meth:`~lmeval_layerprune.plan.PruningPlan.provenance`:
+Provenance: both models record the resolved plan (:meth:`~lmeval_layerprune.core.plan.PruningPlan.provenance`:
 parent, layers removed and kept, method, the spec as given and resolved, hashes, the recovery record
 of a healed checkpoint) through ``get_model_info()``, which lm-eval merges into the results file's
 ``config`` under ``"layer_pruning"``.
@@ -43,12 +43,12 @@ import torch
 from lm_eval.api.model import TemplateLM
 from lm_eval.models.huggingface import HFLM
 
-from .arch import arch_for, num_layers
-from .embedded import base_model_name, resolve_pretrained
-from .importance import DEFAULT_CALIB_SAMPLES
-from .plan import RESULTS_KEY, PruningPlan, resolve_drop
-from .slicing import load_only_kept_layers, prune_model, pruned_config
-from .spec import DropSpec, LayerPruneError
+from lmeval_layerprune.core.arch import arch_for, num_layers
+from lmeval_layerprune.core.embedded import base_model_name, resolve_pretrained
+from lmeval_layerprune.core.plan import RESULTS_KEY, PruningPlan, resolve_drop
+from lmeval_layerprune.core.slicing import load_only_kept_layers, prune_model, pruned_config
+from lmeval_layerprune.core.spec import DropSpec, LayerPruneError
+from lmeval_layerprune.methods.importance import DEFAULT_CALIB_SAMPLES
 
 logger = logging.getLogger(__name__)
 
@@ -83,7 +83,7 @@ class PrunedHFLM(HFLM):
         if _truthy(materialize) and not self._drop_spec.is_noop:
             if not isinstance(pretrained, str):
                 raise ValueError("materialize=true needs pretrained to be a path or Hub id, not a model instance")
-            from .materialize import cached_checkpoint
+            from lmeval_layerprune.checkpoint.materialize import cached_checkpoint
 
             path = cached_checkpoint(
                 pretrained,
@@ -98,7 +98,7 @@ class PrunedHFLM(HFLM):
             self._drop_spec = DropSpec.parse(None)  # the checkpoint is already pruned
         pretrained = resolve_pretrained(pretrained)
         if isinstance(pretrained, str):
-            from .guard import check_weights
+            from lmeval_layerprune.core.guard import check_weights
 
             check_weights(pretrained)  # a truncated weights file is named, not a SafetensorError from the loader
         if kwargs.get("device") is None and not torch.cuda.is_available():
@@ -155,7 +155,7 @@ class PrunedHFLM(HFLM):
 
     # ------------------------------------------------------------------ draft=
     def _setup_draft(self, draft_tokens: int | str | None) -> None:
-        from .speculate import DEFAULT_DRAFT_TOKENS, build_drafter, resolve_draft
+        from lmeval_layerprune.speed.speculate import DEFAULT_DRAFT_TOKENS, build_drafter, resolve_draft
 
         layers = resolve_draft(
             self._model, self._draft_spec, self.tokenizer, calib=self._calib, calib_samples=self._calib_samples
@@ -309,7 +309,7 @@ def _parse_draft(draft: Any) -> DropSpec | None:
     """``draft=`` parsed now (a bad spec fails before any weight is read); ``None`` for no draft."""
     if draft is None or (isinstance(draft, str) and draft.strip() == ""):
         return None
-    from .spec import DropSpecError
+    from lmeval_layerprune.core.spec import DropSpecError
 
     try:
         spec = DropSpec.parse(draft)
@@ -325,7 +325,7 @@ def _truthy(value: Any) -> bool:
 
 
 def _cache_dtype(dtype: Any) -> str | None:
-    from .materialize import DTYPES
+    from lmeval_layerprune.checkpoint.materialize import DTYPES
 
     name = str(dtype).replace("torch.", "") if dtype is not None else None
     return name if name in DTYPES else None
@@ -363,7 +363,7 @@ class PrunedVLLM(TemplateLM):
                 kwargs["revision"] = revision
             plan = _plan_of_local_checkpoint(path, pretrained)
         else:
-            from .materialize import cached_checkpoint
+            from lmeval_layerprune.checkpoint.materialize import cached_checkpoint
 
             path = str(
                 cached_checkpoint(

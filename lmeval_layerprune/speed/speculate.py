@@ -31,10 +31,10 @@ from typing import Any
 
 import torch
 
-from .arch import arch_for
-from .arch import num_layers as arch_num_layers
-from .slicing import keep_from_drop, layer_subset, pruned_config
-from .spec import DropSpec, DropSpecError, LayerPruneError, format_indices
+from lmeval_layerprune.core.arch import arch_for
+from lmeval_layerprune.core.arch import num_layers as arch_num_layers
+from lmeval_layerprune.core.slicing import keep_from_drop, layer_subset, pruned_config
+from lmeval_layerprune.core.spec import DropSpec, DropSpecError, LayerPruneError, format_indices
 
 logger = logging.getLogger(__name__)
 
@@ -207,7 +207,7 @@ def resolve_draft(
 ) -> tuple[int, ...]:
     """The layers of ``model`` (as loaded, i.e. after any ``drop``) that a draft spec skips.
 
-    Same grammar and errors as ``drop`` (:class:`~lmeval_layerprune.spec.DropSpecError`, a ValueError);
+    Same grammar and errors as ``drop`` (:class:`~lmeval_layerprune.core.spec.DropSpecError`, a ValueError);
     ``bi:``/``angular:`` score ``model`` itself.
     """
     target = _text_model(model)
@@ -216,7 +216,7 @@ def resolve_draft(
         n = arch_num_layers(target.config)
 
         def scores(method: str) -> list[float]:
-            from .importance import DEFAULT_CALIB_SAMPLES, compute_scores
+            from lmeval_layerprune.methods.importance import DEFAULT_CALIB_SAMPLES, compute_scores
 
             if tokenizer is None:
                 raise DraftError(f"draft spec {parsed.text!r} needs a tokenizer to score the layers")
@@ -499,7 +499,7 @@ def task_prompts(
     """Token ids of the ``generate_until`` contexts of lm-eval ``tasks`` (as ``pruned-hf`` would encode them)."""
     from lm_eval.tasks import TaskManager, get_task_dict
 
-    from .plugin import register
+    from lmeval_layerprune.lmeval.plugin import register
 
     register()
     manager = TaskManager(include_path=include_path)
@@ -529,7 +529,7 @@ def task_prompts(
 
 def source_prompts(tokenizer: Any, source: str, limit: int | None = None) -> list[list[int]]:
     """Token ids of chat-templated prompts from a ``selfgen`` prompt source (``bundled``, a file, a Hub id)."""
-    from .selfgen import encode_prompt, ensure_chat_template, load_prompts
+    from lmeval_layerprune.heal.selfgen import encode_prompt, ensure_chat_template, load_prompts
 
     ensure_chat_template(tokenizer)
     return [encode_prompt(tokenizer, p.messages) for p in load_prompts(source, n=limit)]
@@ -539,7 +539,7 @@ def source_prompts(tokenizer: Any, source: str, limit: int | None = None) -> lis
 
 
 class _MemoryJournal:
-    """What :func:`lmeval_layerprune.select.greedy_search` needs of a journal, in memory."""
+    """What :func:`lmeval_layerprune.search.select.greedy_search` needs of a journal, in memory."""
 
     def __init__(self) -> None:
         self.records: dict[str, dict[str, float]] = {}
@@ -593,10 +593,10 @@ def search_draft(
 ) -> dict[str, Any]:
     """Greedily choose ``n`` layers to skip for drafting, maximising simulated tokens per verification step.
 
-    Reuses ``select``'s greedy loop (:func:`lmeval_layerprune.select.greedy_search`) with
+    Reuses ``select``'s greedy loop (:func:`lmeval_layerprune.search.select.greedy_search`) with
     :class:`AcceptanceObjective`; returns its record (``drop``, ``order``, ``rounds``, ...).
     """
-    from .select import greedy_search
+    from lmeval_layerprune.search.select import greedy_search
 
     objective = AcceptanceObjective(model, tokenizer, prompts, responses, draft_tokens, max_new_tokens)
     n_layers = arch_num_layers(_text_model(model).config)
@@ -647,7 +647,7 @@ def run_speculate(
     from tqdm.auto import tqdm
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from .embedded import base_model_name, resolve_pretrained
+    from lmeval_layerprune.core.embedded import base_model_name, resolve_pretrained
 
     if not drafts and not search:
         raise DraftError("give at least one --draft spec or --search N")

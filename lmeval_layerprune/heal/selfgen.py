@@ -28,11 +28,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .fsutil import file_lock
-from .guard import check_causal_lm, check_weights, guard_output
-from .journal import RunManifest, append_jsonl, describe_diff, read_jsonl, repair_torn_tail, torn_fragment
-from .prompt_set import BUILTIN_SETS, BUNDLED_NAME
-from .spec import LayerPruneError
+from lmeval_layerprune.core.fsutil import file_lock
+from lmeval_layerprune.core.guard import check_causal_lm, check_weights, guard_output
+from lmeval_layerprune.core.journal import (
+    RunManifest,
+    append_jsonl,
+    describe_diff,
+    read_jsonl,
+    repair_torn_tail,
+    torn_fragment,
+)
+from lmeval_layerprune.core.spec import LayerPruneError
+from lmeval_layerprune.heal.prompts import BUILTIN_SETS, BUNDLED_NAME
 
 logger = logging.getLogger(__name__)
 
@@ -322,7 +329,7 @@ def encode_prompt(tokenizer: Any, messages: Sequence[dict[str, str]]) -> list[in
 
 def rep_n(ids: Sequence[int], n: int = 4) -> float:
     """Rep-n over token ids (the degeneration filter): the probes' :func:`ngram_repetition`."""
-    from .probes.degeneration import ngram_repetition
+    from lmeval_layerprune.probes.degeneration import ngram_repetition
 
     return ngram_repetition(ids, n)
 
@@ -558,7 +565,7 @@ def _manifest(out: Path, meta: dict[str, Any]) -> RunManifest:
 def check_output(out: Path, meta: dict[str, Any], prompts: Sequence[Prompt], inputs: Sequence[Any] = ()) -> bool:
     """Prove that ``out`` may be written by this run, changing nothing; True when it already holds records.
 
-    Refused (:class:`SelfGenError` / :class:`~lmeval_layerprune.guard.OutputError`): ``out`` is an input,
+    Refused (:class:`SelfGenError` / :class:`~lmeval_layerprune.core.guard.OutputError`): ``out`` is an input,
     a file that is not a selfgen file of this tool, one started with other settings (named, old and new),
     or one holding records of other prompts.
     """
@@ -597,7 +604,7 @@ def check_output(out: Path, meta: dict[str, Any], prompts: Sequence[Prompt], inp
 
 
 def _meta(teacher: str, gen: GenerationSettings, flt: FilterSettings, source: str | None) -> dict[str, Any]:
-    from .embedded import base_model_name
+    from lmeval_layerprune.core.embedded import base_model_name
 
     return {
         "teacher": base_model_name(teacher) or teacher,
@@ -642,7 +649,7 @@ def generate_responses(
     from tqdm.auto import tqdm
     from transformers import AutoTokenizer
 
-    from .embedded import resolve_pretrained
+    from lmeval_layerprune.core.embedded import resolve_pretrained
 
     gen = generation or GenerationSettings()
     flt = filters or FilterSettings()

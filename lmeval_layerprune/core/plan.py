@@ -35,7 +35,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from .spec import PLAN_ATTR, DropSpec, DropSpecError, format_indices
+from lmeval_layerprune.core.spec import PLAN_ATTR, DropSpec, DropSpecError, format_indices
 
 #: The one plan file name every writer uses.
 PLAN_FILE = "layer_pruning.json"
@@ -438,7 +438,7 @@ def resolve_drop(
     Args:
         model_or_path: a checkpoint folder, a Hub id, ``"embedded"``, a transformers config,
             or a loaded model.
-        spec: any ``drop=`` spec (text, int, list or :class:`~lmeval_layerprune.spec.DropSpec`).
+        spec: any ``drop=`` spec (text, int, list or :class:`~lmeval_layerprune.core.spec.DropSpec`).
         calib, calib_samples: calibration texts for ``bi:`` / ``angular:``.
         model: the loaded model to score for ``bi:`` / ``angular:``; without it such specs load
             the model once (``load_kwargs`` go to ``from_pretrained``). Other specs read only the config.
@@ -455,8 +455,8 @@ def resolve_drop(
     Raises:
         DropSpecError / PlanError: a spec that does not fit the model (names the value and the valid range).
     """
-    from .arch import num_layers as arch_num_layers
-    from .embedded import base_model_name, resolve_pretrained
+    from lmeval_layerprune.core.arch import num_layers as arch_num_layers
+    from lmeval_layerprune.core.embedded import base_model_name, resolve_pretrained
 
     spec = DropSpec.parse(spec)
     path: str | None = None
@@ -488,7 +488,7 @@ def resolve_drop(
             extra["plan_file_sha256"] = file_sha256(Path(spec.path).expanduser())
         fields.update(order=src.order, scores=src.scores, selection=src.selection, extra=extra)
     elif spec.needs_scores:
-        from .importance import DEFAULT_CALIB_SAMPLES, compute_scores
+        from lmeval_layerprune.methods.importance import DEFAULT_CALIB_SAMPLES, compute_scores
 
         if model is None:
             if path is None:
@@ -519,7 +519,7 @@ def resolve_drop(
         local = spec.resolve(n)
 
     if local:
-        from .arch import arch_for
+        from lmeval_layerprune.core.arch import arch_for
 
         info = arch_for(config)
         if info.text_config or info.inferred:  # say what was pruned, and how it was found

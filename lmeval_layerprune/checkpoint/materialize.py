@@ -11,7 +11,7 @@ mergekit 0.1.5 workarounds live here and only here (drop them when upstream fixe
 * it sets ``num_hidden_layers`` but never slices ``layer_types`` (and other per-layer
   config lists), which crashes config validation under transformers 5 (Qwen2/3, Gemma2/3,
   Cohere2, ...): :func:`_fixed_out_config` builds the output config with
-  :func:`lmeval_layerprune.arch.sliced_config_values` instead;
+  :func:`lmeval_layerprune.core.arch.sliced_config_values` instead;
 * for architectures it has no (or an outdated) definition of, it crashes or writes
   checkpoints that lack tensors (transformers 5's fused MoE experts, Cohere's q/k norms,
   GPT-NeoX's attention buffers, an untied Gemma head): verification catches it, and the
@@ -36,13 +36,13 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from . import __version__
-from .arch import arch_for, num_layers, sliced_config_values, text_config_of
-from .embedded import base_model_name, cache_root, resolve_pretrained
-from .fsutil import atomic_dir, dir_size, file_lock, tmp_dir_is_live
-from .guard import check_weights, guard_output, replace_atomically
-from .plan import PLAN_FILE, PruningPlan, find_plan_file, resolve_drop
-from .spec import PLAN_ATTR, DropSpec, LayerPruneError
+from lmeval_layerprune import __version__
+from lmeval_layerprune.core.arch import arch_for, num_layers, sliced_config_values, text_config_of
+from lmeval_layerprune.core.embedded import base_model_name, cache_root, resolve_pretrained
+from lmeval_layerprune.core.fsutil import atomic_dir, dir_size, file_lock, tmp_dir_is_live
+from lmeval_layerprune.core.guard import check_weights, guard_output, replace_atomically
+from lmeval_layerprune.core.plan import PLAN_FILE, PruningPlan, find_plan_file, resolve_drop
+from lmeval_layerprune.core.spec import PLAN_ATTR, DropSpec, LayerPruneError
 
 # torch, transformers and mergekit are imported inside the functions that need them, so a
 # cache hit (pruned-vllm, materialize=true) costs milliseconds, not seconds of imports.
@@ -197,7 +197,7 @@ def materialize(
     Args:
         pretrained: a checkpoint directory, a Hub id, or ``"embedded"``.
         drop: any ``drop=`` spec (``plan:PATH`` and the metric forms included), or an already
-            resolved :class:`~lmeval_layerprune.plan.PruningPlan` (indices of the unpruned parent).
+            resolved :class:`~lmeval_layerprune.core.plan.PruningPlan` (indices of the unpruned parent).
         out: the output directory (must not exist unless ``overwrite``).
         dtype: ``float32``, ``bfloat16`` or ``float16``; default: the model's own.
         calib, calib_samples: calibration for ``bi:``/``angular:``.
@@ -212,7 +212,7 @@ def materialize(
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
-    from .slicing import keep_from_drop, load_pruned_model, prune_model
+    from lmeval_layerprune.core.slicing import keep_from_drop, load_pruned_model, prune_model
 
     out = Path(out).expanduser()
     occupied = out.exists() and (not out.is_dir() or any(out.iterdir()))
@@ -388,7 +388,7 @@ def cached_checkpoint(
     if spec.needs_scores:
         from transformers import AutoModelForCausalLM
 
-        from .slicing import prune_model
+        from lmeval_layerprune.core.slicing import prune_model
 
         # Metric specs depend on the calibration data: score the full model (loaded once; on a miss
         # the same model, sliced in memory, is the reference the checkpoint is verified against).

@@ -9,7 +9,7 @@ the pruned model is scored, each task's score is normalised by the **full model'
 Better than the original code on each point:
 
 * one loaded model for the whole search: candidates run by swapping the layer list
-  (:func:`lmeval_layerprune.slicing.layer_subset`), never by writing checkpoints or
+  (:func:`lmeval_layerprune.core.slicing.layer_subset`), never by writing checkpoints or
   restarting an engine;
 * the baseline is computed once; decoding is whatever the task says (greedy for the
   bundled probes);
@@ -48,14 +48,19 @@ from typing import Any, TypeVar
 
 import torch
 
-from .arch import arch_for
-from .arch import num_layers as arch_num_layers
-from .guard import guard_output, owned_json
-from .importance import DEFAULT_CALIB_MAX_TOKENS, DEFAULT_CALIB_SAMPLES, compute_scores, load_calibration_texts
-from .journal import Journal
-from .plan import PruningPlan, resolve_drop
-from .slicing import _get_layers, keep_from_drop, layer_subset
-from .spec import select_by_scores
+from lmeval_layerprune.core.arch import arch_for
+from lmeval_layerprune.core.arch import num_layers as arch_num_layers
+from lmeval_layerprune.core.guard import guard_output, owned_json
+from lmeval_layerprune.core.journal import Journal
+from lmeval_layerprune.core.plan import PruningPlan, resolve_drop
+from lmeval_layerprune.core.slicing import _get_layers, keep_from_drop, layer_subset
+from lmeval_layerprune.core.spec import select_by_scores
+from lmeval_layerprune.methods.importance import (
+    DEFAULT_CALIB_MAX_TOKENS,
+    DEFAULT_CALIB_SAMPLES,
+    compute_scores,
+    load_calibration_texts,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -430,7 +435,7 @@ def _higher_is_better(task: Any) -> bool:
 
 def primary_metrics(results: dict[str, Any]) -> dict[str, float]:
     """Each leaf task's first declared metric (under its first filter), read by :mod:`.results`."""
-    from .results import parse_results
+    from lmeval_layerprune.lmeval.results import parse_results
 
     return parse_results(results).primary_scores()
 
@@ -1039,7 +1044,7 @@ def select_layers(
     Returns:
         The plan: ``model``, ``num_layers``, ``drop``, ``method``, scores and settings.
     """
-    from .lm import PrunedHFLM
+    from lmeval_layerprune.lmeval.hf import PrunedHFLM
 
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; expected one of {', '.join(METHODS)}")

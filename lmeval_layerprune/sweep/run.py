@@ -2,17 +2,17 @@
 
 Every (method, ratio[, healed]) cell is one lm-eval run saved in lm-eval's own output layout
 (``OUT/<cell>/<model>/results_<date>.json`` plus ``samples_<task>_<date>.jsonl`` per task), so
-``lm_eval`` tooling, :mod:`lmeval_layerprune.results` and ``lmeval-prune report`` read it as they
+``lm_eval`` tooling, :mod:`lmeval_layerprune.lmeval.results` and ``lmeval-prune report`` read it as they
 read any run. Cheaper than running the grid cell by cell:
 
 * one loaded base model serves every in-memory cell: the pruned layers are swapped out in
-  place for the cell and put back afterwards (:func:`lmeval_layerprune.slicing.layer_subset`,
+  place for the cell and put back afterwards (:func:`lmeval_layerprune.core.slicing.layer_subset`,
   as the layer search does); no checkpoint is written, no model reloaded;
 * the unpruned baseline (ratio 0) is evaluated once and shared by every method;
 * ``bi`` and ``angular`` read the calibration hidden states once for every ratio;
 * ``iterative`` (and ``ppl``) run one greedy search to the largest ratio; smaller ratios take
   the first K layers of its order (the same as ``drop=plan:PATH@K``);
-* healed cells (``--recipe``) heal the pruned model with :func:`lmeval_layerprune.heal.heal`
+* healed cells (``--recipe``) heal the pruned model with :func:`lmeval_layerprune.heal.run.heal`
   after every in-memory cell is done, then evaluate the healed checkpoint. Several recipes
   (``--recipe selfgen-lora,original-lora``: the paper's recovery comparison, same prompts and budget through
   ``--heal-override``) give one healed cell per recipe, named ``<cell>-healed-<recipe>``.
@@ -37,8 +37,8 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from .plan import RESULTS_KEY, PruningPlan
-from .spec import DropSpec, LayerPruneError, format_indices
+from lmeval_layerprune.core.plan import RESULTS_KEY, PruningPlan
+from lmeval_layerprune.core.spec import DropSpec, LayerPruneError, format_indices
 
 logger = logging.getLogger(__name__)
 
@@ -253,8 +253,8 @@ def _settings_diff(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
 def _num_layers(model: str) -> int:
     from transformers import AutoConfig
 
-    from .arch import num_layers
-    from .embedded import resolve_pretrained
+    from lmeval_layerprune.core.arch import num_layers
+    from lmeval_layerprune.core.embedded import resolve_pretrained
 
     return int(num_layers(AutoConfig.from_pretrained(str(resolve_pretrained(model)))))
 
@@ -323,7 +323,7 @@ def _plan(
     settings: SweepSettings, num_layers: int, drop: Sequence[int], method: str, spec: str, **fields: Any
 ) -> PruningPlan:
     """The cell's plan, as every other part of the package records one."""
-    from .embedded import base_model_name
+    from lmeval_layerprune.core.embedded import base_model_name
 
     return PruningPlan(
         base_model=base_model_name(settings.model),
@@ -348,7 +348,7 @@ class Sweep:
         heal = list(settings.heal_cells) if settings.recipe else []
         recipes = settings.recipes
         if heal:  # a typo in a recipe or an override fails now, not after the in-memory cells
-            from .recipe import load_recipe
+            from lmeval_layerprune.heal.recipe import load_recipe
 
             for rec in recipes:
                 load_recipe(rec, settings.heal_overrides)
@@ -371,8 +371,8 @@ class Sweep:
     # ---------------------------------------------------------------- model
     def _load(self) -> Any:
         if self._lm is None:
-            from .lm import PrunedHFLM
-            from .plugin import register
+            from lmeval_layerprune.lmeval.hf import PrunedHFLM
+            from lmeval_layerprune.lmeval.plugin import register
 
             register()
             self._lm = PrunedHFLM(
@@ -390,7 +390,11 @@ class Sweep:
 
     def _boundary_states(self) -> Any:
         if self._states is None:
-            from .importance import DEFAULT_CALIB_SAMPLES, layer_boundary_states, load_calibration_texts
+            from lmeval_layerprune.methods.importance import (
+                DEFAULT_CALIB_SAMPLES,
+                layer_boundary_states,
+                load_calibration_texts,
+            )
 
             lm = self._load()
             texts = load_calibration_texts(self.settings.calib, self.settings.calib_samples or DEFAULT_CALIB_SAMPLES)
@@ -399,7 +403,7 @@ class Sweep:
 
     def _greedy_plan(self, method: str) -> dict[str, Any]:
         """One greedy search to the grid's largest count (resumable through its journal)."""
-        from .select import select_layers
+        from lmeval_layerprune.search.select import select_layers
 
         path = self.out / f"{method}_plan.json"
         k_max = max(c.layers for c in self.cells if c.method == method)
@@ -431,8 +435,8 @@ class Sweep:
 
     def resolve(self, cell: Cell) -> PruningPlan:
         """The plan of an in-memory cell (its resolved layers)."""
-        from .importance import angular_distances, block_influence
-        from .spec import select_by_scores
+        from lmeval_layerprune.core.spec import select_by_scores
+        from lmeval_layerprune.methods.importance import angular_distances, block_influence
 
         n, k, s = self.num_layers, cell.layers, self.settings
         if k == 0:
@@ -500,8 +504,8 @@ class Sweep:
     def _token_agreement(self, lm: Any, drop: Sequence[int], folder: Path) -> None:
         """Write ``token_agreement.json`` into the cell: the share of the parent's greedy tokens this
         cell's model predicts as its top-1 (teacher-forced; the parent's responses made once)."""
-        from .report import TOKEN_AGREEMENT_FILE
-        from .speculate import greedy_generate, source_prompts, token_agreement
+        from lmeval_layerprune.report.build import TOKEN_AGREEMENT_FILE
+        from lmeval_layerprune.speed.speculate import greedy_generate, source_prompts, token_agreement
 
         s = self.settings
         if getattr(self, "_ta_prompts", None) is None:  # the parent's greedy responses, once per sweep
@@ -538,7 +542,7 @@ class Sweep:
         """Evaluate every missing cell; returns the manifest (cell name -> plan and results file)."""
         from tqdm.auto import tqdm
 
-        from .slicing import layer_subset
+        from lmeval_layerprune.core.slicing import layer_subset
 
         manifest = _open_out(self.out, self.settings)
         _clear_partials(self.out)
@@ -601,9 +605,9 @@ class Sweep:
         return manifest
 
     def _run_healed(self, cell: Cell, pruned: PruningPlan, task_manager: Any) -> dict[str, Any]:
-        from .heal import heal
-        from .lm import PrunedHFLM
-        from .plugin import register
+        from lmeval_layerprune.heal.run import heal
+        from lmeval_layerprune.lmeval.hf import PrunedHFLM
+        from lmeval_layerprune.lmeval.plugin import register
 
         s = self.settings
         assert cell.recipe is not None

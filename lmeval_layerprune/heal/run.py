@@ -30,10 +30,10 @@ from typing import Any
 
 import yaml
 
-from .journal import RunManifest, describe_diff, json_safe
-from .plan import PLAN_FILE, PruningPlan
-from .recipe import KDSettings, Recipe, RecipeError, load_recipe
-from .spec import PLAN_ATTR, LayerPruneError
+from lmeval_layerprune.core.journal import RunManifest, describe_diff, json_safe
+from lmeval_layerprune.core.plan import PLAN_FILE, PruningPlan
+from lmeval_layerprune.core.spec import PLAN_ATTR, LayerPruneError
+from lmeval_layerprune.heal.recipe import KDSettings, Recipe, RecipeError, load_recipe
 
 logger = logging.getLogger(__name__)
 
@@ -156,11 +156,11 @@ def check_run(
 
     import torch
 
-    from .arch import arch_for, num_layers
-    from .embedded import resolve_pretrained
-    from .guard import check_causal_lm, check_weights, guard_output
-    from .selfgen import SelfGenError, is_selfgen_file, load_prompts, read_records
-    from .spec import DropSpec
+    from lmeval_layerprune.core.arch import arch_for, num_layers
+    from lmeval_layerprune.core.embedded import resolve_pretrained
+    from lmeval_layerprune.core.guard import check_causal_lm, check_weights, guard_output
+    from lmeval_layerprune.core.spec import DropSpec
+    from lmeval_layerprune.heal.selfgen import SelfGenError, is_selfgen_file, load_prompts, read_records
 
     missing = [m for m in ("trl", "peft", "datasets") if importlib.util.find_spec(m) is None]
     if missing:
@@ -168,7 +168,7 @@ def check_run(
     if isinstance(recipe, Recipe):
         rec = recipe
         if overrides:
-            from .recipe import apply_overrides, validate
+            from lmeval_layerprune.heal.recipe import apply_overrides, validate
 
             rec = validate(apply_overrides(recipe.raw, list(overrides)), name=recipe.name, path=recipe.path)
     else:
@@ -308,7 +308,14 @@ def prepare_data(run: HealRun) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     into ``OUT/selfgen_responses.jsonl`` (resumable). ``original``: the source's own responses.
     Refuses to go on below ``run.min_examples``.
     """
-    from .selfgen import FILTERS, FilterSettings, GenerationSettings, generate_responses, read_records, training_pairs
+    from lmeval_layerprune.heal.selfgen import (
+        FILTERS,
+        FilterSettings,
+        GenerationSettings,
+        generate_responses,
+        read_records,
+        training_pairs,
+    )
 
     rec = run.recipe
     if run.records is not None:
@@ -440,7 +447,7 @@ def checkpoint_problem(ckpt: Path) -> str | None:
     """Why a trainer checkpoint cannot be resumed from (unreadable state, weights or optimizer files), or None."""
     import zipfile
 
-    from .guard import CorruptFileError, check_weights
+    from lmeval_layerprune.core.guard import CorruptFileError, check_weights
 
     try:
         state = json.loads((ckpt / "trainer_state.json").read_text(encoding="utf-8"))
@@ -506,8 +513,8 @@ def load_student(run: HealRun, dist: Any) -> tuple[Any, Any, dict[str, Any]]:
     """Step 4: the pruned student (only the kept layers are read), its tokenizer, and the plan."""
     from transformers import AutoTokenizer
 
-    from .selfgen import ensure_chat_template
-    from .slicing import load_pruned_model
+    from lmeval_layerprune.core.slicing import load_pruned_model
+    from lmeval_layerprune.heal.selfgen import ensure_chat_template
 
     rec = run.recipe
     tokenizer = AutoTokenizer.from_pretrained(run.base_path)
@@ -538,7 +545,7 @@ def make_trainer(run: HealRun, student: Any, tokenizer: Any, plan: PruningPlan, 
     import torch
     from trl import SFTConfig, SFTTrainer
 
-    from .embedded import resolve_pretrained
+    from lmeval_layerprune.core.embedded import resolve_pretrained
 
     rec = run.recipe
     sft_kwargs = {**_SFT_DEFAULTS, **rec.sft}
@@ -607,7 +614,7 @@ def write_checkpoint(run: HealRun, training: Training, counts: dict[str, Any], s
 
     Returns the model written (None for an adapter, or on a process other than the main one).
     """
-    from .embedded import base_model_name
+    from lmeval_layerprune.core.embedded import base_model_name
 
     rec, out, trainer, args = run.recipe, run.out, training.trainer, training.args
     staging = out / ".trainer-final"
@@ -665,7 +672,7 @@ def verify_written(run: HealRun, training: Training, final: Any, dist: Any) -> N
     rec = run.recipe
     if not (run.verify and dist.num_processes == 1 and not rec.quantization and not run.keep_adapter):
         return
-    from .materialize import verify_checkpoint
+    from lmeval_layerprune.checkpoint.materialize import verify_checkpoint
 
     trainer = training.trainer
     # 1. what was written is exactly the model in memory (merged, or the full finetune)
@@ -756,8 +763,8 @@ def _build_final(
     """The merged model (LoRA merged into an unquantized pruned base), or the full finetune reloaded."""
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    from .slicing import load_pruned_model
-    from .spec import format_indices
+    from lmeval_layerprune.core.slicing import load_pruned_model
+    from lmeval_layerprune.core.spec import format_indices
 
     if keep_adapter:
         return None

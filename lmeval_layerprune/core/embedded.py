@@ -15,8 +15,8 @@ import logging
 import os
 from pathlib import Path
 
-from .fsutil import atomic_dir
-from .spec import LayerPruneError
+from lmeval_layerprune.core.fsutil import atomic_dir
+from lmeval_layerprune.core.spec import LayerPruneError
 
 logger = logging.getLogger(__name__)
 

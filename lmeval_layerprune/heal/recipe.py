@@ -38,8 +38,8 @@ from typing import Any
 
 import yaml
 
-from .resources import bundled_dir
-from .spec import LayerPruneError
+from lmeval_layerprune.core.spec import LayerPruneError
+from lmeval_layerprune.resources import bundled_dir
 
 METHODS = ("selfgen", "original", "kd")
 TOP_LEVEL = (
@@ -245,7 +245,7 @@ def quantization_fields() -> list[str]:
 
 def selfgen_fields() -> list[str]:
     """Keys of a recipe's ``selfgen`` section."""
-    from .selfgen import FilterSettings, GenerationSettings
+    from lmeval_layerprune.heal.selfgen import FilterSettings, GenerationSettings
 
     return [
         "n",
@@ -399,7 +399,7 @@ def validate(raw: dict[str, Any], name: str = "<recipe>", path: Path | None = No
         raise RecipeError(f"recipe {name!r}: a kd section needs method: kd (method is {method!r})")
     sg = dict(sections["selfgen"] or {})
     _check_keys("selfgen", sg, selfgen_fields())
-    from .selfgen import FilterSettings, GenerationSettings
+    from lmeval_layerprune.heal.selfgen import FilterSettings, GenerationSettings
 
     sg = check_types(
         "selfgen", sg, {"n": int, **_field_types(GenerationSettings), **_field_types(FilterSettings)}, name

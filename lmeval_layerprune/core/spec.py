@@ -199,7 +199,7 @@ class DropSpec:
         if self.is_noop:
             return ()
         if self.method == "plan":
-            from .plan import plan_of_spec
+            from lmeval_layerprune.core.plan import plan_of_spec
 
             drop = plan_of_spec(self, num_layers).drop
         elif self.method == "last":
@@ -257,9 +257,9 @@ def _check_indices(text: str, drop: Sequence[int], num_layers: int) -> tuple[int
 def load_plan(path: str | Path) -> dict[str, Any]:
     """The raw plan record at ``path`` (a plan JSON, or a folder holding one), with clear errors.
 
-    Typed access: :meth:`lmeval_layerprune.plan.PruningPlan.load`.
+    Typed access: :meth:`lmeval_layerprune.core.plan.PruningPlan.load`.
     """
-    from .plan import read_plan_record
+    from lmeval_layerprune.core.plan import read_plan_record
 
     return read_plan_record(path)[0]
 

@@ -14,8 +14,8 @@ from typing import Any
 
 #: lm-eval model name -> "module:Class" (resolved lazily by lm-eval's registry).
 MODELS = {
-    "pruned-hf": "lmeval_layerprune.lm:PrunedHFLM",
-    "pruned-vllm": "lmeval_layerprune.lm:PrunedVLLM",
+    "pruned-hf": "lmeval_layerprune.lmeval.hf:PrunedHFLM",
+    "pruned-vllm": "lmeval_layerprune.lmeval.hf:PrunedVLLM",
 }
 
 
@@ -47,7 +47,7 @@ def add_task_folder(task_manager_cls: Any) -> None:
     original = task_manager_cls.__init__
     if getattr(original, "_lmeval_layerprune", False):
         return
-    from .resources import tasks_dir
+    from lmeval_layerprune.resources import tasks_dir
 
     ours = str(tasks_dir())
     sig = inspect.signature(original)

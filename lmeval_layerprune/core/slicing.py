@@ -1,7 +1,7 @@
 """Keep only some decoder layers of a model: in memory, or while loading.
 
 Two entry points, which agree by construction (both use
-:func:`lmeval_layerprune.arch.sliced_config_values`):
+:func:`lmeval_layerprune.core.arch.sliced_config_values`):
 
 * :func:`prune_model` removes layers from a live model, renumbering every
   ``layer_idx`` so the KV cache indexes the right slots.
@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from .arch import (
+from lmeval_layerprune.core.arch import (
     ArchInfo,
     UnsupportedArchitectureError,
     arch_for,
@@ -32,10 +32,10 @@ from .arch import (
     sliced_config_values,
     text_config_of,
 )
-from .spec import PLAN_ATTR, LayerPruneError
+from lmeval_layerprune.core.spec import PLAN_ATTR, LayerPruneError
 
 if TYPE_CHECKING:
-    from .plan import PruningPlan
+    from lmeval_layerprune.core.plan import PruningPlan
 
 logger = logging.getLogger(__name__)
 
@@ -111,7 +111,7 @@ def prune_model(
         raise ValueError(f"model has {n} layers but config.num_hidden_layers is {num_layers(config)}")
     keep = keep_from_drop(n, drop)
     if plan is None:
-        from .plan import resolve_drop
+        from lmeval_layerprune.core.plan import resolve_drop
 
         plan = resolve_drop(config, list(drop) or None)
     fixes = check_inferred_slice(config, keep) if info.inferred else {}
@@ -327,7 +327,7 @@ def load_pruned_model(
 
     Args:
         pretrained: a checkpoint directory, a Hub id, or ``"embedded"``.
-        drop: any ``drop=`` spec (see :mod:`lmeval_layerprune.spec`).
+        drop: any ``drop=`` spec (see :mod:`lmeval_layerprune.core.spec`).
         tokenizer: used by the ``bi:``/``angular:`` specs (loaded from ``pretrained`` if omitted).
         calib: calibration file for ``bi:``/``angular:``.
         calib_samples: how many calibration texts (default 32).
@@ -339,9 +339,9 @@ def load_pruned_model(
     """
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    from .embedded import base_model_name, resolve_pretrained
-    from .plan import PruningPlan, resolve_drop
-    from .spec import DropSpec
+    from lmeval_layerprune.core.embedded import base_model_name, resolve_pretrained
+    from lmeval_layerprune.core.plan import PruningPlan, resolve_drop
+    from lmeval_layerprune.core.spec import DropSpec
 
     base_name = base_model_name(pretrained)
     pretrained = str(resolve_pretrained(pretrained))

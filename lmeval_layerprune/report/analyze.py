@@ -3,7 +3,7 @@
 Each view writes a CSV and a PNG into ``--out``:
 
 * ``skip_profile``: every layer (layer 0 included) skipped alone on the loaded model
-  (:func:`lmeval_layerprune.slicing.layer_subset`), every metric of every task, and for
+  (:func:`lmeval_layerprune.core.slicing.layer_subset`), every metric of every task, and for
   log-likelihood tasks the mean change in log-probability of the right answer (the paper's
   first-digit probe: ``arith_first_digit``) against the full model, item by item;
 * ``layer_profiles``: block influence (1 - cos(input, output) of each layer) and the angular
@@ -26,8 +26,8 @@ from typing import Any
 
 import torch
 
-from .arch import num_layers as arch_num_layers
-from .spec import LayerPruneError
+from lmeval_layerprune.core.arch import num_layers as arch_num_layers
+from lmeval_layerprune.core.spec import LayerPruneError
 
 logger = logging.getLogger(__name__)
 
@@ -51,14 +51,14 @@ def _write_csv(path: Path, rows: list[dict[str, Any]]) -> Path:
 
 
 def _plt() -> Any:
-    from .report import _plt as plt
+    from lmeval_layerprune.report.build import _plt as plt
 
     return plt()
 
 
 def _load(model: str, drop: str | None = None, **kw: Any) -> Any:
-    from .lm import PrunedHFLM
-    from .plugin import register
+    from lmeval_layerprune.lmeval.hf import PrunedHFLM
+    from lmeval_layerprune.lmeval.plugin import register
 
     register()
     return PrunedHFLM(pretrained=model, drop=drop, **kw)
@@ -69,7 +69,7 @@ def _kept(lm: Any) -> list[int]:
     plan = getattr(lm, "plan", None)
     if plan is not None and plan.drop:
         return list(plan.kept)
-    from .plan import PruningPlan
+    from lmeval_layerprune.core.plan import PruningPlan
 
     recorded = PruningPlan.from_config(lm.model.config)
     return list(recorded.kept) if recorded is not None else list(range(arch_num_layers(lm.model.config)))
@@ -100,7 +100,7 @@ def skip_profile(
     from lm_eval.tasks import TaskManager
     from tqdm.auto import tqdm
 
-    from .slicing import layer_subset
+    from lmeval_layerprune.core.slicing import layer_subset
 
     manager = TaskManager(metadata=metadata or None)
     unknown = [t for t in tasks if t not in manager.all_tasks]
@@ -174,7 +174,12 @@ def layer_profiles(
     models: dict[str, Any], calib: str | None = None, samples: int | None = None
 ) -> list[dict[str, Any]]:
     """Rows (model, parent layer, block_influence, angular_distance) on calibration text."""
-    from .importance import DEFAULT_CALIB_SAMPLES, block_influence, layer_boundary_states, load_calibration_texts
+    from lmeval_layerprune.methods.importance import (
+        DEFAULT_CALIB_SAMPLES,
+        block_influence,
+        layer_boundary_states,
+        load_calibration_texts,
+    )
 
     texts = load_calibration_texts(calib, samples or DEFAULT_CALIB_SAMPLES)
     rows = []
@@ -211,7 +216,7 @@ def lens_prompts(limit: int | None, metadata: dict | None = None) -> list[tuple[
     """(context, the ten choices, gold index) of the first-digit probe, as lm-eval builds them."""
     from lm_eval.tasks import TaskManager, get_task_dict
 
-    from .plugin import register
+    from lmeval_layerprune.lmeval.plugin import register
 
     register()
     task = get_task_dict([LENS_TASK], TaskManager(metadata=metadata or None))[LENS_TASK]
@@ -241,7 +246,7 @@ def _final_norm(model: Any) -> Any:
 def logit_lens(lm: Any, prompts: Sequence[tuple[str, list[str], int]]) -> list[list[bool]]:
     """Per item, per depth (0 = embeddings, ..., L = last layer), whether the right digit is the
     top token among the ten choices' first differing tokens."""
-    from .arch import arch_for
+    from lmeval_layerprune.core.arch import arch_for
 
     model, tok = lm.model, lm.tokenizer
     layers = model.get_submodule(arch_for(model.config).layers)

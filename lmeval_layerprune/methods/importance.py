@@ -15,8 +15,8 @@ from typing import Any
 
 import torch
 
-from .arch import arch_for
-from .resources import default_calibration_path
+from lmeval_layerprune.core.arch import arch_for
+from lmeval_layerprune.resources import default_calibration_path
 
 DEFAULT_CALIB_SAMPLES = 32
 DEFAULT_CALIB_MAX_TOKENS = 128

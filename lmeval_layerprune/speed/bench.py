@@ -1,7 +1,7 @@
 """What pruning buys: speed and memory of pruned variants measured beside their parent.
 
 One model is loaded; every variant runs on it with its layers swapped out in place
-(:func:`lmeval_layerprune.slicing.layer_subset`), so five specs cost one load. Rounds are
+(:func:`lmeval_layerprune.core.slicing.layer_subset`), so five specs cost one load. Rounds are
 interleaved (each round measures every variant at every batch size, in a rotating order) after
 warm-up rounds, so contention hits all variants alike; figures are medians with min/max.
 
@@ -53,9 +53,9 @@ from typing import Any
 
 import torch
 
-from .arch import num_layers as arch_num_layers
-from .slicing import layer_subset
-from .spec import DropSpec, LayerPruneError, format_indices
+from lmeval_layerprune.core.arch import num_layers as arch_num_layers
+from lmeval_layerprune.core.slicing import layer_subset
+from lmeval_layerprune.core.spec import DropSpec, LayerPruneError, format_indices
 
 logger = logging.getLogger(__name__)
 
@@ -352,7 +352,7 @@ def resolve_variants(
     model: torch.nn.Module, tokenizer: Any, drops: Sequence[Any], calib: str | None = None
 ) -> list[tuple[str, tuple[int, ...]]]:
     """(spec text, parent indices) per spec, resolved exactly as ``drop=`` does (same errors)."""
-    from .importance import compute_scores
+    from lmeval_layerprune.methods.importance import compute_scores
 
     n = arch_num_layers(model.config)
     out = []
@@ -508,8 +508,8 @@ def _gains(rec: dict[str, Any], parent: dict[str, Any]) -> dict[str, Any]:
 def _load(model: str, dtype: str, device: str | None) -> tuple[torch.nn.Module, Any]:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from .arch import arch_for
-    from .embedded import resolve_pretrained
+    from lmeval_layerprune.core.arch import arch_for
+    from lmeval_layerprune.core.embedded import resolve_pretrained
 
     path = str(resolve_pretrained(model))
     dev = device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -542,7 +542,7 @@ def run_bench(
     progress: bool = True,
 ) -> dict[str, Any]:
     """``lmeval-prune bench``: load ``model`` once, measure it and each drop spec; write JSON + PNG to ``out``."""
-    from .embedded import base_model_name
+    from lmeval_layerprune.core.embedded import base_model_name
 
     if backend == "vllm":
         return run_bench_vllm(
@@ -560,7 +560,7 @@ def run_bench(
     # check every spec before loading weights: a bad spec fails fast, with drop='s error
     from transformers import AutoConfig
 
-    from .embedded import resolve_pretrained
+    from lmeval_layerprune.core.embedded import resolve_pretrained
 
     n = arch_num_layers(AutoConfig.from_pretrained(str(resolve_pretrained(model))))
     for text in drops:
@@ -596,7 +596,7 @@ def _is_bench_file(path: Path) -> bool:
 
 def write_bench(record: dict[str, Any], out: str | Path) -> Path:
     """Write ``record`` as ``out/BENCH_FILE`` and its plot as ``out/BENCH_PLOT``; returns the JSON path."""
-    from .guard import guard_output
+    from lmeval_layerprune.core.guard import guard_output
 
     folder = Path(out)
     path = folder / BENCH_FILE
@@ -630,7 +630,7 @@ def bench_checkpoint(
     layers removed in place: the same shapes as the checkpoint, so the same speed and memory (a
     healed checkpoint has other weights but identical cost).
     """
-    from .embedded import base_model_name
+    from lmeval_layerprune.core.embedded import base_model_name
 
     folder = Path(folder)
     plan = _checkpoint_plan(folder)
@@ -658,7 +658,7 @@ def bench_checkpoint(
 
 
 def _checkpoint_plan(folder: Path) -> dict[str, Any]:
-    from .spec import PLAN_ATTR
+    from lmeval_layerprune.core.spec import PLAN_ATTR
 
     cfg = folder / "config.json"
     if cfg.is_file():
@@ -715,8 +715,8 @@ def run_bench_vllm(
 
     from vllm import LLM, SamplingParams  # type: ignore[import-not-found]
 
-    from .embedded import base_model_name, resolve_pretrained
-    from .materialize import cached_checkpoint
+    from lmeval_layerprune.checkpoint.materialize import cached_checkpoint
+    from lmeval_layerprune.core.embedded import base_model_name, resolve_pretrained
 
     path = str(resolve_pretrained(model))
     from transformers import AutoConfig

@@ -38,7 +38,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .spec import LayerPruneError
+from lmeval_layerprune.core.spec import LayerPruneError
 
 logger = logging.getLogger(__name__)
 

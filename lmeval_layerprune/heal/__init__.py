@@ -1,0 +1,1 @@
+"""Recovery: recipes, prompt sets, self-generated responses and training."""

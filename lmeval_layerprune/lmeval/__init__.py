@@ -1,0 +1,1 @@
+"""lm-evaluation-harness integration: the pruned-hf / pruned-vllm models, registration, results."""

@@ -1,0 +1,1 @@
+"""Which layers to remove: importance metrics behind one registry, and the resolver."""

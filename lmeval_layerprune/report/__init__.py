@@ -1,0 +1,1 @@
+"""Statistics, Markdown and plots over lm-eval results; the analysis views."""

@@ -1,0 +1,1 @@
+"""What pruning buys: speed and memory benchmarks, self-speculative decoding, token agreement."""

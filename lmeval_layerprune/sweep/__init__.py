@@ -1,0 +1,1 @@
+"""The study's grid: cells, one lm-eval run each, behind an executor seam."""
