@@ -23,8 +23,9 @@ import torch
 from conftest import REPO, tiny_model
 
 from lmeval_layerprune.core import arch
-from lmeval_layerprune.core.arch import ARCHITECTURES, UnsupportedArchitectureError, arch_for, discover
+from lmeval_layerprune.core.arch import ARCHITECTURES, arch_for, discover
 from lmeval_layerprune.core.slicing import layer_subset, load_pruned_model, prune_model
+from lmeval_layerprune.errors import UnsupportedArchitectureError
 
 
 def _sweep_module():

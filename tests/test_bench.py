@@ -12,10 +12,10 @@ import torch
 from conftest import REPO, tiny_config, tiny_model
 
 from lmeval_layerprune.core.slicing import prune_model
-from lmeval_layerprune.core.spec import DropSpec, DropSpecError
+from lmeval_layerprune.core.spec import DropSpec
+from lmeval_layerprune.errors import BenchError, DropSpecError
 from lmeval_layerprune.speed.bench import (
     BENCH_FILE,
-    BenchError,
     bench_checkpoint,
     bench_from_dict,
     bench_model,

@@ -75,7 +75,7 @@ def test_card_shows_the_measured_speedup_unless_overridden(tmp_path: Path, llama
 def test_report_and_bench_never_replace_files_they_did_not_write(tmp_path: Path) -> None:
     import numpy as np
 
-    from lmeval_layerprune.core.guard import OutputError
+    from lmeval_layerprune.errors import OutputError
 
     rng = np.random.default_rng(1)
     base = {"cls_a": binary(rng, 20, 0.8)}

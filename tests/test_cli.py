@@ -85,7 +85,7 @@ def test_registry_keeps_builtin_models(tmp_path) -> None:
         """
         import sys
         from lm_eval.api.registry import get_model, model_registry
-        from lmeval_layerprune.lm import PrunedHFLM
+        from lmeval_layerprune.lmeval.hf import PrunedHFLM
         from lm_eval.models.huggingface import HFLM
         assert get_model("pruned-hf") is PrunedHFLM
         assert get_model("hf") is HFLM

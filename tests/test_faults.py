@@ -22,7 +22,8 @@ import pytest
 from conftest import REPO, save_tiny
 from test_selfgen import save_chat_tiny
 
-from lmeval_layerprune.core.guard import OutputError, guard_output, replace_atomically
+from lmeval_layerprune.core.guard import guard_output, replace_atomically
+from lmeval_layerprune.errors import OutputError
 
 ENV = {**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1",
        "TOKENIZERS_PARALLELISM": "false", "HF_HUB_DISABLE_TELEMETRY": "1"}  # fmt: skip
@@ -125,7 +126,7 @@ def test_guard_refuses_outputs_at_inside_or_around_inputs_and_changes_nothing(tm
 _SWAP_SCRIPT = """
 import sys, time
 from pathlib import Path
-from lmeval_layerprune.guard import replace_atomically
+from lmeval_layerprune.core.guard import replace_atomically
 target, gen = Path(sys.argv[1]), sys.argv[2]
 while True:
     with replace_atomically(target) as tmp:
@@ -380,7 +381,7 @@ def test_corrupt_and_truncated_files_are_named(tmp_path, capsys):
           str(weights))  # fmt: skip
     clear(*cli(capsys, "heal", "--recipe", "selfgen-lora", "--base", str(model), "--drop", "1", "--out",
                str(tmp_path / "h"), "--data", "bundled"), str(weights))  # fmt: skip
-    from lmeval_layerprune.core.guard import CorruptFileError
+    from lmeval_layerprune.errors import CorruptFileError
     from lmeval_layerprune.lmeval.hf import PrunedHFLM
 
     TALLY["inputs"] += 1
@@ -411,7 +412,8 @@ def test_corrupt_and_truncated_files_are_named(tmp_path, capsys):
 
 
 def test_pruned_hf_checks_its_model_args(llama_dir):
-    from lmeval_layerprune.lmeval.hf import ModelArgError, PrunedHFLM
+    from lmeval_layerprune.errors import ModelArgError
+    from lmeval_layerprune.lmeval.hf import PrunedHFLM
 
     for kwargs, needle in [
         ({"dorp": "1"}, "did you mean 'drop'"),

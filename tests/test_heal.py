@@ -15,8 +15,9 @@ import torch
 from conftest import REPO
 from test_selfgen import save_chat_tiny
 
+from lmeval_layerprune.errors import RecipeError
 from lmeval_layerprune.heal import run as heal_mod
-from lmeval_layerprune.heal.recipe import RecipeError, apply_overrides, list_recipes, load_recipe, validate
+from lmeval_layerprune.heal.recipe import apply_overrides, list_recipes, load_recipe, validate
 
 #: Small, fast settings for the tiny model (greedy generation, every response kept, a few steps).
 TINY = [
@@ -217,7 +218,7 @@ def test_heal_lora_end_to_end_matches_an_independent_reference(base, responses, 
 _KILL_SCRIPT = """
 import os, signal, sys
 from transformers import TrainerCallback
-from lmeval_layerprune.heal import heal
+from lmeval_layerprune.heal.run import heal
 
 class KillAfterSave(TrainerCallback):
     def on_save(self, args, state, control, **kw):

@@ -26,8 +26,8 @@ from lmeval_layerprune.checkpoint.materialize import (
     kept_ranges,
     materialize,
 )
-from lmeval_layerprune.core.guard import OutputError
 from lmeval_layerprune.core.slicing import load_pruned_model
+from lmeval_layerprune.errors import OutputError
 
 BIN = Path(sys.executable).parent
 
@@ -153,7 +153,7 @@ def test_cache_hit_reuses_the_checkpoint(llama_dir, cache) -> None:
 _CHILD = textwrap.dedent(
     """
     import sys
-    from lmeval_layerprune.materialize import cached_checkpoint
+    from lmeval_layerprune.checkpoint.materialize import cached_checkpoint
     print(cached_checkpoint(sys.argv[1], sys.argv[2], dtype="float32"), flush=True)
     """
 )

@@ -8,14 +8,9 @@ import json
 import pytest
 import torch
 
-from lmeval_layerprune.core.plan import (
-    LEGACY_PLAN_FILES,
-    PLAN_FILE,
-    PlanError,
-    PruningPlan,
-    resolve_drop,
-)
-from lmeval_layerprune.core.spec import DropSpec, DropSpecError
+from lmeval_layerprune.core.plan import LEGACY_PLAN_FILES, PLAN_FILE, PruningPlan, resolve_drop
+from lmeval_layerprune.core.spec import DropSpec
+from lmeval_layerprune.errors import DropSpecError, PlanError
 
 # select's plan layout as it was written before PruningPlan (greedy order 4, 1, 3 on a 6-layer model)
 SELECT_PLAN = {

@@ -24,8 +24,8 @@ from huggingface_hub import ModelCard
 from safetensors import safe_open
 
 from lmeval_layerprune.checkpoint.materialize import MERGEKIT_FILE, PLAN_FILE, materialize
-from lmeval_layerprune.hub import PublishError, build_card, load_eval, push, resolve_license, upload_manifest
-from lmeval_layerprune.lmeval.results import ResultsError
+from lmeval_layerprune.errors import PublishError, ResultsError
+from lmeval_layerprune.hub import build_card, load_eval, push, resolve_license, upload_manifest
 
 BASE_ID = "tiny-org/tiny-llama"
 WRITE_TOKEN = "hf_WRITEtokenSECRET0123456789abcdefXYZ"

@@ -13,14 +13,8 @@ from pathlib import Path
 import pytest
 from conftest import save_tiny
 
-from lmeval_layerprune.lmeval.results import (
-    ResultsError,
-    load_run,
-    load_runs,
-    merge_runs,
-    parse_model_args,
-    parse_results,
-)
+from lmeval_layerprune.errors import ResultsError
+from lmeval_layerprune.lmeval.results import load_run, load_runs, merge_runs, parse_model_args, parse_results
 
 GEN = "arith_probe_add_1d"
 GROUP = "arith_probe_mc"

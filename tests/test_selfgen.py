@@ -18,11 +18,11 @@ import pytest
 import torch
 from conftest import REPO, save_tiny, tiny_tokenizer
 
+from lmeval_layerprune.errors import SelfGenError
 from lmeval_layerprune.heal.prompts import bundled_prompts, mixed_prompts
 from lmeval_layerprune.heal.selfgen import (
     FALLBACK_CHAT_TEMPLATE,
     FilterSettings,
-    SelfGenError,
     encode_prompt,
     filter_reason,
     load_prompts,

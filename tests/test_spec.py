@@ -6,7 +6,8 @@ import json
 
 import pytest
 
-from lmeval_layerprune.core.spec import DropSpec, DropSpecError, format_indices, select_by_scores
+from lmeval_layerprune.core.spec import DropSpec, format_indices, select_by_scores
+from lmeval_layerprune.errors import DropSpecError
 
 
 @pytest.mark.parametrize(

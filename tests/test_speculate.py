@@ -14,7 +14,8 @@ from conftest import REPO, tiny_model, tiny_tokenizer
 from lm_eval.api.instance import Instance
 
 from lmeval_layerprune.core.slicing import prune_model
-from lmeval_layerprune.core.spec import DropSpec, DropSpecError
+from lmeval_layerprune.core.spec import DropSpec
+from lmeval_layerprune.errors import DropSpecError
 from lmeval_layerprune.lmeval.hf import PrunedHFLM
 from lmeval_layerprune.speed.speculate import (
     DraftStats,

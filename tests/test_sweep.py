@@ -13,15 +13,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from lmeval_layerprune.sweep.run import (
-    SweepError,
-    SweepSettings,
-    layer_count,
-    parse_methods,
-    parse_ratios,
-    plan_grid,
-    run_sweep,
-)
+from lmeval_layerprune.errors import SweepError
+from lmeval_layerprune.sweep.run import SweepSettings, layer_count, parse_methods, parse_ratios, plan_grid, run_sweep
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent

@@ -42,7 +42,8 @@ from lmeval_layerprune.core.embedded import base_model_name, cache_root, resolve
 from lmeval_layerprune.core.fsutil import atomic_dir, dir_size, file_lock, tmp_dir_is_live
 from lmeval_layerprune.core.guard import check_weights, guard_output, replace_atomically
 from lmeval_layerprune.core.plan import PLAN_FILE, PruningPlan, find_plan_file, resolve_drop
-from lmeval_layerprune.core.spec import PLAN_ATTR, DropSpec, LayerPruneError
+from lmeval_layerprune.core.spec import PLAN_ATTR, DropSpec
+from lmeval_layerprune.errors import LayerPruneError, VerificationError
 
 # torch, transformers and mergekit are imported inside the functions that need them, so a
 # cache hit (pruned-vllm, materialize=true) costs milliseconds, not seconds of imports.
@@ -55,10 +56,6 @@ COMPLETE_FILE = ".complete"
 OWNED_MARKERS = (PLAN_FILE, "layer_pruning_plan.json", COMPLETE_FILE)
 
 DTYPES = ("float32", "bfloat16", "float16")
-
-
-class VerificationError(LayerPruneError, RuntimeError):
-    """A materialized checkpoint does not reproduce the in-memory slice."""
 
 
 def kept_ranges(keep: Sequence[int]) -> list[tuple[int, int]]:

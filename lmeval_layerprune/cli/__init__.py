@@ -74,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     if not hasattr(args, "func"):
         parser.print_help()
         return 0
-    from lmeval_layerprune.core.spec import LayerPruneError
+    from lmeval_layerprune.errors import LayerPruneError
 
     try:
         return args.func(args)

@@ -188,7 +188,8 @@ def push_after(args: argparse.Namespace, out_dir: str | Path) -> Any:
     repo = getattr(args, "push_to_hub", None)
     if not repo:
         return None
-    from lmeval_layerprune.hub import PublishError, push
+    from lmeval_layerprune.errors import PublishError
+    from lmeval_layerprune.hub import push
 
     folder = Path(out_dir)
     try:

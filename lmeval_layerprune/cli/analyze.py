@@ -34,7 +34,8 @@ def register(sub: Any) -> None:
 
 
 def _cmd_analyze(args: argparse.Namespace) -> int:
-    from lmeval_layerprune.report.analyze import AnalyzeError, analyze
+    from lmeval_layerprune.errors import AnalyzeError
+    from lmeval_layerprune.report.analyze import analyze
 
     metadata = None
     if args.metadata:

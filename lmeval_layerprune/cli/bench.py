@@ -52,7 +52,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd(args: argparse.Namespace) -> int:
-    from lmeval_layerprune.speed.bench import BENCH_FILE, BENCH_PLOT, BackendUnavailable, format_bench, run_bench
+    from lmeval_layerprune.errors import BackendUnavailable
+    from lmeval_layerprune.speed.bench import BENCH_FILE, BENCH_PLOT, format_bench, run_bench
 
     try:
         record = run_bench(

@@ -55,7 +55,8 @@ def register(sub: Any) -> None:
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
-    from lmeval_layerprune.report.build import PLOT_FILE, REPORT_FILE, ReportError, write_report
+    from lmeval_layerprune.errors import ReportError
+    from lmeval_layerprune.report.build import PLOT_FILE, REPORT_FILE, write_report
 
     if args.bootstrap < 100:
         raise ReportError(f"--bootstrap {args.bootstrap} is too few resamples for a 95% interval (use >= 100)")

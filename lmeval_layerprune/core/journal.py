@@ -22,14 +22,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lmeval_layerprune.core.guard import CorruptFileError, replace_atomically
-from lmeval_layerprune.core.spec import LayerPruneError
+from lmeval_layerprune.core.guard import replace_atomically
+from lmeval_layerprune.errors import CorruptFileError, JournalError
 
 TOOL = "lmeval-layerprune"
-
-
-class JournalError(LayerPruneError, ValueError):
-    """A resumable file that is not this tool's, is damaged, or was written with other settings."""
 
 
 # ------------------------------------------------------------------ settings

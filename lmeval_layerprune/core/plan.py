@@ -35,7 +35,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from lmeval_layerprune.core.spec import PLAN_ATTR, DropSpec, DropSpecError, format_indices
+from lmeval_layerprune.core.spec import PLAN_ATTR, DropSpec, format_indices
+from lmeval_layerprune.errors import PlanError
 
 #: The one plan file name every writer uses.
 PLAN_FILE = "layer_pruning.json"
@@ -49,10 +50,6 @@ RESULTS_KEY = PLAN_ATTR
 #: Keys of select's record, written at the top level of the plan (the layout select always wrote).
 SELECTION_KEYS = ("rounds", "baseline", "evaluations", "settings")
 _CORE_KEYS = ("base_model", "num_layers", "drop", "kept", "method", "spec", "order", "scores", "recovery")
-
-
-class PlanError(DropSpecError):
-    """A plan file or record that cannot be read or does not fit the model."""
 
 
 @dataclass
@@ -557,7 +554,6 @@ __all__ = [
     "LEGACY_PLAN_FILES",
     "PLAN_FILE",
     "RESULTS_KEY",
-    "PlanError",
     "PruningPlan",
     "file_sha256",
     "find_plan_file",

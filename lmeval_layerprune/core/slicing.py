@@ -25,14 +25,14 @@ import torch
 
 from lmeval_layerprune.core.arch import (
     ArchInfo,
-    UnsupportedArchitectureError,
     arch_for,
     check_inferred_slice,
     num_layers,
     sliced_config_values,
     text_config_of,
 )
-from lmeval_layerprune.core.spec import PLAN_ATTR, LayerPruneError
+from lmeval_layerprune.core.spec import PLAN_ATTR
+from lmeval_layerprune.errors import LayerPruneError, UnsupportedArchitectureError
 
 if TYPE_CHECKING:
     from lmeval_layerprune.core.plan import PruningPlan

@@ -27,6 +27,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from lmeval_layerprune.errors import DropSpecError
+
 VALID_FORMS = (
     "'7', '20-25', '3+7+20-25', a list like [3,7], 'last:8', 'last:25%', 'bi:8', 'angular:25%', 'plan:PATH', "
     "'plan:PATH@K', or 'none'"
@@ -40,14 +42,6 @@ _INDEX = re.compile(r"^\d+$")
 _RANGE = re.compile(r"^(\d+)-(\d+)$")
 _METHOD = re.compile(r"^([A-Za-z_]+):(.*)$")
 _PLAN_PREFIX = re.compile(r"^(.*)@(\d+)$")
-
-
-class LayerPruneError(Exception):
-    """Base class of the errors this package raises for bad input or a failed check."""
-
-
-class DropSpecError(LayerPruneError, ValueError):
-    """A ``drop=`` spec that cannot be parsed or does not fit the model."""
 
 
 def _bad(token: object, why: str, num_layers: int | None = None) -> DropSpecError:

@@ -38,7 +38,7 @@ from typing import Any
 
 import yaml
 
-from lmeval_layerprune.core.spec import LayerPruneError
+from lmeval_layerprune.errors import RecipeError
 from lmeval_layerprune.resources import bundled_dir
 
 METHODS = ("selfgen", "original", "kd")
@@ -59,10 +59,6 @@ TOP_LEVEL = (
 )
 #: SFTConfig fields that heal sets itself.
 RESERVED_SFT = ("output_dir", "resume_from_checkpoint")
-
-
-class RecipeError(LayerPruneError, ValueError):
-    """A recipe that does not exist, does not parse, or has unknown keys or bad values."""
 
 
 @dataclass

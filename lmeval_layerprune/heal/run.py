@@ -32,8 +32,9 @@ import yaml
 
 from lmeval_layerprune.core.journal import RunManifest, describe_diff, json_safe
 from lmeval_layerprune.core.plan import PLAN_FILE, PruningPlan
-from lmeval_layerprune.core.spec import PLAN_ATTR, LayerPruneError
-from lmeval_layerprune.heal.recipe import KDSettings, Recipe, RecipeError, load_recipe
+from lmeval_layerprune.core.spec import PLAN_ATTR
+from lmeval_layerprune.errors import HealError
+from lmeval_layerprune.heal.recipe import KDSettings, Recipe, load_recipe
 
 logger = logging.getLogger(__name__)
 
@@ -53,10 +54,6 @@ _SFT_DEFAULTS: dict[str, Any] = {
     "completion_only_loss": True,
     "seed": 42,
 }
-
-
-class HealError(LayerPruneError, RuntimeError):
-    """A heal run that cannot start or continue (bad data, missing GPU, an output folder of another run)."""
 
 
 # ------------------------------------------------------------------ steps
@@ -160,7 +157,8 @@ def check_run(
     from lmeval_layerprune.core.embedded import resolve_pretrained
     from lmeval_layerprune.core.guard import check_causal_lm, check_weights, guard_output
     from lmeval_layerprune.core.spec import DropSpec
-    from lmeval_layerprune.heal.selfgen import SelfGenError, is_selfgen_file, load_prompts, read_records
+    from lmeval_layerprune.errors import SelfGenError
+    from lmeval_layerprune.heal.selfgen import is_selfgen_file, load_prompts, read_records
 
     missing = [m for m in ("trl", "peft", "datasets") if importlib.util.find_spec(m) is None]
     if missing:
@@ -447,7 +445,8 @@ def checkpoint_problem(ckpt: Path) -> str | None:
     """Why a trainer checkpoint cannot be resumed from (unreadable state, weights or optimizer files), or None."""
     import zipfile
 
-    from lmeval_layerprune.core.guard import CorruptFileError, check_weights
+    from lmeval_layerprune.core.guard import check_weights
+    from lmeval_layerprune.errors import CorruptFileError
 
     try:
         state = json.loads((ckpt / "trainer_state.json").read_text(encoding="utf-8"))
@@ -783,4 +782,9 @@ def _build_final(
     return merged
 
 
-__all__ = ["HealError", "RecipeError", "heal", "prepare_data", "eval_command", "last_complete_checkpoint"]
+__all__ = [
+    "heal",
+    "prepare_data",
+    "eval_command",
+    "last_complete_checkpoint",
+]

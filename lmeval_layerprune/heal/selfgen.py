@@ -38,7 +38,7 @@ from lmeval_layerprune.core.journal import (
     repair_torn_tail,
     torn_fragment,
 )
-from lmeval_layerprune.core.spec import LayerPruneError
+from lmeval_layerprune.errors import SelfGenError
 from lmeval_layerprune.heal.prompts import BUILTIN_SETS, BUNDLED_NAME
 
 logger = logging.getLogger(__name__)
@@ -56,10 +56,6 @@ FALLBACK_CHAT_TEMPLATE = (
     "{% endif %}{% endfor %}"
     "{% if add_generation_prompt %}{{ '### Response:\n' }}{% endif %}"
 )
-
-
-class SelfGenError(LayerPruneError, ValueError):
-    """Bad prompt source, column mapping, settings, or an output file made from something else."""
 
 
 @dataclass

@@ -25,13 +25,13 @@ from typing import Any
 
 from lmeval_layerprune import __version__
 from lmeval_layerprune.core.spec import format_indices
+from lmeval_layerprune.errors import PublishError
 from lmeval_layerprune.hub.facts import (
     CARD_FILE,
     MERGEKIT_FILE,
     PLAN_FILES,
     RECIPE_FILE,
     Identity,
-    PublishError,
     estimated_parent_params,
     hub_datasets,
     identify,

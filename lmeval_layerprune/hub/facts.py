@@ -16,7 +16,8 @@ from typing import Any
 
 from lmeval_layerprune.checkpoint.materialize import MERGEKIT_FILE
 from lmeval_layerprune.core.plan import LEGACY_PLAN_FILES, PLAN_FILE
-from lmeval_layerprune.core.spec import PLAN_ATTR, LayerPruneError
+from lmeval_layerprune.core.spec import PLAN_ATTR
+from lmeval_layerprune.errors import PublishError
 from lmeval_layerprune.heal.run import RECIPE_FILE
 
 CARD_FILE = "README.md"
@@ -30,7 +31,6 @@ __all__ = [
     "PLAN_FILES",
     "RECIPE_FILE",
     "Identity",
-    "PublishError",
     "gguf_metadata",
     "hub_datasets",
     "identify",
@@ -40,10 +40,6 @@ __all__ = [
     "read_plan",
     "resolve_license",
 ]
-
-
-class PublishError(LayerPruneError, RuntimeError):
-    """A card cannot be written or a push cannot proceed; the message says what to do."""
 
 
 def read_plan(folder: Path) -> dict[str, Any]:

@@ -25,16 +25,9 @@ from typing import Any
 
 from lmeval_layerprune import __version__
 from lmeval_layerprune.core.spec import format_indices
+from lmeval_layerprune.errors import PublishError
 from lmeval_layerprune.hub.card import write_card
-from lmeval_layerprune.hub.facts import (
-    CARD_FILE,
-    MERGEKIT_FILE,
-    PLAN_FILES,
-    RECIPE_FILE,
-    PublishError,
-    identify,
-    read_plan,
-)
+from lmeval_layerprune.hub.facts import CARD_FILE, MERGEKIT_FILE, PLAN_FILES, RECIPE_FILE, identify, read_plan
 from lmeval_layerprune.hub.portable import Portable
 
 DRY_RUN_SUFFIX = "-hub-upload"

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from lmeval_layerprune.hub.facts import PublishError
+from lmeval_layerprune.errors import PublishError
 from lmeval_layerprune.lmeval.results import GENERATIVE, LIKELIHOOD, Run, load_runs, merge_runs
 
 _TASK_TYPE = {

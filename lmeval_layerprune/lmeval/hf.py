@@ -47,7 +47,8 @@ from lmeval_layerprune.core.arch import arch_for, num_layers
 from lmeval_layerprune.core.embedded import base_model_name, resolve_pretrained
 from lmeval_layerprune.core.plan import RESULTS_KEY, PruningPlan, resolve_drop
 from lmeval_layerprune.core.slicing import load_only_kept_layers, prune_model, pruned_config
-from lmeval_layerprune.core.spec import DropSpec, LayerPruneError
+from lmeval_layerprune.core.spec import DropSpec
+from lmeval_layerprune.errors import LayerPruneError, ModelArgError
 from lmeval_layerprune.methods.importance import DEFAULT_CALIB_SAMPLES
 
 logger = logging.getLogger(__name__)
@@ -273,10 +274,6 @@ OUR_ARGS = ("drop", "calib", "calib_samples", "materialize", "draft", "draft_tok
 _TRUE, _FALSE = ("1", "true", "yes"), ("0", "false", "no")
 
 
-class ModelArgError(LayerPruneError, ValueError):
-    """A ``--model_args`` value pruned-hf cannot take (a misspelt key, a boolean that is not one)."""
-
-
 def strict_bool(name: str, value: Any) -> bool:
     """A boolean model arg: True/False, or the text true/false, 1/0, yes/no (any case); anything else is an error."""
     if isinstance(value, bool):
@@ -309,7 +306,7 @@ def _parse_draft(draft: Any) -> DropSpec | None:
     """``draft=`` parsed now (a bad spec fails before any weight is read); ``None`` for no draft."""
     if draft is None or (isinstance(draft, str) and draft.strip() == ""):
         return None
-    from lmeval_layerprune.core.spec import DropSpecError
+    from lmeval_layerprune.errors import DropSpecError
 
     try:
         spec = DropSpec.parse(draft)

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from lmeval_layerprune.core.plan import RESULTS_KEY
-from lmeval_layerprune.core.spec import LayerPruneError
+from lmeval_layerprune.errors import ResultsError
 
 GENERATIVE = "generative"
 LIKELIHOOD = "likelihood"
@@ -40,10 +40,6 @@ _GENERATIVE_TYPES = ("generate_until",)
 #: the key under which the pruned-hf model records its plan in lm-eval's results ``config``
 PROVENANCE_KEY = RESULTS_KEY
 RESULTS_GLOB = "results_*.json"
-
-
-class ResultsError(LayerPruneError, ValueError):
-    """A results file or folder cannot be read; the message names it and what was expected."""
 
 
 @dataclass(frozen=True)

@@ -45,14 +45,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from lmeval_layerprune.core.spec import LayerPruneError
+from lmeval_layerprune.errors import UnsafeCodeNotConfirmed
 
 #: Status values of :class:`ExecutionResult`.
 STATUSES = ("passed", "exception", "timeout", "killed", "no_verdict")
-
-
-class UnsafeCodeNotConfirmed(LayerPruneError, PermissionError):
-    """Model-written code was about to run without the user's opt-in."""
 
 
 @dataclass(frozen=True)

@@ -16,12 +16,10 @@ from typing import Any
 
 import datasets
 
+from lmeval_layerprune.errors import SplitTooLarge
+
 Draw = Callable[[random.Random], dict[str, Any]]
 Key = Callable[[dict[str, Any]], Hashable]
-
-
-class SplitTooLarge(ValueError):
-    """More distinct items were asked for than the generator can produce."""
 
 
 def draw_distinct(

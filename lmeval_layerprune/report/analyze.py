@@ -27,16 +27,12 @@ from typing import Any
 import torch
 
 from lmeval_layerprune.core.arch import num_layers as arch_num_layers
-from lmeval_layerprune.core.spec import LayerPruneError
+from lmeval_layerprune.errors import AnalyzeError
 
 logger = logging.getLogger(__name__)
 
 VIEWS = ("skip", "profiles", "lens")
 LENS_TASK = "arith_first_digit"
-
-
-class AnalyzeError(LayerPruneError, ValueError):
-    """An analysis that cannot run as asked."""
 
 
 def _write_csv(path: Path, rows: list[dict[str, Any]]) -> Path:

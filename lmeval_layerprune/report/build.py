@@ -44,7 +44,8 @@ from typing import Any
 
 import numpy as np
 
-from lmeval_layerprune.core.spec import PLAN_ATTR, LayerPruneError
+from lmeval_layerprune.core.spec import PLAN_ATTR
+from lmeval_layerprune.errors import ReportError
 
 GENERATIVE = "generative"
 LIKELIHOOD = "likelihood"
@@ -61,10 +62,6 @@ TASK_PLOT_FILE = "retention_tasks.png"
 TRADEOFF_PLOT_FILE = "tradeoff.png"
 #: a sweep cell may hold extra per-cell measurements beside lm-eval's files (see :func:`cell_extras`)
 TOKEN_AGREEMENT_FILE = "token_agreement.json"
-
-
-class ReportError(LayerPruneError, ValueError):
-    """The runs given cannot be reported (no unpruned reference, no scores ...)."""
 
 
 # ------------------------------------------------------------------ the runs

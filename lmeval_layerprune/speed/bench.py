@@ -55,7 +55,8 @@ import torch
 
 from lmeval_layerprune.core.arch import num_layers as arch_num_layers
 from lmeval_layerprune.core.slicing import layer_subset
-from lmeval_layerprune.core.spec import DropSpec, LayerPruneError, format_indices
+from lmeval_layerprune.core.spec import DropSpec, format_indices
+from lmeval_layerprune.errors import BackendUnavailable, BenchError
 
 logger = logging.getLogger(__name__)
 
@@ -65,14 +66,6 @@ SCHEMA = "lmeval-layerprune/bench"
 SCHEMA_VERSION = 1
 SPEED_METRICS = ("decode_tps", "prefill_tps")  # higher is better
 TIME_METRICS = ("ttft_s", "peak_memory_bytes")  # lower is better
-
-
-class BenchError(LayerPruneError, ValueError):
-    """A bench that cannot run as asked, or a bench file that cannot be read."""
-
-
-class BackendUnavailable(BenchError):
-    """The requested backend (vLLM) or the hardware it needs is missing."""
 
 
 # --------------------------------------------------------------------- reading

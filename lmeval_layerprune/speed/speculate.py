@@ -34,7 +34,8 @@ import torch
 from lmeval_layerprune.core.arch import arch_for
 from lmeval_layerprune.core.arch import num_layers as arch_num_layers
 from lmeval_layerprune.core.slicing import keep_from_drop, layer_subset, pruned_config
-from lmeval_layerprune.core.spec import DropSpec, DropSpecError, LayerPruneError, format_indices
+from lmeval_layerprune.core.spec import DropSpec, format_indices
+from lmeval_layerprune.errors import DraftError, DropSpecError
 
 logger = logging.getLogger(__name__)
 
@@ -53,10 +54,6 @@ _HOOK_DICTS = (
     "_load_state_dict_pre_hooks",
     "_load_state_dict_post_hooks",
 )
-
-
-class DraftError(LayerPruneError, ValueError):
-    """A draft that cannot be built for this model."""
 
 
 # ------------------------------------------------------------------ the drafter

@@ -38,7 +38,8 @@ from pathlib import Path
 from typing import Any
 
 from lmeval_layerprune.core.plan import RESULTS_KEY, PruningPlan
-from lmeval_layerprune.core.spec import DropSpec, LayerPruneError, format_indices
+from lmeval_layerprune.core.spec import DropSpec, format_indices
+from lmeval_layerprune.errors import SweepError
 
 logger = logging.getLogger(__name__)
 
@@ -53,10 +54,6 @@ BASE_CELL = "base"
 CHECKPOINTS = "checkpoints"
 _PARTIAL = ".partial-"
 _FORMAT = 1
-
-
-class SweepError(LayerPruneError, ValueError):
-    """A sweep that cannot run as asked (bad method, ratio, grid or output folder)."""
 
 
 # ----------------------------------------------------------------------- grid
