@@ -375,8 +375,9 @@ def compare(got: tuple, want: tuple) -> str | None:
 
 def check_type(model_type: str, workdir: Path) -> tuple[str, str, dict[str, Any]]:
     """(outcome, detail, facts) for one model type."""
+    from lmeval_layerprune.checkpoint.load import load_pruned_model
     from lmeval_layerprune.core.arch import ARCHITECTURES
-    from lmeval_layerprune.core.slicing import load_pruned_model, prune_model
+    from lmeval_layerprune.core.slicing import prune_model
     from lmeval_layerprune.errors import UnsupportedArchitectureError
 
     facts: dict[str, Any] = {"source": "table" if model_type in ARCHITECTURES else "inferred"}

@@ -140,10 +140,10 @@ def child(approach: str, ckpt: Path, load_dtype_name: str) -> None:
     import transformers  # noqa: F401  (part of the baseline)
     from transformers import AutoModelForCausalLM
 
+    from lmeval_layerprune.checkpoint.load import load_pruned_model
     from lmeval_layerprune.core import (
         spec,  # noqa: F401  (imported lazily by the loader)
     )
-    from lmeval_layerprune.core.slicing import load_pruned_model
 
     gc.collect()
     baseline = _proc_status_kib()["VmRSS"]

@@ -56,7 +56,7 @@ def main() -> None:
             cache_env = {**env, "LMEVAL_LAYERPRUNE_CACHE": str(work / f"cache{i}")}
             # the cache root also holds the embedded conversion: point it at the converted model directly
             code = (
-                "import sys; from lmeval_layerprune.checkpoint.materialize import cached_checkpoint; "
+                "import sys; from lmeval_layerprune.checkpoint.cache import cached_checkpoint; "
                 "print(cached_checkpoint(sys.argv[1], sys.argv[2]))"
             )
             cmd = [sys.executable, "-c", code, model, args.drop]

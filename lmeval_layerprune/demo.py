@@ -52,9 +52,10 @@ def run_demo(
     progress: bool = True,
 ) -> dict[str, Any]:
     """Run the pipeline; returns ``{"sweep", "report", "card", "summary"}`` (paths and summary lines)."""
+    from lmeval_layerprune.core.layout import BENCH_FILE, PLOT_FILE, REPORT_FILE, TASK_PLOT_FILE, TRADEOFF_PLOT_FILE
     from lmeval_layerprune.core.spec import format_indices
-    from lmeval_layerprune.report.build import PLOT_FILE, REPORT_FILE, TASK_PLOT_FILE, TRADEOFF_PLOT_FILE, write_report
-    from lmeval_layerprune.speed.bench import BENCH_FILE, load_bench, run_bench
+    from lmeval_layerprune.report.build import write_report
+    from lmeval_layerprune.speed.bench import load_bench, run_bench
     from lmeval_layerprune.sweep.run import SweepSettings, run_sweep
 
     out = Path(output_dir)

@@ -22,9 +22,9 @@ import pytest
 import torch
 from conftest import REPO, tiny_model
 
-from lmeval_layerprune.core import arch
-from lmeval_layerprune.core.arch import ARCHITECTURES, arch_for, discover
-from lmeval_layerprune.core.slicing import layer_subset, load_pruned_model, prune_model
+from lmeval_layerprune.checkpoint.load import load_pruned_model
+from lmeval_layerprune.core.arch import ARCHITECTURES, arch_for, discover, facts
+from lmeval_layerprune.core.slicing import layer_subset, prune_model
 from lmeval_layerprune.errors import UnsupportedArchitectureError
 
 
@@ -137,7 +137,7 @@ def test_per_layer_tensors_outside_the_layers_are_refused(monkeypatch) -> None:
 def test_an_inferred_slice_logs_what_was_inferred(caplog) -> None:
     config = sweep.tiny_config("exaone4")
     config.initializer_range = 0.0123  # a fresh fingerprint: discovery runs (and logs) again
-    with caplog.at_level(logging.INFO, logger="lmeval_layerprune.core.arch"):
+    with caplog.at_level(logging.INFO, logger="lmeval_layerprune.core.arch.facts"):
         info = arch_for(config)
     lines = [r.getMessage() for r in caplog.records if "inferred" in r.getMessage()]
     assert len(lines) == 1
@@ -232,4 +232,4 @@ def test_slice_an_inferred_type_writes_a_verified_checkpoint(tmp_path) -> None:
 def test_discovery_results_are_cached_per_config() -> None:
     config = sweep.tiny_config("exaone4")
     assert arch_for(config) is arch_for(copy.deepcopy(config))
-    assert arch._fingerprint(config) == arch._fingerprint(copy.deepcopy(config))
+    assert facts._fingerprint(config) == facts._fingerprint(copy.deepcopy(config))

@@ -11,11 +11,11 @@ import pytest
 import torch
 from conftest import REPO, tiny_config, tiny_model
 
+from lmeval_layerprune.core.layout import BENCH_FILE
 from lmeval_layerprune.core.slicing import prune_model
-from lmeval_layerprune.core.spec import DropSpec
 from lmeval_layerprune.errors import BenchError, DropSpecError
+from lmeval_layerprune.methods.resolve import resolve_indices
 from lmeval_layerprune.speed.bench import (
-    BENCH_FILE,
     bench_checkpoint,
     bench_from_dict,
     bench_model,
@@ -94,7 +94,7 @@ def test_load_bench_round_trip_and_errors(tmp_path) -> None:
 
 def test_bad_spec_is_drop_spec_error(llama_dir) -> None:
     with pytest.raises(DropSpecError) as drop_err:
-        DropSpec.parse("7").resolve(6)
+        resolve_indices("7", 6)
     with pytest.raises(type(drop_err.value), match="layer 7 is out of range"):
         run_bench(str(llama_dir), ["7"], **SETTINGS)
     with pytest.raises(DropSpecError, match="unknown method 'lats'"):
@@ -102,7 +102,7 @@ def test_bad_spec_is_drop_spec_error(llama_dir) -> None:
 
 
 def test_bench_checkpoint_writes_into_the_checkpoint(tmp_path, llama_dir) -> None:
-    from lmeval_layerprune.core.slicing import load_pruned_model
+    from lmeval_layerprune.checkpoint.load import load_pruned_model
 
     ckpt = tmp_path / "ckpt"
     load_pruned_model(str(llama_dir), "2-3").save_pretrained(ckpt)

@@ -9,8 +9,9 @@ import pytest
 from conftest import tiny_model
 from test_report import binary, degrade, write_run
 
-from lmeval_layerprune.report.build import TRADEOFF_PLOT_FILE, pareto_front, write_report
-from lmeval_layerprune.speed.bench import BENCH_FILE, bench_model, load_bench, write_bench
+from lmeval_layerprune.core.layout import BENCH_FILE, TRADEOFF_PLOT_FILE
+from lmeval_layerprune.report.build import pareto_front, write_report
+from lmeval_layerprune.speed.bench import bench_model, load_bench, write_bench
 
 SETTINGS = dict(batch_sizes=(1,), prompt_len=8, new_tokens=3, rounds=2, warmup=1, progress=False)
 
@@ -50,7 +51,7 @@ def test_report_reads_the_bench_beside_a_sweep(tmp_path: Path) -> None:
 
 
 def test_card_shows_the_measured_speedup_unless_overridden(tmp_path: Path, llama_dir: Path) -> None:
-    from lmeval_layerprune.core.slicing import load_pruned_model
+    from lmeval_layerprune.checkpoint.load import load_pruned_model
     from lmeval_layerprune.hub import render
 
     ckpt = tmp_path / "ckpt"

@@ -182,7 +182,8 @@ def test_atomic_replacement_survives_kills_at_random_points(tmp_path):
 
 @pytest.mark.slow
 def test_slice_overwrite_killed_at_random_points_leaves_old_or_new(tmp_path):
-    from lmeval_layerprune.checkpoint.materialize import PLAN_FILE, materialize
+    from lmeval_layerprune.checkpoint.materialize import materialize
+    from lmeval_layerprune.core.layout import PLAN_FILE
 
     model = save_tiny("llama", tmp_path / "tiny")
     out = materialize(str(model), "1", tmp_path / "out")
@@ -431,7 +432,8 @@ def test_pruned_hf_checks_its_model_args(llama_dir):
 
 
 def test_card_cache_and_select_never_replace_what_they_did_not_write(llama_dir, tmp_path, monkeypatch, capsys):
-    from lmeval_layerprune.checkpoint.materialize import cache_dir, clear_cache, materialize
+    from lmeval_layerprune.checkpoint.cache import cache_dir, clear_cache
+    from lmeval_layerprune.checkpoint.materialize import materialize
     from lmeval_layerprune.core.guard import CARD_MARKER
 
     ckpt = materialize(str(llama_dir), "1", tmp_path / "ckpt")

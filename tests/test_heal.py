@@ -173,7 +173,7 @@ def test_heal_lora_end_to_end_matches_an_independent_reference(base, responses, 
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    from lmeval_layerprune.core.slicing import load_pruned_model
+    from lmeval_layerprune.checkpoint.load import load_pruned_model
 
     out = heal_mod.heal("selfgen-lora", str(base), tmp_path / "healed", drop="2-3", data=str(responses),
                         overrides=[*TINY, "sft.max_steps=4", "sft.save_steps=4"], keep_checkpoints=True,
@@ -334,7 +334,7 @@ def test_accelerate_launch_runs_the_heal_module(base, responses, tmp_path):
 def test_heal_an_already_pruned_base_records_original_indices(base, responses, tmp_path):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from lmeval_layerprune.core.slicing import load_pruned_model
+    from lmeval_layerprune.checkpoint.load import load_pruned_model
 
     pre = tmp_path / "pre"
     load_pruned_model(str(base), "1", dtype=torch.float32).save_pretrained(pre)

@@ -12,7 +12,8 @@ from lm_eval.models.huggingface import HFLM
 from transformers import AutoModelForCausalLM
 
 from lmeval_layerprune.lmeval.hf import PrunedHFLM
-from lmeval_layerprune.methods.importance import compute_scores, load_calibration_texts
+from lmeval_layerprune.methods.capture import Calibration, load_calibration_texts
+from lmeval_layerprune.methods.resolve import method_scores
 
 DROP = "0+2+5"
 KEEP = [1, 3, 4]
@@ -77,7 +78,7 @@ def test_model_instance_and_hflm_args(tokenizer) -> None:
 
 def test_peft_adapter_on_pruned_model(llama_dir, tokenizer, tmp_path) -> None:
     peft = pytest.importorskip("peft")
-    from lmeval_layerprune.core.slicing import load_pruned_model
+    from lmeval_layerprune.checkpoint.load import load_pruned_model
 
     base = load_pruned_model(str(llama_dir), DROP, dtype=torch.float32)
     lora = peft.get_peft_model(base, peft.LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
@@ -95,7 +96,7 @@ def test_block_influence_matches_hidden_states(tokenizer) -> None:
     hidden state transformers returns after the final norm)."""
     model = tiny_model("llama")
     texts = load_calibration_texts(limit=4)
-    scores = compute_scores("bi", model, tokenizer, 0, samples=4)
+    scores = method_scores("bi", model, tokenizer, 0, Calibration(samples=4))
     sims: list[list[torch.Tensor]] = [[] for _ in range(5)]
     with torch.no_grad():
         for text in texts:
@@ -115,7 +116,7 @@ def test_metric_specs_at_load_time(llama_dir, tokenizer, spec, tmp_path) -> None
     lm = PrunedHFLM(pretrained=str(llama_dir), drop=spec, calib=str(calib), dtype="float32")
     method = spec.split(":")[0]
     full = AutoModelForCausalLM.from_pretrained(llama_dir, dtype=torch.float32)
-    scores = compute_scores(method, full, tokenizer, 2, calib=calib)
+    scores = method_scores(method, full, tokenizer, 2, Calibration.of(calib))
     if method == "bi":
         want = sorted(sorted(range(6), key=lambda i: (scores[i], -i))[:2])
     else:

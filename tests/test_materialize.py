@@ -17,16 +17,10 @@ import yaml
 from conftest import ARCH_CASES, VOCAB, save_tiny
 from transformers import AutoModelForCausalLM
 
-from lmeval_layerprune.checkpoint.materialize import (
-    MERGEKIT_FILE,
-    PLAN_FILE,
-    cache_entries,
-    cached_checkpoint,
-    clear_cache,
-    kept_ranges,
-    materialize,
-)
-from lmeval_layerprune.core.slicing import load_pruned_model
+from lmeval_layerprune.checkpoint.cache import cache_entries, cached_checkpoint, clear_cache
+from lmeval_layerprune.checkpoint.load import load_pruned_model
+from lmeval_layerprune.checkpoint.materialize import kept_ranges, materialize
+from lmeval_layerprune.core.layout import MERGEKIT_FILE, PLAN_FILE
 from lmeval_layerprune.errors import OutputError
 
 BIN = Path(sys.executable).parent
@@ -153,7 +147,7 @@ def test_cache_hit_reuses_the_checkpoint(llama_dir, cache) -> None:
 _CHILD = textwrap.dedent(
     """
     import sys
-    from lmeval_layerprune.checkpoint.materialize import cached_checkpoint
+    from lmeval_layerprune.checkpoint.cache import cached_checkpoint
     print(cached_checkpoint(sys.argv[1], sys.argv[2], dtype="float32"), flush=True)
     """
 )
@@ -209,7 +203,7 @@ def test_pruned_hf_materialize_true(llama_dir, cache) -> None:
 
 
 def test_pruned_vllm_without_vllm_says_how_to_install(llama_dir, monkeypatch) -> None:
-    import lmeval_layerprune.lmeval.hf as lm_mod
+    import lmeval_layerprune.lmeval.vllm as lm_mod
 
     monkeypatch.setattr(lm_mod, "find_spec", lambda name: None)
     with pytest.raises(ModuleNotFoundError, match=r"pip install 'lmeval-layerprune\[vllm\]'"):
@@ -222,7 +216,7 @@ def test_pruned_vllm_hands_the_checkpoint_and_all_args_to_vllm(llama_dir, cache,
 
     from lm_eval.api.registry import get_model
 
-    import lmeval_layerprune.lmeval.hf as lm_mod
+    import lmeval_layerprune.lmeval.vllm as lm_mod
 
     received: dict = {}
 

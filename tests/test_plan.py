@@ -8,9 +8,11 @@ import json
 import pytest
 import torch
 
-from lmeval_layerprune.core.plan import LEGACY_PLAN_FILES, PLAN_FILE, PruningPlan, resolve_drop
-from lmeval_layerprune.core.spec import DropSpec
+from lmeval_layerprune.core.layout import LEGACY_PLAN_FILES, PLAN_FILE
+from lmeval_layerprune.core.plan import PruningPlan
 from lmeval_layerprune.errors import DropSpecError, PlanError
+from lmeval_layerprune.methods.capture import Calibration
+from lmeval_layerprune.methods.resolve import method_scores, resolve_drop, resolve_indices
 
 # select's plan layout as it was written before PruningPlan (greedy order 4, 1, 3 on a 6-layer model)
 SELECT_PLAN = {
@@ -163,20 +165,20 @@ def test_prefix_takes_the_greedy_order(tmp_path) -> None:
 def test_plan_at_k_spec(tmp_path) -> None:
     path = tmp_path / "sel.json"
     path.write_text(json.dumps(SELECT_PLAN))
-    assert DropSpec.parse(f"plan:{path}@1").resolve(6) == (4,)
-    assert DropSpec.parse(f"plan:{path}@2").resolve(6) == (1, 4)
-    assert DropSpec.parse(f"plan:{path}").resolve(6) == (1, 3, 4)
+    assert resolve_indices(f"plan:{path}@1", 6) == (4,)
+    assert resolve_indices(f"plan:{path}@2", 6) == (1, 4)
+    assert resolve_indices(f"plan:{path}", 6) == (1, 3, 4)
     with pytest.raises(DropSpecError, match=r"K must be 1..3"):
-        DropSpec.parse(f"plan:{path}@5").resolve(6)
+        resolve_indices(f"plan:{path}@5", 6)
     with pytest.raises(DropSpecError, match="made for a model with 6 layers"):
-        DropSpec.parse(f"plan:{path}@2").resolve(8)
+        resolve_indices(f"plan:{path}@2", 8)
     (tmp_path / "bi.json").write_text(json.dumps({"num_layers": 6, "drop": [2, 3], "method": "bi"}))
     with pytest.raises(DropSpecError, match="method 'bi'.* has no greedy 'order'"):
-        DropSpec.parse(f"plan:{tmp_path / 'bi.json'}@1").resolve(6)
+        resolve_indices(f"plan:{tmp_path / 'bi.json'}@1", 6)
     # a file whose name ends in @digits is still a file
     odd = tmp_path / "p@2"
     odd.write_text(json.dumps({"num_layers": 6, "drop": [5]}))
-    assert DropSpec.parse(f"plan:{odd}").resolve(6) == (5,)
+    assert resolve_indices(f"plan:{odd}", 6) == (5,)
 
 
 def test_resolver_reads_only_the_config(tmp_path, llama_dir) -> None:
@@ -208,12 +210,11 @@ def test_resolver_reads_only_the_config(tmp_path, llama_dir) -> None:
 def test_metric_spec_scores_the_given_model_once(llama_dir, tokenizer, monkeypatch) -> None:
     from transformers import AutoModelForCausalLM
 
-    from lmeval_layerprune.core.slicing import load_pruned_model
-    from lmeval_layerprune.methods.importance import compute_scores
+    from lmeval_layerprune.checkpoint.load import load_pruned_model
 
     model = AutoModelForCausalLM.from_pretrained(llama_dir)
-    plan = resolve_drop(str(llama_dir), "bi:2", model=model, tokenizer=tokenizer, calib_samples=4)
-    want = compute_scores("bi", model, tokenizer, 2, samples=4)
+    plan = resolve_drop(str(llama_dir), "bi:2", model=model, tokenizer=tokenizer, calibration=Calibration(samples=4))
+    want = method_scores("bi", model, tokenizer, 2, Calibration(samples=4))
     assert plan.scores == pytest.approx(want) and plan.method == "bi" and len(plan.drop) == 2
     assert set(plan.drop) == set(sorted(range(6), key=lambda i: (want[i], -i))[:2])
     loads: list[str] = []
@@ -224,7 +225,7 @@ def test_metric_spec_scores_the_given_model_once(llama_dir, tokenizer, monkeypat
         return real(path, *a, **k)
 
     monkeypatch.setattr(AutoModelForCausalLM, "from_pretrained", counting)
-    pruned = load_pruned_model(str(llama_dir), "bi:2", tokenizer=tokenizer, calib_samples=4)
+    pruned = load_pruned_model(str(llama_dir), "bi:2", tokenizer=tokenizer, calibration=Calibration(samples=4))
     assert len(loads) == 1 and pruned.config.num_hidden_layers == 4
     assert pruned.config.layer_pruning["drop"] == list(plan.drop)
 
@@ -232,7 +233,7 @@ def test_metric_spec_scores_the_given_model_once(llama_dir, tokenizer, monkeypat
 def test_cached_checkpoint_loads_the_full_model_at_most_once(llama_dir, tmp_path, monkeypatch) -> None:
     from transformers import AutoModelForCausalLM
 
-    from lmeval_layerprune.checkpoint.materialize import cached_checkpoint
+    from lmeval_layerprune.checkpoint.cache import cached_checkpoint
 
     monkeypatch.setenv("LMEVAL_LAYERPRUNE_CACHE", str(tmp_path / "cache"))
     loads: list[str] = []
@@ -243,7 +244,7 @@ def test_cached_checkpoint_loads_the_full_model_at_most_once(llama_dir, tmp_path
         return real(path, *a, **k)
 
     monkeypatch.setattr(AutoModelForCausalLM, "from_pretrained", counting)
-    ckpt = cached_checkpoint(str(llama_dir), "bi:2", calib_samples=4)
+    ckpt = cached_checkpoint(str(llama_dir), "bi:2", calibration=Calibration(samples=4))
     source_loads = [p for p in loads if p == str(llama_dir.resolve()) or p == str(llama_dir)]
     assert len(source_loads) == 1, loads  # scored and sliced in memory; the other loads verify the output
     plan = PruningPlan.load(ckpt)

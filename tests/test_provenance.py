@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from lmeval_layerprune.core.plan import RESULTS_KEY, PruningPlan
+from lmeval_layerprune.core.layout import RESULTS_KEY
+from lmeval_layerprune.core.plan import PruningPlan
 
 BIN = Path(sys.executable).parent
 # a greedy search's plan: it removed layer 4, then 1, then 3
@@ -103,7 +104,7 @@ def test_run_folder_names(llama_dir, tmp_path) -> None:
 
 
 def test_healed_checkpoint_reports_its_recovery_record(llama_dir, tokenizer, tmp_path) -> None:
-    from lmeval_layerprune.core.slicing import load_pruned_model
+    from lmeval_layerprune.checkpoint.load import load_pruned_model
     from lmeval_layerprune.lmeval.hf import PrunedHFLM
 
     model = load_pruned_model(str(llama_dir), "0+5")
@@ -123,7 +124,7 @@ def test_healed_checkpoint_reports_its_recovery_record(llama_dir, tokenizer, tmp
 
 
 def test_pruned_vllm_reports_the_plan(llama_dir, tmp_path, monkeypatch) -> None:
-    import lmeval_layerprune.lmeval.hf as lm_mod
+    import lmeval_layerprune.lmeval.vllm as lm_mod
 
     monkeypatch.setenv("LMEVAL_LAYERPRUNE_CACHE", str(tmp_path / "cache"))
 

@@ -23,7 +23,8 @@ from hub_server import FakeHub
 from huggingface_hub import ModelCard
 from safetensors import safe_open
 
-from lmeval_layerprune.checkpoint.materialize import MERGEKIT_FILE, PLAN_FILE, materialize
+from lmeval_layerprune.checkpoint.materialize import materialize
+from lmeval_layerprune.core.layout import MERGEKIT_FILE, PLAN_FILE
 from lmeval_layerprune.errors import PublishError, ResultsError
 from lmeval_layerprune.hub import build_card, load_eval, push, resolve_license, upload_manifest
 
@@ -614,7 +615,8 @@ def test_healed_upload_holds_its_plan_the_heal_command_and_no_local_path(tmp_pat
     """A real heal from relative local paths (parent, plan file, prompt file), then card and dry-run push."""
     from test_selfgen import save_chat_tiny
 
-    from lmeval_layerprune.heal.run import PLAN_JSON, heal
+    from lmeval_layerprune.core.layout import PLAN_FILE as PLAN_JSON
+    from lmeval_layerprune.heal.run import heal
     from lmeval_layerprune.hub import PLAN_FILES
     from lmeval_layerprune.search.select import select_layers
 

@@ -11,9 +11,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from lmeval_layerprune.core.layout import REPORT_JSON
 from lmeval_layerprune.errors import ReportError
 from lmeval_layerprune.lmeval.results import load_runs
-from lmeval_layerprune.report.build import GENERATIVE, LIKELIHOOD, REPORT_JSON, build_report
+from lmeval_layerprune.report.build import GENERATIVE, LIKELIHOOD, build_report
 
 BIN = Path(sys.executable).parent
 

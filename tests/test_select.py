@@ -10,7 +10,7 @@ import pytest
 import torch
 from conftest import tiny_model
 
-from lmeval_layerprune.methods.importance import load_calibration_texts
+from lmeval_layerprune.methods.capture import load_calibration_texts
 from lmeval_layerprune.search.select import (
     ItemTask,
     Journal,

@@ -15,8 +15,9 @@ import torch
 from conftest import ARCH_CASES, VOCAB, renumber_state_dict, tiny_config, tiny_model
 from transformers import AutoModelForCausalLM
 
+from lmeval_layerprune.checkpoint.load import load_pruned_model
 from lmeval_layerprune.core.arch import ARCHITECTURES, arch_for
-from lmeval_layerprune.core.slicing import load_pruned_model, prune_model
+from lmeval_layerprune.core.slicing import prune_model
 
 DROP = [0, 2, 5]  # first, a middle one and the last of 6: non-contiguous
 KEEP = [1, 3, 4]

@@ -6,8 +6,9 @@ import json
 
 import pytest
 
-from lmeval_layerprune.core.spec import DropSpec, format_indices, select_by_scores
+from lmeval_layerprune.core.spec import DropSpec, format_indices
 from lmeval_layerprune.errors import DropSpecError
+from lmeval_layerprune.methods.resolve import needs_model, parse_spec, resolve_indices
 
 
 @pytest.mark.parametrize(
@@ -31,7 +32,7 @@ from lmeval_layerprune.errors import DropSpecError
     ],
 )
 def test_resolves(text, n, want) -> None:
-    assert DropSpec.parse(text).resolve(n) == want
+    assert resolve_indices(text, n) == want
 
 
 @pytest.mark.parametrize(
@@ -56,47 +57,65 @@ def test_resolves(text, n, want) -> None:
 )
 def test_bad_specs_name_the_problem_and_the_valid_forms(text, n, match) -> None:
     with pytest.raises(ValueError, match=match) as info:
-        DropSpec.parse(text).resolve(n)
+        resolve_indices(text, n)
     assert isinstance(info.value, DropSpecError)
     assert "Valid forms" in str(info.value)
     assert repr(text) in str(info.value) or repr(str(text)) in str(info.value) or "'[]'" in str(info.value)
 
 
+def test_unknown_method_lists_the_registered_ones() -> None:
+    with pytest.raises(DropSpecError, match=r"unknown method 'foo' \(known: last, bi, angular, angular_all"):
+        parse_spec("foo:3")
+
+
+def test_a_greedy_method_is_not_a_spec_and_says_what_to_run() -> None:
+    with pytest.raises(DropSpecError, match=r"greedy search.*lmeval-prune select MODEL --method iterative --n 4"):
+        parse_spec("iterative:4")
+
+
+def test_parsing_reads_no_file_and_knows_no_method(tmp_path) -> None:
+    """The grammar alone (core) accepts any METHOD:K and any plan path; the checks are the resolver's."""
+    assert DropSpec.parse("foo:3").method == "foo"
+    assert DropSpec.parse(f"plan:{tmp_path / 'missing.json'}").path == str(tmp_path / "missing.json")
+
+
 def test_plan_spec(tmp_path) -> None:
     plan = tmp_path / "plan.json"
     plan.write_text(json.dumps({"model": "m", "num_layers": 30, "drop": [4, 5, 11], "method": "iterative"}))
-    spec = DropSpec.parse(f"plan:{plan}")
-    assert spec.resolve(30) == (4, 5, 11)
+    spec = f"plan:{plan}"
+    assert resolve_indices(spec, 30) == (4, 5, 11)
     with pytest.raises(DropSpecError, match="made for a model with 30 layers"):
-        spec.resolve(28)
+        resolve_indices(spec, 28)
     with pytest.raises(DropSpecError, match="does not exist"):
-        DropSpec.parse(f"plan:{tmp_path / 'missing.json'}")
+        parse_spec(f"plan:{tmp_path / 'missing.json'}")
     (tmp_path / "bad.json").write_text("{not json")
     with pytest.raises(DropSpecError, match="not valid JSON"):
-        DropSpec.parse(f"plan:{tmp_path / 'bad.json'}")
+        parse_spec(f"plan:{tmp_path / 'bad.json'}")
     plus = tmp_path / "a+b.json"  # '+' in a plan path is not a union
     plus.write_text(json.dumps({"num_layers": 30, "drop": [1]}))
-    assert DropSpec.parse(f"plan:{plus}").resolve(30) == (1,)
+    assert resolve_indices(f"plan:{plus}", 30) == (1,)
     (tmp_path / "nodrop.json").write_text("{}")
     with pytest.raises(DropSpecError, match="no 'drop' list"):
-        DropSpec.parse(f"plan:{tmp_path / 'nodrop.json'}")
+        parse_spec(f"plan:{tmp_path / 'nodrop.json'}")
 
 
 def test_metric_specs_pick_from_scores() -> None:
     bi = [0.9, 0.1, 0.5, 0.1, 0.05, 0.8]
     # the two lowest; the tie at 0.1 goes to the higher index
-    assert DropSpec.parse("bi:2").resolve(6, lambda m: bi) == (3, 4)
-    assert select_by_scores("bi", bi, 3, 6) == (1, 3, 4)
+    assert resolve_indices("bi:2", 6, bi) == (3, 4)
+    assert resolve_indices("bi:3", 6, bi) == (1, 3, 4)
     ang = [0.3, 0.2, 0.2, 0.4]  # block starts for count=3 in 6 layers; tie -> deeper block
-    assert DropSpec.parse("angular:3").resolve(6, lambda m: ang) == (2, 3, 4)
+    assert resolve_indices("angular:3", 6, ang) == (2, 3, 4)
     # a share of the layers, rounded half up: 50% of 6 -> 3, 25% of 6 -> 1.5 -> 2
-    assert DropSpec.parse("angular:50%").resolve(6, lambda m: ang) == (2, 3, 4)
-    assert DropSpec.parse("bi:25%").resolve(6, lambda m: bi) == (3, 4)
+    assert resolve_indices("angular:50%", 6, ang) == (2, 3, 4)
+    assert resolve_indices("bi:25%", 6, bi) == (3, 4)
     assert DropSpec.parse("angular:25%").layer_count(30) == 8 == DropSpec.parse("last:25%").layer_count(30)
-    assert DropSpec.parse("bi:2").needs_scores and not DropSpec.parse("last:2").needs_scores
+    assert needs_model("bi:2") and needs_model("angular:2") and not needs_model("last:2") and not needs_model("3")
+    with pytest.raises(ValueError, match="needs the layer scores of 'bi'"):
+        resolve_indices("bi:2", 6)
 
 
 def test_format_indices_round_trips() -> None:
     for drop in [(3, 4, 5, 9), (0,), (1, 3, 5), tuple(range(20, 26))]:
-        assert DropSpec.parse(format_indices(drop)).resolve(30) == drop
+        assert resolve_indices(format_indices(drop), 30) == drop
     assert format_indices([3, 4, 5, 9]) == "3-5+9"

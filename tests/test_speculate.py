@@ -14,16 +14,14 @@ from conftest import REPO, tiny_model, tiny_tokenizer
 from lm_eval.api.instance import Instance
 
 from lmeval_layerprune.core.slicing import prune_model
-from lmeval_layerprune.core.spec import DropSpec
 from lmeval_layerprune.errors import DropSpecError
+from lmeval_layerprune.lmeval.draft import build_drafter, resolve_draft, shared_storage
 from lmeval_layerprune.lmeval.hf import PrunedHFLM
+from lmeval_layerprune.methods.resolve import resolve_indices
 from lmeval_layerprune.speed.speculate import (
     DraftStats,
     assisted_generate,
-    build_drafter,
     greedy_generate,
-    resolve_draft,
-    shared_storage,
     simulate_acceptance,
     token_agreement,
 )
@@ -131,7 +129,7 @@ def test_simulate_acceptance_by_hand() -> None:
 def test_bad_draft_spec_is_drop_spec_error() -> None:
     model, tok = tiny_model("llama"), tiny_tokenizer()
     with pytest.raises(DropSpecError) as drop_err:
-        DropSpec.parse("9").resolve(6)
+        resolve_indices("9", 6)
     with pytest.raises(type(drop_err.value), match="invalid draft spec '9'.*6 layers"):
         resolve_draft(model, "9", tok)
     with pytest.raises(ValueError, match="invalid draft spec"):

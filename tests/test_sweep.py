@@ -49,11 +49,11 @@ def _scores(results: dict) -> dict:
 
 
 def test_ratio_to_layer_count_matches_drop_specs() -> None:
-    from lmeval_layerprune.core.spec import DropSpec
+    from lmeval_layerprune.methods.resolve import resolve_indices
 
     for n in (6, 24, 30, 32):
         for r in (0.1, 0.2, 0.25, 0.3, 0.5):
-            assert layer_count(r, n) == len(DropSpec.parse(f"last:{r * 100:g}%").resolve(n))
+            assert layer_count(r, n) == len(resolve_indices(f"last:{r * 100:g}%", n))
     assert layer_count(0, 30) == 0
 
 
@@ -219,8 +219,9 @@ def test_sweep_killed_with_sigkill_resumes_without_duplicates(swept: Path, llama
 def test_token_agreement_per_cell_equals_a_separately_pruned_model(llama_dir: Path, tmp_path: Path) -> None:
     """`--token-agreement N`: each cell holds the share of the parent's greedy tokens its model predicts
     as top-1; checked against a model loaded with only the kept layers, fed the same parent text."""
-    from lmeval_layerprune.core.slicing import load_pruned_model
-    from lmeval_layerprune.report.build import TOKEN_AGREEMENT_FILE, write_report
+    from lmeval_layerprune.checkpoint.load import load_pruned_model
+    from lmeval_layerprune.core.layout import TOKEN_AGREEMENT_FILE
+    from lmeval_layerprune.report.build import write_report
     from lmeval_layerprune.speed.speculate import greedy_generate, source_prompts
 
     out = tmp_path / "ta"
@@ -258,8 +259,8 @@ def test_two_recipes_heal_each_cell_twice_on_the_same_prompts(tmp_path: Path) ->
     from test_heal import TINY
     from test_selfgen import save_chat_tiny
 
+    from lmeval_layerprune.core.layout import RECIPE_FILE
     from lmeval_layerprune.core.plan import PruningPlan
-    from lmeval_layerprune.heal.run import RECIPE_FILE
     from lmeval_layerprune.lmeval.results import load_runs
     from lmeval_layerprune.report.build import build_report
 

@@ -18,42 +18,45 @@ mergekit 0.1.5 workarounds live here and only here (drop them when upstream fixe
   checkpoint is then written by transformers from the verified in-memory slice, with
   ``"writer": "transformers"`` and mergekit's error recorded in the plan.
 
-``cached_checkpoint()`` keeps materialized checkpoints in a content-addressed cache
-(base model identity, dropped layers, dtype, tool version), written atomically and
-under a per-key lock, so concurrent runs produce one checkpoint and a killed run
-leaves nothing that looks complete.
+The content-addressed cache of materialized checkpoints is :mod:`lmeval_layerprune.checkpoint.cache`.
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import logging
-import shutil
-import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from lmeval_layerprune import __version__
-from lmeval_layerprune.core.arch import arch_for, num_layers, sliced_config_values, text_config_of
-from lmeval_layerprune.core.embedded import base_model_name, cache_root, resolve_pretrained
-from lmeval_layerprune.core.fsutil import atomic_dir, dir_size, file_lock, tmp_dir_is_live
-from lmeval_layerprune.core.guard import check_weights, guard_output, replace_atomically
-from lmeval_layerprune.core.plan import PLAN_FILE, PruningPlan, find_plan_file, resolve_drop
-from lmeval_layerprune.core.spec import PLAN_ATTR, DropSpec
-from lmeval_layerprune.errors import LayerPruneError, VerificationError
+import mergekit.merge as mm
+import torch
+import yaml
+from huggingface_hub import snapshot_download
+from mergekit.architecture import arch_info_for_config
+from mergekit.config import MergeConfiguration
+from mergekit.merge import run_merge
+from mergekit.options import MergeOptions
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
-# torch, transformers and mergekit are imported inside the functions that need them, so a
-# cache hit (pruned-vllm, materialize=true) costs milliseconds, not seconds of imports.
+from lmeval_layerprune import __version__
+from lmeval_layerprune.checkpoint.load import load_pruned_model
+from lmeval_layerprune.core.arch import arch_for, num_layers, sliced_config_values, text_config_of
+from lmeval_layerprune.core.embedded import base_model_name, resolve_pretrained
+from lmeval_layerprune.core.fsutil import atomic_dir
+from lmeval_layerprune.core.guard import check_weights, guard_output, replace_atomically
+from lmeval_layerprune.core.layout import CACHE_COMPLETE, MERGEKIT_FILE, PLAN_ATTR, PLAN_FILE
+from lmeval_layerprune.core.plan import PruningPlan
+from lmeval_layerprune.core.slicing import keep_from_drop, prune_model
+from lmeval_layerprune.errors import LayerPruneError, VerificationError
+from lmeval_layerprune.methods.capture import Calibration
+from lmeval_layerprune.methods.resolve import needs_model, parse_spec, resolve_drop
 
 logger = logging.getLogger(__name__)
 
-MERGEKIT_FILE = "mergekit.yaml"
-COMPLETE_FILE = ".complete"
 #: What marks a folder as a checkpoint this tool wrote (what --overwrite may replace).
-OWNED_MARKERS = (PLAN_FILE, "layer_pruning_plan.json", COMPLETE_FILE)
+OWNED_MARKERS = (PLAN_FILE, "layer_pruning_plan.json", CACHE_COMPLETE)
 
 DTYPES = ("float32", "bfloat16", "float16")
 
@@ -78,7 +81,7 @@ def mergekit_config(model: str, keep: Sequence[int], dtype: str) -> dict[str, An
     }
 
 
-def _config_dtype(config: Any) -> str:
+def config_dtype(config: Any) -> str:
     """The checkpoint's own dtype, from a config object or a parsed config.json."""
     get = config.get if isinstance(config, dict) else lambda k: getattr(config, k, None)
     dt = get("dtype") or get("torch_dtype")
@@ -86,12 +89,11 @@ def _config_dtype(config: Any) -> str:
     return name if name in DTYPES else "float32"
 
 
-def _local_path(pretrained: str, revision: str | None = None) -> Path:
+def local_path(pretrained: str, revision: str | None = None) -> Path:
+    """A local folder of ``pretrained``: the folder itself, or the Hub snapshot of its config, weights and tokenizer."""
     path = Path(pretrained).expanduser()
     if path.is_dir():
         return path.resolve()
-    from huggingface_hub import snapshot_download
-
     patterns = ["*.json", "*.safetensors", "*.model", "*.txt", "*.jinja", "*.tiktoken", "tokenizer*"]
     return Path(snapshot_download(pretrained, revision=revision, allow_patterns=patterns))
 
@@ -102,9 +104,6 @@ def _local_path(pretrained: str, revision: str | None = None) -> Path:
 @contextlib.contextmanager
 def _fixed_out_config(full_config: Any, keep: Sequence[int], dtype: str) -> Iterator[None]:
     """Patch mergekit 0.1.5's output-config builder to slice every per-layer config list."""
-    import mergekit.merge as mm
-    import torch
-
     original = mm._model_out_config
 
     def patched(config: Any, arch_info: Any, trust_remote_code: bool = False) -> Any:
@@ -122,10 +121,6 @@ def _fixed_out_config(full_config: Any, keep: Sequence[int], dtype: str) -> Iter
 
 
 def _run_mergekit(config: dict[str, Any], full_config: Any, keep: Sequence[int], out: Path) -> None:
-    from mergekit.config import MergeConfiguration
-    from mergekit.merge import run_merge
-    from mergekit.options import MergeOptions
-
     options = MergeOptions(quiet=True, write_model_card=False, copy_tokenizer=True, lazy_unpickle=True)
     with _fixed_out_config(full_config, keep, config["dtype"]):
         run_merge(MergeConfiguration.model_validate(config), str(out), options)
@@ -146,9 +141,6 @@ def verify_checkpoint(
         VerificationError: tensors missing or unexpected, or logits that differ; the
             message names the architecture and what differs.
     """
-    import torch
-    from transformers import AutoModelForCausalLM
-
     model_type = reference.config.model_type
     model, info = AutoModelForCausalLM.from_pretrained(
         path, dtype=reference.dtype, output_loading_info=True, device_map=None
@@ -182,11 +174,9 @@ def materialize(
     out: str | Path,
     *,
     dtype: str | None = None,
-    calib: str | None = None,
-    calib_samples: int | None = None,
+    calibration: Calibration | None = None,
     revision: str | None = None,
     overwrite: bool = False,
-    record: dict[str, Any] | None = None,
     reference: Any = None,
 ) -> Path:
     """Write ``pretrained`` without the layers named by ``drop`` to ``out`` and verify it.
@@ -197,33 +187,27 @@ def materialize(
             resolved :class:`~lmeval_layerprune.core.plan.PruningPlan` (indices of the unpruned parent).
         out: the output directory (must not exist unless ``overwrite``).
         dtype: ``float32``, ``bfloat16`` or ``float16``; default: the model's own.
-        calib, calib_samples: calibration for ``bi:``/``angular:``.
-        record: extra plan fields (e.g. the original ``method``/``spec`` when ``drop`` is
-            already-resolved indices).
+        calibration: the calibration text of methods that score hidden states (``bi:``, ``angular:``).
         reference: the in-memory slice of ``drop`` at ``dtype``, when the caller has it (a scored
             model); otherwise it is built here, loading the full model at most once.
 
     Returns:
         ``out``, holding the checkpoint, ``mergekit.yaml`` and ``layer_pruning.json``.
     """
-    import torch
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
-
-    from lmeval_layerprune.core.slicing import keep_from_drop, load_pruned_model, prune_model
-
     out = Path(out).expanduser()
     occupied = out.exists() and (not out.is_dir() or any(out.iterdir()))
     if occupied and not overwrite:
         raise FileExistsError(f"{out} already exists and is not empty (pass overwrite=True / --overwrite)")
     name = base_model_name(pretrained)
-    src = _local_path(str(resolve_pretrained(pretrained)), revision)
+    src = local_path(str(resolve_pretrained(pretrained)), revision)
     # never over an input; --overwrite only over a checkpoint this tool wrote (it is replaced atomically)
+    calib = calibration.path if calibration is not None else None
     guard_output(out, inputs=[src, calib, _plan_path(drop)], overwrite=overwrite, owned=OWNED_MARKERS,
                  what="output folder")  # fmt: skip
     check_weights(src)
     full_config = AutoConfig.from_pretrained(src)
     arch_for(full_config)
-    dtype = dtype or _config_dtype(full_config)
+    dtype = dtype or config_dtype(full_config)
     if dtype not in DTYPES:
         raise ValueError(f"dtype {dtype!r} is not one of {', '.join(DTYPES)}")
     parent = PruningPlan.from_config(full_config)
@@ -231,20 +215,16 @@ def materialize(
     if isinstance(drop, PruningPlan):
         plan = PruningPlan.from_dict(drop.to_dict())  # a copy: the writer's fields are added below
     else:
-        spec = DropSpec.parse(drop)
+        spec = parse_spec(drop)
         if spec.is_noop:
             raise ValueError("drop spec 'none' removes nothing; there is nothing to materialize")
-        if spec.needs_scores and reference is None:
+        if needs_model(spec) and reference is None:
             # score the full model, then slice that same model in memory: it is loaded once
             full = AutoModelForCausalLM.from_pretrained(src, dtype=torch_dtype)
-            plan = resolve_drop(
-                str(src), spec, model=full, calib=calib, calib_samples=calib_samples, base_model=name or str(src)
-            )
+            plan = resolve_drop(str(src), spec, model=full, calibration=calibration, base_model=name or str(src))
             reference = prune_model(full, plan.on_parent(parent).drop, plan)
         else:
             plan = resolve_drop(full_config, spec, base_model=name or str(src))
-    if record:
-        plan = PruningPlan.from_dict({**plan.to_dict(), **record})
     local_drop = plan.on_parent(parent).drop  # indices of the source's layers (the source may be pruned)
     if not local_drop:
         raise ValueError(f"the plan removes nothing from {src} (layers {list(plan.drop)}); nothing to materialize")
@@ -315,8 +295,6 @@ def _mergekit_unknown(config: Any) -> str | None:
         # Discovery knows more than mergekit's guesswork for a type outside our table; mergekit
         # is still used where it has its own definition of the architecture.
         try:
-            from mergekit.architecture import arch_info_for_config
-
             if arch_info_for_config(config) is None:
                 return f"mergekit has no architecture definition for {(config.architectures or ['?'])[0]}"
         except Exception as e:  # noqa: BLE001 - any failure means "do not use mergekit"
@@ -325,8 +303,6 @@ def _mergekit_unknown(config: Any) -> str | None:
 
 
 def _write_mergekit_yaml(path: Path, config: dict[str, Any], model_type: str, writer: str) -> None:
-    import yaml
-
     head = "# Reproduce with: mergekit-yaml mergekit.yaml OUT_DIR\n"
     if writer != "mergekit":
         head = (
@@ -335,116 +311,3 @@ def _write_mergekit_yaml(path: Path, config: dict[str, Any], model_type: str, wr
             "# The passthrough merge it corresponds to:\n"
         )
     path.write_text(head + yaml.safe_dump(config, sort_keys=False))
-
-
-# -------------------------------------------------------------------- cache
-
-
-def cache_dir() -> Path:
-    """Where materialized checkpoints are cached (``$LMEVAL_LAYERPRUNE_CACHE/checkpoints``)."""
-    return cache_root() / "checkpoints"
-
-
-def cache_key(src: Path, drop: Sequence[int], dtype: str, revision: str | None = None) -> str:
-    """Content address: the base model's files (name, size, mtime in ns), drop, dtype, tool version."""
-    files = sorted(
-        (p.relative_to(src).as_posix(), p.stat().st_size, p.stat().st_mtime_ns)
-        for p in src.rglob("*")
-        if p.is_file() and not any(part.startswith(".") for part in p.relative_to(src).parts)
-    )
-    blob = json.dumps(
-        {"src": str(src), "revision": revision, "files": files, "drop": sorted(drop), "dtype": dtype, "v": __version__}
-    )
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
-
-
-def cached_checkpoint(
-    pretrained: str,
-    drop: Any,
-    *,
-    dtype: str | None = None,
-    calib: str | None = None,
-    calib_samples: int | None = None,
-    revision: str | None = None,
-) -> Path:
-    """A verified checkpoint of ``pretrained`` without ``drop``, from the cache or made now.
-
-    A hit reads only ``config.json`` and file metadata; ``bi:``/``angular:`` specs are scored
-    on the model first (their layers depend on the calibration data), then looked up.
-    """
-    import torch
-
-    src = _local_path(str(resolve_pretrained(pretrained)), revision)
-    config = json.loads((src / "config.json").read_text())
-    dtype = dtype or _config_dtype(config)
-    if dtype not in DTYPES:
-        raise ValueError(f"dtype {dtype!r} is not one of {', '.join(DTYPES)}")
-    spec = DropSpec.parse(drop)
-    name = base_model_name(pretrained) or str(src)
-    reference = None
-    if spec.needs_scores:
-        from transformers import AutoModelForCausalLM
-
-        from lmeval_layerprune.core.slicing import prune_model
-
-        # Metric specs depend on the calibration data: score the full model (loaded once; on a miss
-        # the same model, sliced in memory, is the reference the checkpoint is verified against).
-        full = AutoModelForCausalLM.from_pretrained(src, dtype=getattr(torch, dtype))
-        plan = resolve_drop(str(src), spec, model=full, calib=calib, calib_samples=calib_samples, base_model=name)
-    else:
-        plan = resolve_drop(str(src), spec, base_model=name)  # the config only
-    local_drop = list(plan.on_parent(PruningPlan.from_config(config)).drop)
-    key = cache_key(src, local_drop, dtype, revision)
-    target = cache_dir() / key
-    if (target / COMPLETE_FILE).is_file():
-        return target
-    with file_lock(cache_dir() / f".{key}.lock"):
-        if (target / COMPLETE_FILE).is_file():  # another process made it while we waited
-            return target
-        if target.exists():  # incomplete leftovers can only come from an older, interrupted layout
-            shutil.rmtree(target)
-        if spec.needs_scores:
-            reference = prune_model(full, local_drop, plan)
-        materialize(pretrained, plan, target, dtype=dtype, revision=revision, reference=reference)
-        (target / COMPLETE_FILE).write_text(f"{time.time()}\n")
-    return target
-
-
-def cache_entries() -> list[dict[str, Any]]:
-    """Complete cache entries: key, path, size in bytes and the recorded plan."""
-    root = cache_dir()
-    out = []
-    if not root.is_dir():
-        return out
-    for path in sorted(root.iterdir()):
-        if path.is_dir() and (path / COMPLETE_FILE).is_file():
-            found = find_plan_file(path)  # entries of older versions hold layer_pruning_plan.json
-            plan = json.loads(found.read_text()) if found is not None else {}
-            out.append({"key": path.name, "path": str(path), "bytes": dir_size(path), "plan": plan})
-    return out
-
-
-def clear_cache() -> int:
-    """Remove every cached checkpoint (and abandoned partial writes); returns bytes freed.
-
-    Only cache entries (folders carrying the cache's ``.complete`` marker) and this tool's own dead
-    ``.tmp-*`` writes are deleted; anything else under the cache folder is left alone and named.
-    """
-    root = cache_dir()
-    if not root.is_dir():
-        return 0
-    freed = 0
-    for path in sorted(root.iterdir()):
-        if not path.is_dir() or (path.name.startswith(".tmp-") and tmp_dir_is_live(path)):
-            continue  # lock files stay (others may hold them); live partial writes are not ours
-        if not path.name.startswith(".tmp-") and not (path / COMPLETE_FILE).is_file():
-            logger.warning("cache clear: leaving %s alone (not a cache entry: no %s marker)", path, COMPLETE_FILE)
-            continue
-        if not path.name.startswith(".tmp-"):
-            with file_lock(root / f".{path.name}.lock"):
-                freed += dir_size(path)
-                shutil.rmtree(path, ignore_errors=True)
-        else:
-            freed += dir_size(path)
-            shutil.rmtree(path, ignore_errors=True)
-    return freed

@@ -1,4 +1,10 @@
-"""``lmeval-prune``: thin command line over the modules of this package."""
+"""``lmeval-prune``: thin command line over the modules of this package.
+
+Each command lives in ``lmeval_layerprune/cli/<module>.py`` with ``register(sub)`` (adds its subparser
+with ``set_defaults(func=...)``) and imports what it runs at module level. :data:`COMMANDS` names
+every command, its module and its one line of help; only the module of the command being run is
+imported (``lmeval-prune --help`` imports none), so a command's dependencies load only when it runs.
+"""
 
 from __future__ import annotations
 
@@ -6,76 +12,120 @@ import argparse
 import importlib
 import sys
 import textwrap
+from typing import Any
 
 from lmeval_layerprune import __version__
 from lmeval_layerprune.cli._shared import FlagParser
+from lmeval_layerprune.errors import LayerPruneError
 
-#: One module per command under ``lmeval_layerprune/cli/``; each defines ``register(sub)``, which adds
-#: its subparser (with ``set_defaults(func=...)``) to the ``lmeval-prune`` subcommands.
-COMMAND_MODULES: tuple[str, ...] = (
-    "demo",
-    "eval",
-    "sweep",
-    "report",
-    "analyze",
-    "select",
-    "resolve",
-    "slice",
-    "selfgen",
-    "heal",
-    "bench",
-    "speculate",
-    "card",
-    "push",
-    "cache",
-    "archs",
-    "embedded_model",
-)
+#: command -> (module under lmeval_layerprune/cli/, one line for ``lmeval-prune --help``)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "demo": (
+        "demo",
+        "main job: a small sweep (unpruned, two pruning methods, one healed cell), its report and a model card",
+    ),
+    "eval": (
+        "eval",
+        "run lm_eval with pruned-hf and the bundled tasks registered (takes exactly lm_eval's arguments; with "
+        "--output_path, a pruned run goes to a subfolder named after the model and the layers removed)",
+    ),
+    "sweep": (
+        "sweep",
+        "evaluate MODEL pruned by several methods at several ratios (one lm-eval run per cell; resumable)",
+    ),
+    "report": (
+        "report",
+        "retention tables with 95%% intervals, plots and a summary from lm-eval results (a sweep or any runs)",
+    ),
+    "analyze": (
+        "analyze",
+        "layer-level views: every layer skipped alone, block influence / angular profiles, logit lens",
+    ),
+    "select": ("select", "choose layers to remove: greedy task-driven search, perplexity search, or one-pass metrics"),
+    "methods": (
+        "methods",
+        "list the layer methods (drop=METHOD:K, select --method, sweep --methods) and their sources",
+    ),
+    "resolve": ("resolve", "print the layer indices a drop spec removes from a model (one JSON line)"),
+    "slice": ("slice", "write a standalone checkpoint with layers removed (mergekit passthrough, verified)"),
+    "selfgen": ("selfgen", "have the unpruned parent answer a set of prompts (self-generated responses), resumable"),
+    "heal": ("heal", "finetune a pruned model with a recovery recipe (TRL + PEFT) and save a standalone checkpoint"),
+    "recipes": ("heal", "list the bundled recovery recipes"),
+    "bench": ("bench", "measure what pruning buys: speed and memory of each --drop variant beside the parent"),
+    "speculate": (
+        "speculate",
+        "self-speculative decoding: acceptance and speed-up of drafting with layers skipped",
+    ),
+    "card": ("card", "write DIR/README.md: a Hub model card from the pruning plan, the recipe and lm-eval results"),
+    "push": ("push", "upload a pruned/healed checkpoint (only the files it needs) to the Hugging Face Hub"),
+    "cache": ("cache", "list or clear the cache of materialized checkpoints"),
+    "archs": ("archs", "list per model type whether layers can be pruned: table / inferred / unsupported (why)"),
+    "embedded-model": ("embedded_model", "print the embedded model's checkpoint directory (converts on first use)"),
+}
+
+_EPILOG = """\
+examples:
+  lmeval-prune demo                                   # the main job on the embedded model
+  lmeval-prune eval --model pruned-hf --model_args pretrained=embedded,drop=20-25 \\
+      --tasks arith_probe --limit 20 --device cpu     # exactly lm_eval's arguments
+  lmeval-prune resolve embedded --drop last:25%       # which layers a spec removes
+  lmeval-prune methods                                # the layer methods drop=METHOD:K knows
+  lmeval-prune select embedded --method ppl --n 6 --out plan.json   # choose layers
+  lmeval-prune slice embedded --drop 20-25 --out smollm2-pruned   # checkpoint via mergekit
+  lmeval-prune heal --recipe demo-selfgen-lora --base embedded --out healed   # recovery
+  lmeval-prune cache list                             # materialized checkpoints
+  lmeval-prune card smollm2-pruned --results out/ --base-results base/   # the Hub model card
+  lmeval-prune push smollm2-pruned --repo me/smollm2-pruned        # upload (HF_TOKEN)
+  lmeval-prune embedded-model                         # path of the embedded checkpoint
+"""
 
 
-def build_parser() -> argparse.ArgumentParser:
+class _Commands:
+    """The subcommands action, handing each command its one line of help from :data:`COMMANDS`."""
+
+    def __init__(self, sub: Any) -> None:
+        self._sub = sub
+
+    def add_parser(self, name: str, **kwargs: Any) -> argparse.ArgumentParser:
+        kwargs.setdefault("help", COMMANDS[name][1])
+        return self._sub.add_parser(name, **kwargs)
+
+
+def build_parser(command: str | None = "*") -> argparse.ArgumentParser:
+    """The ``lmeval-prune`` parser with ``command``'s module loaded (``"*"``: every command; ``None``: none,
+    only the list of commands)."""
     parser = FlagParser(
         prog="lmeval-prune",
         description="Evaluate, choose, heal and ship depth-pruned LLMs with lm-evaluation-harness. "
         "Every long option is accepted with dashes or underscores (--max-steps / --max_steps).",
-        epilog=textwrap.dedent(
-            """\
-            examples:
-              lmeval-prune demo                                   # the main job on the embedded model
-              lmeval-prune eval --model pruned-hf --model_args pretrained=embedded,drop=20-25 \\
-                  --tasks arith_probe --limit 20 --device cpu     # exactly lm_eval's arguments
-              lmeval-prune resolve embedded --drop last:25%       # which layers a spec removes
-              lmeval-prune select embedded --method ppl --n 6 --out plan.json   # choose layers
-              lmeval-prune slice embedded --drop 20-25 --out smollm2-pruned   # checkpoint via mergekit
-              lmeval-prune heal --recipe demo-selfgen-lora --base embedded --out healed   # recovery
-              lmeval-prune cache list                             # materialized checkpoints
-              lmeval-prune card smollm2-pruned --results out/ --base-results base/   # the Hub model card
-              lmeval-prune push smollm2-pruned --repo me/smollm2-pruned        # upload (HF_TOKEN)
-              lmeval-prune embedded-model                         # path of the embedded checkpoint
-            """
-        ),
+        epilog=textwrap.dedent(_EPILOG),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name in COMMAND_MODULES:
-        importlib.import_module(f"{__name__}.{name}").register(sub)
+    wanted = {m for name, (m, _) in COMMANDS.items() if command in ("*", name)}
+    loaded: set[str] = set()
+    for name, (module, line) in COMMANDS.items():
+        if module in wanted:
+            if module not in loaded:
+                importlib.import_module(f"{__name__}.{module}").register(_Commands(sub))
+                loaded.add(module)
+        else:
+            sub.add_parser(name, help=line, add_help=False)  # listed in --help; its module is not imported
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] == "eval":  # lm_eval's arguments, handed over unparsed
-        from lmeval_layerprune.cli.eval import run
-
-        return run(argv[1:])
-    parser = build_parser()
+    command = next((a for a in argv if not a.startswith("-")), None)
+    if command == "eval":  # lm_eval's arguments, handed over unparsed
+        eval_cli = importlib.import_module(f"{__name__}.eval")
+        return eval_cli.run(argv[argv.index("eval") + 1 :])
+    parser = build_parser(command if command in COMMANDS else None)
     args = parser.parse_args(argv)
     if not hasattr(args, "func"):
         parser.print_help()
         return 0
-    from lmeval_layerprune.errors import LayerPruneError
-
     try:
         return args.func(args)
     except (LayerPruneError, OSError, ValueError, ImportError) as e:

@@ -1,5 +1,5 @@
 """What every command shares: the parser class with the one flag convention, flags generated from
-settings dataclasses, and the ``--push-to-hub`` options.
+settings dataclasses (the ``--push-to-hub`` options are :mod:`lmeval_layerprune.cli._hub`).
 
 **One flag convention.** Every long option is accepted with dashes and with underscores
 (``--max-steps`` and ``--max_steps``, ``--include-path`` and lm-eval's ``--include_path``), as
@@ -16,7 +16,6 @@ import sys
 import types
 import typing
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any
 
 
@@ -159,46 +158,3 @@ def dataclass_from_args(cls: type, args: argparse.Namespace, **overrides: Any) -
     values = {f.name: getattr(args, f.name) for f in dataclasses.fields(cls) if f.init and hasattr(args, f.name)}
     values.update(overrides)
     return cls(**values)
-
-
-# ------------------------------------------------------------ --push-to-hub
-
-
-def add_push_to_hub_arguments(parser: argparse.ArgumentParser) -> None:
-    """``--push-to-hub REPO``, ``--hub-private``, ``--license`` and ``--base-model`` for a command
-    that writes a checkpoint (it must not declare ``--license`` / ``--base-model`` itself)."""
-    g = parser.add_argument_group("upload after writing (like `lmeval-prune push`)")
-    g.add_argument("--push-to-hub", metavar="REPO", default=None, help="upload the checkpoint with a generated card")
-    g.add_argument("--hub-private", action="store_true", help="create the repository private")
-    g.add_argument("--license", default=None, help="the license, if the parent's card has none")
-    g.add_argument("--base-model", default=None, help="the parent's Hub id (when the model is a local path)")
-
-
-def check_push_to_hub(args: argparse.Namespace) -> None:
-    """Fail before the long work when ``--push-to-hub`` cannot succeed (bad repo id, no token)."""
-    if getattr(args, "push_to_hub", None):
-        from lmeval_layerprune.hub import get_token, validate_repo
-
-        validate_repo(args.push_to_hub)
-        get_token()
-
-
-def push_after(args: argparse.Namespace, out_dir: str | Path) -> Any:
-    """Run the ``--push-to-hub`` upload for a command that just wrote ``out_dir``."""
-    repo = getattr(args, "push_to_hub", None)
-    if not repo:
-        return None
-    from lmeval_layerprune.errors import PublishError
-    from lmeval_layerprune.hub import push
-
-    folder = Path(out_dir)
-    try:
-        return push(folder, repo, private=args.hub_private, base_model=args.base_model, license=args.license)
-    except PublishError as e:
-        raise PublishError(
-            f"{e}\n(the checkpoint is in {folder}; push it later with `lmeval-prune push {folder} --repo {repo}`)"
-        ) from None
-
-
-#: the old spelling (``publish.add_push_to_hub_argument``) for commands not moved yet
-add_push_to_hub_argument = add_push_to_hub_arguments

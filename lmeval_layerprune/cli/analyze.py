@@ -12,7 +12,6 @@ def register(sub: Any) -> None:
 
     p = sub.add_parser(
         "analyze",
-        help="layer-level views: every layer skipped alone, block influence / angular profiles, logit lens",
         description="Write CSV + PNG views into --out: skip_profile (every layer, layer 0 included, skipped alone: "
         "every metric of --tasks and the change in log-probability of the right answer), layer_profiles (block "
         "influence and angular distance per layer on calibration text, base / --drop / --healed side by side) "

@@ -20,7 +20,6 @@ def _sizes(text: str) -> list[int]:
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "bench",
-        help="measure what pruning buys: speed and memory of each --drop variant beside the parent",
         description="Load MODEL once and measure it and each --drop variant (layers swapped out in place, no "
         "second copy) in interleaved rounds after warm-up, greedy, fixed seeds: decode and prefill tokens/s, time "
         "to first token, memory (weights + KV cache at the given lengths), KV-cache bytes per token, parameters "
@@ -52,8 +51,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd(args: argparse.Namespace) -> int:
+    from lmeval_layerprune.core.layout import BENCH_FILE, BENCH_PLOT
     from lmeval_layerprune.errors import BackendUnavailable
-    from lmeval_layerprune.speed.bench import BENCH_FILE, BENCH_PLOT, format_bench, run_bench
+    from lmeval_layerprune.speed.bench import format_bench, run_bench
 
     try:
         record = run_bench(

@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import argparse
 
+from lmeval_layerprune.checkpoint.cache import cache_dir, cache_entries, clear_cache
+from lmeval_layerprune.hub.push import human_size
+
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("cache", help="list or clear the cache of materialized checkpoints")
+    p = sub.add_parser(
+        "cache",
+    )
     p.add_argument("action", choices=["list", "clear"], help="list entries with sizes, or remove them all")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from lmeval_layerprune.checkpoint.materialize import cache_dir, cache_entries, clear_cache
-    from lmeval_layerprune.hub.push import human_size
 
     if args.action == "clear":
         print(f"removed {human_size(clear_cache())} from {cache_dir()}")

@@ -18,7 +18,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser(
         "card",
-        help="write DIR/README.md: a Hub model card from the pruning plan, the recipe and lm-eval results",
         description="Render the model card of the pruned (or healed) checkpoint in DIR into DIR/README.md: "
         "metadata (base_model, license, tags, datasets, eval results) and a body with the removed layers, "
         "sizes, recovery recipe, base/pruned/healed scores, limitations and reproduction commands. A parent "

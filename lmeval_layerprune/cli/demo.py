@@ -10,7 +10,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser(
         "demo",
-        help="main job: a small sweep (unpruned, two pruning methods, one healed cell), its report and a model card",
         description="The study, small: sweep MODEL over --methods at --ratios on generative probes and their "
         "multiple-choice twins (one lm-eval run per cell on one loaded model), heal the first method's cell at "
         "the largest ratio with --recipe and evaluate it, write the report (retention with paired-bootstrap 95% "

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import argparse
 
+from lmeval_layerprune.core.embedded import embedded_model_dir
+
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("embedded-model", help="print the embedded model's checkpoint directory (converts on first use)")
+    p = sub.add_parser(
+        "embedded-model",
+    )
     p.set_defaults(func=run)
 
 
 def run(_args: argparse.Namespace) -> int:
-    from lmeval_layerprune.core.embedded import embedded_model_dir
 
     print(embedded_model_dir())
     return 0

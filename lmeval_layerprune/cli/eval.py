@@ -16,6 +16,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from lmeval_layerprune.core.embedded import base_model_name
+from lmeval_layerprune.lmeval.plugin import register as register_with_lm_eval
+from lmeval_layerprune.methods.resolve import needs_model, parse_spec, resolve_drop
+
 logger = logging.getLogger(__name__)
 
 #: lm-eval models whose output folder is named after the layers removed
@@ -26,8 +30,6 @@ def register(sub: Any) -> None:
     """Add ``eval`` to the subcommands (its arguments are lm_eval's; ``main`` hands them over unparsed)."""
     p = sub.add_parser(
         "eval",
-        help="run lm_eval with pruned-hf and the bundled tasks registered (takes exactly lm_eval's arguments; "
-        "with --output_path, a pruned run goes to a subfolder named after the model and the layers removed)",
         add_help=False,
     )
     p.add_argument("lm_eval_args", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
@@ -36,7 +38,6 @@ def register(sub: Any) -> None:
 
 def run(argv: list[str]) -> int:
     """Run lm-eval's CLI on ``argv`` with our models and tasks registered."""
-    from lmeval_layerprune.lmeval.plugin import register as register_with_lm_eval
 
     register_with_lm_eval()
     sys.argv = ["lm-eval", *argv]
@@ -75,9 +76,6 @@ def run_folder_name(model_args: dict[str, Any] | str) -> str:
     ``none`` when nothing is removed); a ``bi:`` / ``angular:`` spec, which needs the weights to
     resolve, is named by its text.
     """
-    from lmeval_layerprune.core.embedded import base_model_name
-    from lmeval_layerprune.core.plan import resolve_drop
-    from lmeval_layerprune.core.spec import DropSpec
 
     if isinstance(model_args, str):
         from lm_eval.utils import simple_parse_args_string
@@ -86,8 +84,8 @@ def run_folder_name(model_args: dict[str, Any] | str) -> str:
     pretrained = model_args.get("pretrained")
     if not isinstance(pretrained, str) or not pretrained:
         raise ValueError("--model_args has no pretrained=... (the checkpoint to evaluate)")
-    spec = DropSpec.parse(model_args.get("drop"))
-    if spec.needs_scores:
+    spec = parse_spec(model_args.get("drop"))
+    if needs_model(spec):
         layers = re.sub(r"[^A-Za-z0-9.+-]+", "-", spec.text.replace("%", "pct")).strip("-")
     else:
         plan = resolve_drop(pretrained, spec, revision=model_args.get("revision"))

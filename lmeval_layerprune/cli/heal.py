@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from lmeval_layerprune.cli._shared import add_push_to_hub_arguments, check_push_to_hub, push_after
+from lmeval_layerprune.cli._hub import add_push_to_hub_arguments, check_push_to_hub, push_after
 from lmeval_layerprune.heal.run import DEFAULT_MIN_EXAMPLES
 
 #: TRL ``SFTConfig`` fields with a flag of their own (``--max-steps 20`` is ``sft.max_steps=20``),
@@ -27,7 +27,6 @@ SFT_FLAGS: dict[str, type] = {
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "heal",
-        help="finetune a pruned model with a recovery recipe (TRL + PEFT) and save a standalone checkpoint",
         description="Build MODEL without the layers named by --drop, train it with RECIPE (a bundled name or a "
         "YAML file), merge the LoRA adapter (or keep it), and save a checkpoint whose config records the plan and "
         "the recipe. Rerunning the same command after an interruption resumes from the last checkpoint. "
@@ -69,7 +68,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_push_to_hub_arguments(p)
     p.set_defaults(func=run_heal)
 
-    p = sub.add_parser("recipes", help="list the bundled recovery recipes")
+    p = sub.add_parser(
+        "recipes",
+    )
     p.add_argument("--path", action="store_true", help="print the folder of bundled recipes and accelerate configs")
     p.set_defaults(func=run_recipes)
 

@@ -11,7 +11,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser(
         "push",
-        help="upload a pruned/healed checkpoint (only the files it needs) to the Hugging Face Hub",
         description="Upload the checkpoint in DIR to the Hub repository --repo in one commit: weights, config, "
         "tokenizer, card, mergekit YAML, plan, recipe and plots, nothing else, with every path of this machine "
         "rewritten (the parent by its Hub id, plan files by the layer list). Creates the repository when "

@@ -12,7 +12,6 @@ def register(sub: Any) -> None:
 
     p = sub.add_parser(
         "report",
-        help="retention tables with 95%% intervals, plots and a summary from lm-eval results (a sweep or any runs)",
         description="Read lm-eval results (a sweep folder, or folders and results_*.json files of plain lm_eval "
         "runs, searched recursively) and write report.md, report.json, retention.png and retention_tasks.png "
         "into --out: per task, each run's score, change and retention against the unpruned run, with a paired "
@@ -55,8 +54,9 @@ def register(sub: Any) -> None:
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
+    from lmeval_layerprune.core.layout import PLOT_FILE, REPORT_FILE
     from lmeval_layerprune.errors import ReportError
-    from lmeval_layerprune.report.build import PLOT_FILE, REPORT_FILE, write_report
+    from lmeval_layerprune.report.build import write_report
 
     if args.bootstrap < 100:
         raise ReportError(f"--bootstrap {args.bootstrap} is too few resamples for a 95% interval (use >= 100)")

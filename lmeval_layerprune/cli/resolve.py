@@ -6,11 +6,16 @@ import argparse
 import json
 from typing import Any
 
+from lmeval_layerprune.core.embedded import resolve_pretrained
+from lmeval_layerprune.core.plan import PruningPlan
+from lmeval_layerprune.core.spec import format_indices
+from lmeval_layerprune.methods.capture import Calibration
+from lmeval_layerprune.methods.resolve import resolve_drop
+
 
 def register(sub: Any) -> None:
     p = sub.add_parser(
         "resolve",
-        help="print the layer indices a drop spec removes from a model (one JSON line)",
         description="Resolve --drop against MODEL and print one JSON line: the model's layer count, the indices "
         "removed (of MODEL's own layers) as a list and as spec text, and the full plan (indices of the unpruned "
         "parent when MODEL is itself pruned). Specs other than bi:/angular: read only the config.",
@@ -26,13 +31,9 @@ def register(sub: Any) -> None:
 
 
 def _cmd_resolve(args: argparse.Namespace) -> int:
-    from lmeval_layerprune.core.plan import PruningPlan, resolve_drop
-    from lmeval_layerprune.core.spec import format_indices
 
-    plan = resolve_drop(args.model, args.drop, calib=args.calib)
+    plan = resolve_drop(args.model, args.drop, calibration=Calibration.of(args.calib))
     from transformers import AutoConfig
-
-    from lmeval_layerprune.core.embedded import resolve_pretrained
 
     config = AutoConfig.from_pretrained(str(resolve_pretrained(args.model)))
     parent = PruningPlan.from_config(config)

@@ -28,17 +28,17 @@ HELP = {
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from lmeval_layerprune.search.select import METHODS, SelectionSettings
+    from lmeval_layerprune.methods.registry import method_names
+    from lmeval_layerprune.search.select import SelectionSettings
 
     p = sub.add_parser(
         "select",
-        help="choose layers to remove: greedy task-driven search, perplexity search, or one-pass metrics",
         description="Choose N layers to remove from MODEL and write a plan JSON usable as drop=plan:PATH. "
         "iterative: greedy search scored by lm-eval tasks on a selection split (a different generator seed); "
         "ppl: greedy search on calibration perplexity; bi / angular / last: one-pass metrics. "
         "Greedy searches are resumable: rerun the same command after an interruption.",
     )
-    add_dataclass_flags(p, SelectionSettings, help=HELP, choices={"method": METHODS}, positional=("model",))
+    add_dataclass_flags(p, SelectionSettings, help=HELP, choices={"method": method_names()}, positional=("model",))
     p.add_argument("--device", default=None, help="device (default: cuda if available, else cpu)")
     p.add_argument("--out", default="plan.json", help="plan JSON to write (default: plan.json)")
     p.add_argument("--journal", default=None, help="resumable journal (default: <out>.journal.jsonl)")

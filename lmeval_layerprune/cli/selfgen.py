@@ -28,7 +28,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser(
         "selfgen",
-        help="have the unpruned parent answer a set of prompts (self-generated responses), resumable",
         description="Generate responses with TEACHER's chat template for every prompt of SOURCE and append them "
         "to OUT (JSONL, one record per prompt: id, prompt, response, finish reason, token counts, filter verdict). "
         "Rerunning the same command after an interruption generates only what is missing. Uses vLLM when it is "

@@ -5,13 +5,17 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from lmeval_layerprune.cli._shared import add_push_to_hub_arguments, check_push_to_hub, push_after
+from lmeval_layerprune.checkpoint.materialize import materialize
+from lmeval_layerprune.cli._hub import add_push_to_hub_arguments, check_push_to_hub, push_after
+from lmeval_layerprune.core.layout import MERGEKIT_FILE
+from lmeval_layerprune.core.plan import PruningPlan
+from lmeval_layerprune.methods.capture import Calibration
+from lmeval_layerprune.speed.bench import bench_checkpoint, load_bench
 
 
 def register(sub: Any) -> None:
     p = sub.add_parser(
         "slice",
-        help="write a standalone checkpoint with layers removed (mergekit passthrough, verified)",
         description="Write MODEL without the layers named by --drop to --out through mergekit's passthrough "
         "merge, leave the mergekit YAML and the plan (layer_pruning.json) beside it, and verify the result "
         "against the in-memory slice.",
@@ -34,8 +38,6 @@ def register(sub: Any) -> None:
 
 
 def _cmd_slice(args: argparse.Namespace) -> int:
-    from lmeval_layerprune.checkpoint.materialize import MERGEKIT_FILE, materialize
-    from lmeval_layerprune.core.plan import PruningPlan
 
     check_push_to_hub(args)
     out = materialize(
@@ -43,7 +45,7 @@ def _cmd_slice(args: argparse.Namespace) -> int:
         args.drop,
         args.out,
         dtype=args.dtype,
-        calib=args.calib,
+        calibration=Calibration.of(args.calib),
         revision=args.revision,
         overwrite=args.overwrite,
     )
@@ -55,8 +57,6 @@ def _cmd_slice(args: argparse.Namespace) -> int:
     print(f"mergekit config: {out / MERGEKIT_FILE}")
     print(f"evaluate it: lm_eval --model hf --model_args pretrained={out} --tasks arith_probe")
     if args.bench:
-        from lmeval_layerprune.speed.bench import bench_checkpoint, load_bench
-
         print(load_bench(bench_checkpoint(out, parent=args.model)).summary())
     push_after(args, out)
     return 0

@@ -7,11 +7,10 @@ import textwrap
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from lmeval_layerprune.speed.speculate import DEFAULT_DRAFT_TOKENS
+    from lmeval_layerprune.lmeval.draft import DEFAULT_DRAFT_TOKENS
 
     p = sub.add_parser(
         "speculate",
-        help="self-speculative decoding: acceptance and speed-up of drafting with layers skipped",
         description="For each --draft spec, decode the prompts greedily with MODEL as verifier and MODEL with the "
         "draft layers skipped as drafter (shared weights, no second copy), beside plain greedy decoding of the same "
         "prompts in interleaved rounds. Prints acceptance (accepted draft tokens per verification step, share of "
@@ -60,7 +59,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd(args: argparse.Namespace) -> int:
-    from lmeval_layerprune.speed.speculate import SPECULATE_FILE, SPECULATE_PLOT, format_speculate, run_speculate
+    from lmeval_layerprune.core.layout import SPECULATE_FILE, SPECULATE_PLOT
+    from lmeval_layerprune.speed.speculate import format_speculate, run_speculate
 
     record = run_speculate(
         args.model,

@@ -11,11 +11,11 @@ from lmeval_layerprune.errors import LayerPruneError
 
 
 def register(sub: Any) -> None:
-    from lmeval_layerprune.sweep.run import DEFAULT_METHODS, DEFAULT_RATIOS, DEFAULT_TASKS, METHODS
+    from lmeval_layerprune.methods.registry import method_names
+    from lmeval_layerprune.sweep.run import DEFAULT_METHODS, DEFAULT_RATIOS, DEFAULT_TASKS
 
     p = sub.add_parser(
         "sweep",
-        help="evaluate MODEL pruned by several methods at several ratios (one lm-eval run per cell; resumable)",
         description="Evaluate MODEL unpruned and with each --methods choice of layers removed at each --ratios "
         "fraction, as one lm-eval run per cell saved in lm-eval's output layout with per-item samples "
         "(OUT/<cell>/<model>/results_*.json). One loaded model serves every cell (layers are swapped in place); "
@@ -40,7 +40,7 @@ def register(sub: Any) -> None:
     p.add_argument(
         "--methods",
         default=",".join(DEFAULT_METHODS),
-        help=f"comma-separated layer choices: {', '.join(METHODS)} (default: {','.join(DEFAULT_METHODS)})",
+        help=f"comma-separated layer choices: {', '.join(method_names())} (default: {','.join(DEFAULT_METHODS)})",
     )
     p.add_argument(
         "--ratios",

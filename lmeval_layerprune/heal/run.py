@@ -31,19 +31,21 @@ from typing import Any
 import yaml
 
 from lmeval_layerprune.core.journal import RunManifest, describe_diff, json_safe
-from lmeval_layerprune.core.plan import PLAN_FILE, PruningPlan
-from lmeval_layerprune.core.spec import PLAN_ATTR
+from lmeval_layerprune.core.layout import (
+    CHECKPOINTS,
+    HEAL_COMPLETE,
+    HEAL_STATE_FILE,
+    PLAN_ATTR,
+    PLAN_FILE,
+    RECIPE_FILE,
+    RESPONSES_FILE,
+)
+from lmeval_layerprune.core.plan import PruningPlan
 from lmeval_layerprune.errors import HealError
 from lmeval_layerprune.heal.recipe import KDSettings, Recipe, load_recipe
 
 logger = logging.getLogger(__name__)
 
-CHECKPOINTS = "checkpoints"
-RESPONSES = "selfgen_responses.jsonl"
-STATE_FILE = "heal_state.json"
-RECIPE_FILE = "recovery_recipe.yaml"
-PLAN_JSON = PLAN_FILE
-COMPLETE = "HEAL_COMPLETE"
 
 _SFT_DEFAULTS: dict[str, Any] = {
     "report_to": "none",
@@ -61,7 +63,7 @@ _SFT_DEFAULTS: dict[str, Any] = {
 
 DEFAULT_MIN_EXAMPLES = 8
 #: Files that make a folder a heal output of this tool (what --overwrite may replace).
-MARKERS = (STATE_FILE, COMPLETE)
+MARKERS = (HEAL_STATE_FILE, HEAL_COMPLETE)
 
 
 @dataclass
@@ -94,12 +96,12 @@ class HealRun:
         """The settings a resume must match (saved as ``OUT/heal_state.json``)."""
         state = {"recipe": self.recipe.name, "raw": json_safe(self.recipe.raw), "base": self.base,
                  "drop": self.drop, "data": self.data, "keep_adapter": self.keep_adapter}  # fmt: skip
-        return RunManifest(self.out / STATE_FILE, "heal", state)
+        return RunManifest(self.out / HEAL_STATE_FILE, "heal", state)
 
 
 def _progress_in(out: Path) -> str | None:
     """What a run in ``out`` has achieved that other settings must not mix with (None: nothing)."""
-    if (out / COMPLETE).is_file():
+    if (out / HEAL_COMPLETE).is_file():
         return "a finished healed checkpoint"
     ckpt = last_complete_checkpoint(out / CHECKPOINTS)
     return f"training checkpoints (up to {ckpt.name})" if ckpt else None
@@ -156,9 +158,9 @@ def check_run(
     from lmeval_layerprune.core.arch import arch_for, num_layers
     from lmeval_layerprune.core.embedded import resolve_pretrained
     from lmeval_layerprune.core.guard import check_causal_lm, check_weights, guard_output
-    from lmeval_layerprune.core.spec import DropSpec
     from lmeval_layerprune.errors import SelfGenError
     from lmeval_layerprune.heal.selfgen import is_selfgen_file, load_prompts, read_records
+    from lmeval_layerprune.methods.resolve import needs_model, parse_spec, resolve_drop
 
     missing = [m for m in ("trl", "peft", "datasets") if importlib.util.find_spec(m) is None]
     if missing:
@@ -197,15 +199,15 @@ def check_run(
     config = _model_config(base_path, base, "base model")
     check_causal_lm(config, role="base model", name=base)
     arch_for(config)
-    spec = DropSpec.parse(drop)
+    spec = parse_spec(drop)
     if spec.is_noop:
         raise HealError("drop spec 'none' removes nothing; heal needs a pruned model (e.g. --drop last:25%)")
     n = num_layers(config)
-    if spec.needs_scores:
+    if needs_model(spec):
         if spec.layer_count(n) >= n:
             raise HealError(f"drop spec {drop!r} removes every layer of {base!r} ({n} layers)")
     else:
-        spec.resolve(n)  # out-of-range indices, a plan for another depth: refused now, not after generating
+        resolve_drop(config, spec)  # out-of-range indices, a plan for another depth: refused now, not after generating
     check_weights(base_path)
 
     teacher = None
@@ -251,9 +253,9 @@ def check_run(
         overwrite=overwrite, verify=verify, progress=progress, min_examples=min_examples, callbacks=callbacks,
     )  # fmt: skip
     if not overwrite and out.is_dir() and any(out.iterdir()):
-        if out.is_file() or not (out / STATE_FILE).is_file():
+        if out.is_file() or not (out / HEAL_STATE_FILE).is_file():
             raise HealError(
-                f"output folder {out} exists and is not a heal run (no {STATE_FILE}); choose another --out "
+                f"output folder {out} exists and is not a heal run (no {HEAL_STATE_FILE}); choose another --out "
                 "(--overwrite only replaces heal runs)"
             )
         diff = _state_diff(run)
@@ -279,7 +281,7 @@ def prepare_output(run: HealRun) -> bool:
     manifest = run.manifest()
     if run.overwrite and out.exists():
         previous = _previous(out)
-        if previous.exists() and not (out / COMPLETE).is_file():
+        if previous.exists() and not (out / HEAL_COMPLETE).is_file():
             shutil.rmtree(out)  # an unfinished new run; the last complete one is already set aside
         else:
             shutil.rmtree(previous, ignore_errors=True)
@@ -287,7 +289,7 @@ def prepare_output(run: HealRun) -> bool:
     if manifest.path.is_file():
         diff = _state_diff(run)
         if not diff:
-            return (out / COMPLETE).is_file()
+            return (out / HEAL_COMPLETE).is_file()
         logger.warning("%s: the previous attempt made no progress; starting over with the new settings (%s)",
                        out, describe_diff(diff))  # fmt: skip
     out.mkdir(parents=True, exist_ok=True)
@@ -338,10 +340,10 @@ def prepare_data(run: HealRun) -> tuple[list[dict[str, Any]], dict[str, Any]]:
         from accelerate import PartialState
 
         with PartialState().main_process_first():  # one process generates; the others then find it complete
-            generate_responses(str(run.teacher), run.prompts or [], run.out / RESPONSES, generation=gen,
+            generate_responses(str(run.teacher), run.prompts or [], run.out / RESPONSES_FILE, generation=gen,
                                filters=flt, source=run.source, progress=run.progress)  # fmt: skip
         wanted = {p.id for p in run.prompts or []}
-        records = [r for r in read_records(run.out / RESPONSES) if r["id"] in wanted]
+        records = [r for r in read_records(run.out / RESPONSES_FILE) if r["id"] in wanted]
         rows = training_pairs(records)
     # how many survived each filter, in the order they are applied
     counts: dict[str, Any] = {"source": run.source, "examples": len(rows)}
@@ -360,7 +362,7 @@ def prepare_data(run: HealRun) -> tuple[list[dict[str, Any]], dict[str, Any]]:
         funnel = f"{total} prompts, {len(rows)} with an original response"
     print(f"heal: training data from {run.source}: {funnel}; {len(rows)} examples", flush=True)
     if not rows:
-        where = f"; see {run.out / RESPONSES}" if records is not None and run.records is None else ""
+        where = f"; see {run.out / RESPONSES_FILE}" if records is not None and run.records is None else ""
         raise HealError(f"every generated response was filtered out ({funnel}){where}")
     if len(rows) < run.min_examples:
         raise HealError(
@@ -512,7 +514,7 @@ def load_student(run: HealRun, dist: Any) -> tuple[Any, Any, dict[str, Any]]:
     """Step 4: the pruned student (only the kept layers are read), its tokenizer, and the plan."""
     from transformers import AutoTokenizer
 
-    from lmeval_layerprune.core.slicing import load_pruned_model
+    from lmeval_layerprune.checkpoint.load import load_pruned_model
     from lmeval_layerprune.heal.selfgen import ensure_chat_template
 
     rec = run.recipe
@@ -651,7 +653,7 @@ def write_checkpoint(run: HealRun, training: Training, counts: dict[str, Any], s
         setattr(final.config, PLAN_ATTR, plan.to_dict())
         final.save_pretrained(tmp)
     training.tokenizer.save_pretrained(tmp)
-    plan.save(tmp / PLAN_JSON)
+    plan.save(tmp / PLAN_FILE)
     used = json_safe(rec.raw)
     used.update(drop=run.drop, data=counts["source"], dtype=run.dtype_name)
     used["sft"] = {**(used.get("sft") or {}), "bf16": args.bf16, "fp16": args.fp16}
@@ -690,7 +692,7 @@ def finish(run: HealRun, steps: int) -> None:
     shutil.rmtree(out / ".trainer-final", ignore_errors=True)
     if not run.keep_checkpoints:
         shutil.rmtree(out / CHECKPOINTS, ignore_errors=True)
-    (out / COMPLETE).write_text(json.dumps({"steps": steps}) + "\n")
+    (out / HEAL_COMPLETE).write_text(json.dumps({"steps": steps}) + "\n")
     shutil.rmtree(_previous(out), ignore_errors=True)  # the run --overwrite replaced
 
 
@@ -762,7 +764,7 @@ def _build_final(
     """The merged model (LoRA merged into an unquantized pruned base), or the full finetune reloaded."""
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    from lmeval_layerprune.core.slicing import load_pruned_model
+    from lmeval_layerprune.checkpoint.load import load_pruned_model
     from lmeval_layerprune.core.spec import format_indices
 
     if keep_adapter:

@@ -38,12 +38,12 @@ from lmeval_layerprune.core.journal import (
     repair_torn_tail,
     torn_fragment,
 )
+from lmeval_layerprune.core.layout import META_SUFFIX
 from lmeval_layerprune.errors import SelfGenError
 from lmeval_layerprune.heal.prompts import BUILTIN_SETS, BUNDLED_NAME
 
 logger = logging.getLogger(__name__)
 
-META_SUFFIX = ".meta.json"
 FILTERS = ("truncated", "empty", "degenerate", "overlength")
 
 #: Used when a tokenizer has no chat template: an Alpaca-style layout (documented in recovery/README.md).

@@ -10,21 +10,9 @@
 huggingface_hub is imported inside the functions that need it.
 """
 
-from lmeval_layerprune.hub.card import (
-    RELATIONS,
-    SELECTION_PLOT,
-    CardResult,
-    build_card,
-    eval_results,
-    load_eval,
-    render,
-    write_card,
-)
+from lmeval_layerprune.hub.card import RELATIONS, CardResult, build_card, eval_results, load_eval, render, write_card
 from lmeval_layerprune.hub.facts import (
-    CARD_FILE,
-    PLAN_FILE,
     PLAN_FILES,
-    RECIPE_FILE,
     Identity,
     gguf_metadata,
     identify,
@@ -47,13 +35,9 @@ from lmeval_layerprune.hub.push import (
 )
 
 __all__ = [
-    "CARD_FILE",
     "DRY_RUN_SUFFIX",
-    "PLAN_FILE",
     "PLAN_FILES",
-    "RECIPE_FILE",
     "RELATIONS",
-    "SELECTION_PLOT",
     "UPLOAD_FILES",
     "UPLOAD_PATTERNS",
     "CardResult",

@@ -24,13 +24,11 @@ from pathlib import Path
 from typing import Any
 
 from lmeval_layerprune import __version__
+from lmeval_layerprune.core.layout import CARD_FILE, MERGEKIT_FILE, RECIPE_FILE, SELECTION_PLOT
 from lmeval_layerprune.core.spec import format_indices
 from lmeval_layerprune.errors import PublishError
 from lmeval_layerprune.hub.facts import (
-    CARD_FILE,
-    MERGEKIT_FILE,
     PLAN_FILES,
-    RECIPE_FILE,
     Identity,
     estimated_parent_params,
     hub_datasets,
@@ -42,22 +40,12 @@ from lmeval_layerprune.hub.facts import (
 from lmeval_layerprune.hub.portable import Portable
 from lmeval_layerprune.hub.scores import eval_results, findings, load_eval, rel_change, score_tables
 from lmeval_layerprune.lmeval.results import Run
+from lmeval_layerprune.methods.registry import get_method, method_names
 
 logger = logging.getLogger(__name__)
 
 TEMPLATE = "pruned_model_card.md"
-SELECTION_PLOT = "layer_selection.png"
 RELATIONS = ("merge", "finetune", "adapter", "quantized")
-_SELECTION = {
-    "explicit": "given by hand (a fixed drop spec)",
-    "last": "the last layers (the reverse-order baseline)",
-    "bi": "lowest block influence, 1 - cos(input, output), on calibration text (ShortGPT)",
-    "angular": "the contiguous block with the smallest angular distance between its input and output (Gromov et al.)",
-    "iterative": "greedy task-driven search: each round removes the layer whose removal keeps the mean "
-    "normalized score on the selection tasks highest (On the Limits of Layer Pruning for Generative "
-    "Reasoning in LLMs)",
-    "ppl": "greedy search on calibration perplexity (SLEB-style)",
-}
 _RECOVERY_METHOD = {
     "selfgen": "responses the unpruned parent generated itself (self-generated data)",
     "original": "the original instruction data",
@@ -171,12 +159,27 @@ def selection_section(plan: dict[str, Any], folder: Path, plot: str | Path | Non
             shutil.copyfile(src, folder / SELECTION_PLOT)
     return {
         "method": method,
-        "text": _SELECTION.get(method, method),
+        "text": selection_text(method),
         "plan_file": plan_file,
-        "tasks": ", ".join(settings.get("tasks") or []) if method == "iterative" else "",
+        "tasks": ", ".join(settings.get("tasks") or []) if _objective(method) == "tasks" else "",
         "rounds": rounds,
         "plots": sorted(p.name for p in folder.glob("*.png")),
     }
+
+
+def selection_text(method: str) -> str:
+    """How a plan's layers were chosen, in words: the registered method's description and citation."""
+    if method in ("explicit", "none"):
+        return "given by hand (a fixed drop spec)"
+    if method == "plan":
+        return "taken from a plan file"
+    if method in method_names():
+        return get_method(method).describe()
+    return method
+
+
+def _objective(method: str) -> str | None:
+    return get_method(method).objective if method in method_names() else None
 
 
 def _fmt_params(n: int | None) -> str:
@@ -194,7 +197,8 @@ def bench_rows(
     """Measured speed and memory from a ``lmeval-prune bench`` result (``bench``, or the folder's own
     :data:`~lmeval_layerprune.speed.bench.BENCH_FILE`): the decode speed-up, a note saying where it was
     measured, and size/speed table rows. ``None`` when there is no bench result."""
-    from lmeval_layerprune.speed.bench import BENCH_FILE, load_bench
+    from lmeval_layerprune.core.layout import BENCH_FILE
+    from lmeval_layerprune.speed.bench import load_bench
 
     if bench is None and not (folder / BENCH_FILE).is_file():
         return None
@@ -423,7 +427,7 @@ def render(folder: str | Path, **kwargs: Any) -> CardResult:
         columns.append(("healed", own))
     selection = selection_section(plan, folder, plot)
     recovery = recovery_section(plan, folder, portable)
-    from lmeval_layerprune.core.embedded import _COMPLETE
+    from lmeval_layerprune.core.layout import EMBEDDED_COMPLETE as _COMPLETE
 
     embedded_source = None
     if ident.parent is not None and (ident.parent / _COMPLETE).is_file():

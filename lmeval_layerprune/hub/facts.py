@@ -14,22 +14,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lmeval_layerprune.checkpoint.materialize import MERGEKIT_FILE
-from lmeval_layerprune.core.plan import LEGACY_PLAN_FILES, PLAN_FILE
-from lmeval_layerprune.core.spec import PLAN_ATTR
+from lmeval_layerprune.core.layout import CARD_FILE, LEGACY_PLAN_FILES, MERGEKIT_FILE, PLAN_ATTR, PLAN_FILE
 from lmeval_layerprune.errors import PublishError
-from lmeval_layerprune.heal.run import RECIPE_FILE
 
-CARD_FILE = "README.md"
 #: every name a plan file has had (the current one first); all are read and uploaded
 PLAN_FILES: tuple[str, ...] = (PLAN_FILE, *LEGACY_PLAN_FILES)
 
 __all__ = [
-    "CARD_FILE",
-    "MERGEKIT_FILE",
-    "PLAN_FILE",
     "PLAN_FILES",
-    "RECIPE_FILE",
     "Identity",
     "gguf_metadata",
     "hub_datasets",
@@ -203,7 +195,8 @@ def resolve_license(
         if meta.get("license"):
             extra = {k: meta[k] for k in ("license_name", "license_link") if meta.get(k)}
             return str(meta["license"]), extra, source
-    from lmeval_layerprune.core.embedded import _COMPLETE, EMBEDDED_REPO, gguf_path
+    from lmeval_layerprune.core.embedded import EMBEDDED_REPO, gguf_path
+    from lmeval_layerprune.core.layout import EMBEDDED_COMPLETE as _COMPLETE
 
     if base_model == EMBEDDED_REPO or (parent is not None and (parent / _COMPLETE).is_file()):
         with contextlib.suppress(Exception):

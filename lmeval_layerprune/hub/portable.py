@@ -16,8 +16,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lmeval_layerprune.core.spec import PLAN_ATTR, format_indices
-from lmeval_layerprune.hub.facts import MERGEKIT_FILE, PLAN_FILES, RECIPE_FILE, is_local_path, mergekit_sources
+from lmeval_layerprune.core.layout import MERGEKIT_FILE, PLAN_ATTR, RECIPE_FILE
+from lmeval_layerprune.core.spec import format_indices
+from lmeval_layerprune.hub.facts import PLAN_FILES, is_local_path, mergekit_sources
 
 #: an absolute or home-relative path of two or more parts, not part of a URL
 _ABS_PATH = re.compile(r"(?<![\w:/.~%-])(~?/[\w.@+-]+(?:/[\w.@+-]*)+)")

@@ -24,10 +24,11 @@ from pathlib import Path
 from typing import Any
 
 from lmeval_layerprune import __version__
+from lmeval_layerprune.core.layout import CARD_FILE, MERGEKIT_FILE, RECIPE_FILE
 from lmeval_layerprune.core.spec import format_indices
 from lmeval_layerprune.errors import PublishError
 from lmeval_layerprune.hub.card import write_card
-from lmeval_layerprune.hub.facts import CARD_FILE, MERGEKIT_FILE, PLAN_FILES, RECIPE_FILE, identify, read_plan
+from lmeval_layerprune.hub.facts import PLAN_FILES, identify, read_plan
 from lmeval_layerprune.hub.portable import Portable
 
 DRY_RUN_SUFFIX = "-hub-upload"

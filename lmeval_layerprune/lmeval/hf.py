@@ -5,14 +5,14 @@ peft, chat templates, ...); we add three model args and pop them before HFLM
 forwards the rest to ``from_pretrained``:
 
 * ``drop``: the spec (see :mod:`lmeval_layerprune.core.spec`);
-* ``calib``: a calibration file for the ``bi:`` / ``angular:`` specs;
+* ``calib``: a calibration file for methods that score hidden states (``bi:``, ``angular:``);
 * ``calib_samples``: how many calibration texts to use;
 * ``materialize``: evaluate through an on-disk checkpoint from the materialization
   cache (the path ``pruned-vllm`` always takes) instead of slicing while loading;
 * ``draft``: a spec in the same grammar, naming layers *of the model as loaded* (after ``drop``)
   to skip for drafting: greedy generation requests are decoded by speculative decoding with the
   model as verifier and itself without those layers as drafter (shared weights, see
-  :mod:`lmeval_layerprune.speed.speculate`); output is token-identical to plain greedy decoding, and
+  :mod:`lmeval_layerprune.lmeval.draft`); output is token-identical to plain greedy decoding, and
   log-likelihood requests do not use the draft. Where exactness cannot hold (sampling, beams,
   a batch of several prompts: use ``batch_size=1``) it warns once and decodes without the draft;
 * ``draft_tokens``: draft tokens proposed per verification step (default 4).
@@ -24,8 +24,8 @@ parent, layers removed and kept, method, the spec as given and resolved, hashes,
 of a healed checkpoint) through ``get_model_info()``, which lm-eval merges into the results file's
 ``config`` under ``"layer_pruning"``.
 
-``pruned-vllm`` materializes the pruned checkpoint (through the same cache) and hands it
-to lm-eval's own ``vllm`` model with every other argument passed through.
+``pruned-vllm`` (:mod:`lmeval_layerprune.lmeval.vllm`) materializes the pruned checkpoint (through the
+same cache) and hands it to lm-eval's own ``vllm`` model with every other argument passed through.
 """
 
 from __future__ import annotations
@@ -33,23 +33,25 @@ from __future__ import annotations
 import difflib
 import gc
 import inspect
-import json
 import logging
 import re
-from importlib.util import find_spec
 from typing import Any
 
 import torch
-from lm_eval.api.model import TemplateLM
-from lm_eval.models.huggingface import HFLM
+from lm_eval.models.huggingface import HFLM, stop_sequences_criteria
 
+from lmeval_layerprune.checkpoint.cache import cache_dtype, cached_checkpoint
 from lmeval_layerprune.core.arch import arch_for, num_layers
 from lmeval_layerprune.core.embedded import base_model_name, resolve_pretrained
-from lmeval_layerprune.core.plan import RESULTS_KEY, PruningPlan, resolve_drop
+from lmeval_layerprune.core.guard import check_weights
+from lmeval_layerprune.core.layout import RESULTS_KEY
+from lmeval_layerprune.core.plan import PruningPlan
 from lmeval_layerprune.core.slicing import load_only_kept_layers, prune_model, pruned_config
 from lmeval_layerprune.core.spec import DropSpec
-from lmeval_layerprune.errors import LayerPruneError, ModelArgError
-from lmeval_layerprune.methods.importance import DEFAULT_CALIB_SAMPLES
+from lmeval_layerprune.errors import DropSpecError, LayerPruneError, ModelArgError
+from lmeval_layerprune.lmeval.draft import DEFAULT_DRAFT_TOKENS, build_drafter, resolve_draft
+from lmeval_layerprune.methods.capture import DEFAULT_CALIB_SAMPLES, Calibration
+from lmeval_layerprune.methods.resolve import needs_model, parse_spec, resolve_drop
 
 logger = logging.getLogger(__name__)
 
@@ -70,12 +72,11 @@ class PrunedHFLM(HFLM):
     ) -> None:
         check_model_args(kwargs)
         materialize = strict_bool("materialize", materialize)
-        self._drop_spec = DropSpec.parse(drop)
+        self._drop_spec = parse_spec(drop)
         self._draft_spec = _parse_draft(draft)
         self._drafter: Any = None
         self._draft_warned: set[str] = set()
-        self._calib = calib
-        self._calib_samples = int(calib_samples)
+        self._calibration = Calibration.of(calib, int(calib_samples))
         self.drop: tuple[int, ...] = ()
         #: the resolved plan (indices of the unpruned parent), recorded in lm-eval's results
         self.plan: PruningPlan | None = None
@@ -84,14 +85,11 @@ class PrunedHFLM(HFLM):
         if _truthy(materialize) and not self._drop_spec.is_noop:
             if not isinstance(pretrained, str):
                 raise ValueError("materialize=true needs pretrained to be a path or Hub id, not a model instance")
-            from lmeval_layerprune.checkpoint.materialize import cached_checkpoint
-
             path = cached_checkpoint(
                 pretrained,
                 self._drop_spec,
-                dtype=_cache_dtype(kwargs.get("dtype")),
-                calib=calib,
-                calib_samples=self._calib_samples,
+                dtype=cache_dtype(kwargs.get("dtype")),
+                calibration=self._calibration,
                 revision=kwargs.pop("revision", None),
             )
             materialized = PruningPlan.load(path)
@@ -99,8 +97,6 @@ class PrunedHFLM(HFLM):
             self._drop_spec = DropSpec.parse(None)  # the checkpoint is already pruned
         pretrained = resolve_pretrained(pretrained)
         if isinstance(pretrained, str):
-            from lmeval_layerprune.core.guard import check_weights
-
             check_weights(pretrained)  # a truncated weights file is named, not a SafetensorError from the loader
         if kwargs.get("device") is None and not torch.cuda.is_available():
             kwargs["device"] = "cpu"  # HFLM defaults to "cuda" even on machines without one
@@ -137,8 +133,7 @@ class PrunedHFLM(HFLM):
             self._drop_spec,
             model=scoring_model,
             tokenizer=self.tokenizer,
-            calib=self._calib,
-            calib_samples=self._calib_samples,
+            calibration=self._calibration,
             base_model=self._base_name,
         )
         drop = self.plan.on_parent(PruningPlan.from_config(self._config)).drop
@@ -156,11 +151,7 @@ class PrunedHFLM(HFLM):
 
     # ------------------------------------------------------------------ draft=
     def _setup_draft(self, draft_tokens: int | str | None) -> None:
-        from lmeval_layerprune.speed.speculate import DEFAULT_DRAFT_TOKENS, build_drafter, resolve_draft
-
-        layers = resolve_draft(
-            self._model, self._draft_spec, self.tokenizer, calib=self._calib, calib_samples=self._calib_samples
-        )
+        layers = resolve_draft(self._model, self._draft_spec, self.tokenizer, calibration=self._calibration)
         tokens = DEFAULT_DRAFT_TOKENS if draft_tokens in (None, "") else int(draft_tokens)
         self._drafter = build_drafter(self._model, layers, tokens)
         self.draft = layers
@@ -199,9 +190,7 @@ class PrunedHFLM(HFLM):
                 self._draft_warned.add(reason)
                 logger.warning("pruned-hf: draft= not used for %s; decoding these requests without the draft", reason)
             return super()._model_generate(context, max_length=max_length, stop=stop, **kwargs)
-        from lm_eval.models import huggingface as hf_module
-
-        criteria = hf_module.stop_sequences_criteria(self.tokenizer, stop, context.shape[1], context.shape[0])
+        criteria = stop_sequences_criteria(self.tokenizer, stop, context.shape[1], context.shape[0])
         for criterion in criteria:
             # one verification step can add draft_tokens + 1 tokens: look back far enough to see a stop sequence
             if hasattr(criterion, "sequence_id_len"):
@@ -227,7 +216,7 @@ class PrunedHFLM(HFLM):
             super()._create_model(pretrained, **kwargs)
             return
         arch_for(self._config)  # unsupported architectures fail before any weight is read
-        if self._drop_spec.needs_scores:
+        if needs_model(self._drop_spec):
             # Score on the full model (no adapters), then load again with only the kept layers.
             super()._create_model(pretrained, **{**kwargs, "peft": None, "delta": None})
             self.drop = self._resolve(self._model)
@@ -306,10 +295,8 @@ def _parse_draft(draft: Any) -> DropSpec | None:
     """``draft=`` parsed now (a bad spec fails before any weight is read); ``None`` for no draft."""
     if draft is None or (isinstance(draft, str) and draft.strip() == ""):
         return None
-    from lmeval_layerprune.errors import DropSpecError
-
     try:
-        spec = DropSpec.parse(draft)
+        spec = parse_spec(draft)
     except DropSpecError as e:
         raise DropSpecError(str(e).replace("invalid drop spec", "invalid draft spec", 1)) from None
     if spec.is_noop:
@@ -319,95 +306,3 @@ def _parse_draft(draft: Any) -> DropSpec | None:
 
 def _truthy(value: Any) -> bool:
     return strict_bool("materialize", value)
-
-
-def _cache_dtype(dtype: Any) -> str | None:
-    from lmeval_layerprune.checkpoint.materialize import DTYPES
-
-    name = str(dtype).replace("torch.", "") if dtype is not None else None
-    return name if name in DTYPES else None
-
-
-class PrunedVLLM(TemplateLM):
-    """``pruned-vllm``: lm-eval's ``vllm`` model on a materialized pruned checkpoint.
-
-    Takes ``drop`` / ``calib`` plus every argument of lm-eval's ``VLLM``
-    (``tensor_parallel_size``, ``data_parallel_size``, ``lora_local_path``,
-    ``gpu_memory_utilization``, ...), which are passed through unchanged. Constructing it
-    returns the ``VLLM`` instance itself.
-    """
-
-    def __new__(  # type: ignore[misc]
-        cls,
-        pretrained: str,
-        drop: Any = None,
-        calib: str | None = None,
-        calib_samples: int | None = None,
-        dtype: str = "auto",
-        revision: str | None = None,
-        **kwargs: Any,
-    ) -> Any:
-        if find_spec("vllm") is None:
-            raise ModuleNotFoundError(
-                "pruned-vllm needs vLLM, which is not installed: pip install 'lmeval-layerprune[vllm]' "
-                "(or pip install vllm). Without a GPU, use --model pruned-hf."
-            )
-        spec = DropSpec.parse(drop)
-        plan: PruningPlan | None = None
-        if spec.is_noop:
-            path = str(resolve_pretrained(pretrained))
-            if revision is not None:
-                kwargs["revision"] = revision
-            plan = _plan_of_local_checkpoint(path, pretrained)
-        else:
-            from lmeval_layerprune.checkpoint.materialize import cached_checkpoint
-
-            path = str(
-                cached_checkpoint(
-                    pretrained,
-                    spec,
-                    dtype=_cache_dtype(dtype),
-                    calib=calib,
-                    calib_samples=calib_samples,
-                    revision=revision,
-                )
-            )
-            logger.info("pruned-vllm: serving %s (layers %s removed) from %s", pretrained, spec.text, path)
-            plan = PruningPlan.load(path)
-        from lm_eval.models.vllm_causallms import VLLM
-
-        lm = VLLM(pretrained=path, dtype=dtype, **kwargs)
-        _record_plan(lm, plan)
-        return lm
-
-
-def _plan_of_local_checkpoint(path: str, pretrained: Any) -> PruningPlan | None:
-    """The plan of a checkpoint served as is: its own record if it is a local pruned checkpoint, "nothing
-    removed" for a local unpruned one; ``None`` for a Hub id (nothing is downloaded to find out)."""
-    from pathlib import Path
-
-    cfg = Path(path) / "config.json"
-    if not cfg.is_file():
-        return None
-    config = json.loads(cfg.read_text())
-    own = PruningPlan.from_config(config)
-    if own is not None:
-        return own
-    n = config.get("num_hidden_layers") or (config.get("text_config") or {}).get("num_hidden_layers")
-    if not isinstance(n, int) or n < 1:
-        return None
-    return PruningPlan(base_model=base_model_name(pretrained), num_layers=n, drop=(), spec="none")
-
-
-def _record_plan(lm: Any, plan: PruningPlan | None) -> None:
-    """Make ``lm.get_model_info()`` (which lm-eval merges into the results ``config``) include ``plan``."""
-    if plan is None:
-        return
-    own = getattr(lm, "get_model_info", None)
-
-    def get_model_info() -> dict[str, Any]:
-        info = dict(own()) if callable(own) else {}
-        info[RESULTS_KEY] = plan.provenance()
-        return info
-
-    lm.get_model_info = get_model_info

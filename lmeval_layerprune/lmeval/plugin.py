@@ -12,10 +12,12 @@ import inspect
 from types import ModuleType
 from typing import Any
 
+from lmeval_layerprune.resources import tasks_dir
+
 #: lm-eval model name -> "module:Class" (resolved lazily by lm-eval's registry).
 MODELS = {
     "pruned-hf": "lmeval_layerprune.lmeval.hf:PrunedHFLM",
-    "pruned-vllm": "lmeval_layerprune.lmeval.hf:PrunedVLLM",
+    "pruned-vllm": "lmeval_layerprune.lmeval.vllm:PrunedVLLM",
 }
 
 
@@ -47,7 +49,6 @@ def add_task_folder(task_manager_cls: Any) -> None:
     original = task_manager_cls.__init__
     if getattr(original, "_lmeval_layerprune", False):
         return
-    from lmeval_layerprune.resources import tasks_dir
 
     ours = str(tasks_dir())
     sig = inspect.signature(original)

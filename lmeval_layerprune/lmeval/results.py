@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lmeval_layerprune.core.plan import RESULTS_KEY
+from lmeval_layerprune.core.layout import RESULTS_GLOB, RESULTS_KEY
 from lmeval_layerprune.errors import ResultsError
 
 GENERATIVE = "generative"
@@ -39,7 +39,6 @@ LIKELIHOOD = "likelihood"
 _GENERATIVE_TYPES = ("generate_until",)
 #: the key under which the pruned-hf model records its plan in lm-eval's results ``config``
 PROVENANCE_KEY = RESULTS_KEY
-RESULTS_GLOB = "results_*.json"
 
 
 @dataclass(frozen=True)

@@ -28,6 +28,9 @@ import torch
 
 from lmeval_layerprune.core.arch import num_layers as arch_num_layers
 from lmeval_layerprune.errors import AnalyzeError
+from lmeval_layerprune.methods.angular import angular_distances
+from lmeval_layerprune.methods.block_influence import block_influence
+from lmeval_layerprune.methods.capture import Calibration, calibration_states
 
 logger = logging.getLogger(__name__)
 
@@ -169,22 +172,16 @@ def plot_skip_profile(rows: list[dict[str, Any]], path: Path) -> Path:
 def layer_profiles(
     models: dict[str, Any], calib: str | None = None, samples: int | None = None
 ) -> list[dict[str, Any]]:
-    """Rows (model, parent layer, block_influence, angular_distance) on calibration text."""
-    from lmeval_layerprune.methods.importance import (
-        DEFAULT_CALIB_SAMPLES,
-        block_influence,
-        layer_boundary_states,
-        load_calibration_texts,
-    )
-
-    texts = load_calibration_texts(calib, samples or DEFAULT_CALIB_SAMPLES)
+    """Rows (model, parent layer, block_influence, angular_distance) on calibration text; both are one
+    layer's input against its output, averaged over every token."""
+    calibration = Calibration.of(calib, samples)
     rows = []
     for name, lm in models.items():
-        states = layer_boundary_states(lm.model, lm.tokenizer, texts)
+        states = calibration_states(lm.model, lm.tokenizer, calibration)
         bi = block_influence(states)
+        angles = angular_distances(states, 1, last_token=False)
         for j, layer in enumerate(_kept(lm)):
-            sims = torch.cat([torch.nn.functional.cosine_similarity(s[j], s[j + 1], dim=-1) for s in states])
-            ang = float((torch.arccos(sims.clamp(-1.0, 1.0)) / math.pi).mean())
+            ang = angles[j]
             rows.append({"model": name, "layer": layer, "block_influence": bi[j], "angular_distance": ang})
     return rows
 

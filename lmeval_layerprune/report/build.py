@@ -44,7 +44,15 @@ from typing import Any
 
 import numpy as np
 
-from lmeval_layerprune.core.spec import PLAN_ATTR
+from lmeval_layerprune.core.layout import (
+    PLAN_ATTR,
+    PLOT_FILE,
+    REPORT_FILE,
+    REPORT_JSON,
+    TASK_PLOT_FILE,
+    TOKEN_AGREEMENT_FILE,
+    TRADEOFF_PLOT_FILE,
+)
 from lmeval_layerprune.errors import ReportError
 
 GENERATIVE = "generative"
@@ -55,13 +63,6 @@ DEFAULT_SEED = 1234
 THRESHOLD = 0.9
 #: the least retention lost (1 - unhealed) for which the share won back by healing is reported
 MIN_LOSS = 0.05
-REPORT_FILE = "report.md"
-REPORT_JSON = "report.json"
-PLOT_FILE = "retention.png"
-TASK_PLOT_FILE = "retention_tasks.png"
-TRADEOFF_PLOT_FILE = "tradeoff.png"
-#: a sweep cell may hold extra per-cell measurements beside lm-eval's files (see :func:`cell_extras`)
-TOKEN_AGREEMENT_FILE = "token_agreement.json"
 
 
 # ------------------------------------------------------------------ the runs
@@ -928,7 +929,7 @@ def plot_tasks(report: Report, path: Path) -> Path:
 
 
 def _bench_beside(paths: Sequence[str | Path]) -> Path | None:
-    from lmeval_layerprune.speed.bench import BENCH_FILE
+    from lmeval_layerprune.core.layout import BENCH_FILE
 
     for p in paths:
         f = Path(p) / BENCH_FILE

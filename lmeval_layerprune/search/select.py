@@ -52,19 +52,20 @@ from lmeval_layerprune.core.arch import arch_for
 from lmeval_layerprune.core.arch import num_layers as arch_num_layers
 from lmeval_layerprune.core.guard import guard_output, owned_json
 from lmeval_layerprune.core.journal import Journal
-from lmeval_layerprune.core.plan import PruningPlan, resolve_drop
+from lmeval_layerprune.core.plan import PruningPlan
 from lmeval_layerprune.core.slicing import _get_layers, keep_from_drop, layer_subset
-from lmeval_layerprune.core.spec import select_by_scores
-from lmeval_layerprune.methods.importance import (
+from lmeval_layerprune.methods.capture import (
     DEFAULT_CALIB_MAX_TOKENS,
     DEFAULT_CALIB_SAMPLES,
-    compute_scores,
+    Calibration,
+    calibration_states,
     load_calibration_texts,
 )
+from lmeval_layerprune.methods.registry import get_method, method_names
+from lmeval_layerprune.methods.resolve import choose_layers
 
 logger = logging.getLogger(__name__)
 
-METHODS = ("iterative", "ppl", "bi", "angular", "last")
 DEFAULT_TASKS = ("arith_probe",)
 DEFAULT_SELECTION_SEED = 777
 #: memory for the hidden states kept within a round (beyond it, forwards simply recompute)
@@ -1046,8 +1047,9 @@ def select_layers(
     """
     from lmeval_layerprune.lmeval.hf import PrunedHFLM
 
-    if method not in METHODS:
-        raise ValueError(f"unknown method {method!r}; expected one of {', '.join(METHODS)}")
+    if method not in method_names():
+        raise ValueError(f"unknown method {method!r}; expected one of {', '.join(method_names())}")
+    chosen_by = get_method(method)
     settings = SelectionSettings(
         model=model,
         method=method,
@@ -1076,17 +1078,17 @@ def select_layers(
         raise ValueError(f"n={n} must be between 1 and {num_layers - 1}")
 
     plan: dict[str, Any] = {"model": model, "num_layers": num_layers, "method": method}
-    if method == "last":
-        # the one resolver (config only), in this model's own layer numbers
-        cfg = lm.model.config
-        plan["drop"] = list(resolve_drop(cfg, f"last:{n}").on_parent(PruningPlan.from_config(cfg)).drop)
-    elif method in ("bi", "angular"):
-        scores = compute_scores(method, lm.model, lm.tokenizer, n, calib=calib, samples=calib_samples)
-        plan["drop"] = list(select_by_scores(method, scores, n, num_layers))
-        plan["scores"] = scores
+    if chosen_by.kind != "greedy":  # one pass, in this model's own layer numbers
+        states = None
+        if chosen_by.needs_states:
+            states = calibration_states(lm.model, lm.tokenizer, Calibration.of(calib, calib_samples))
+        drop, scores = choose_layers(chosen_by, num_layers, n, states)
+        plan["drop"] = list(drop)
+        if scores is not None:
+            plan["scores"] = scores
     else:
         jr = Journal.open(journal, settings)
-        if method == "iterative":
+        if chosen_by.objective == "tasks":
             objective: Any = TaskObjective(lm, settings.tasks, limit, selection_seed, include_path, chunk_size)
         else:
             texts = load_calibration_texts(calib, calib_samples)
@@ -1142,7 +1144,8 @@ def plot_plan(plan: dict[str, Any], path: str | Path) -> None:
         xs = list(range(len(plan["scores"])))
         colors = ["tab:red" if x in plan["drop"] else "tab:blue" for x in xs]
         ax.bar(xs, plan["scores"], color=colors)
-        ax.set_ylabel("block influence" if plan["method"] == "bi" else "angular distance (block start)")
+        kind = get_method(plan["method"]).kind if plan["method"] in method_names() else "per-layer"
+        ax.set_ylabel(f"{plan['method']} score" + (" (block start)" if kind == "block" else ""))
     else:
         ax.bar(range(n_layers), [1 if i in plan["drop"] else 0 for i in range(n_layers)], color="tab:red")
         ax.set_ylabel("removed")

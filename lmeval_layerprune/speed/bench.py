@@ -54,14 +54,16 @@ from typing import Any
 import torch
 
 from lmeval_layerprune.core.arch import num_layers as arch_num_layers
+from lmeval_layerprune.core.layout import BENCH_FILE, BENCH_PLOT
+from lmeval_layerprune.core.plan import PruningPlan
 from lmeval_layerprune.core.slicing import layer_subset
 from lmeval_layerprune.core.spec import DropSpec, format_indices
 from lmeval_layerprune.errors import BackendUnavailable, BenchError
+from lmeval_layerprune.methods.capture import Calibration
+from lmeval_layerprune.methods.resolve import needs_model, parse_spec, resolve_drop
 
 logger = logging.getLogger(__name__)
 
-BENCH_FILE = "layer_pruning_bench.json"
-BENCH_PLOT = "layer_pruning_bench.png"
 SCHEMA = "lmeval-layerprune/bench"
 SCHEMA_VERSION = 1
 SPEED_METRICS = ("decode_tps", "prefill_tps")  # higher is better
@@ -345,19 +347,14 @@ def resolve_variants(
     model: torch.nn.Module, tokenizer: Any, drops: Sequence[Any], calib: str | None = None
 ) -> list[tuple[str, tuple[int, ...]]]:
     """(spec text, parent indices) per spec, resolved exactly as ``drop=`` does (same errors)."""
-    from lmeval_layerprune.methods.importance import compute_scores
-
-    n = arch_num_layers(model.config)
+    parent = PruningPlan.from_config(model.config)
     out = []
     for text in drops:
-        spec = DropSpec.parse(text)
+        spec = parse_spec(text)
         if spec.is_noop:
             raise BenchError(f"drop spec {text!r} removes nothing; the parent is always measured")
-
-        def scores(method: str, spec: DropSpec = spec) -> list[float]:
-            return compute_scores(method, model, tokenizer, spec.layer_count(n), calib=calib)
-
-        out.append((spec.text, spec.resolve(n, scores if spec.needs_scores else None)))
+        plan = resolve_drop(model, spec, model=model, tokenizer=tokenizer, calibration=Calibration.of(calib))
+        out.append((spec.text, plan.on_parent(parent).drop))
     return out
 
 
@@ -555,11 +552,10 @@ def run_bench(
 
     from lmeval_layerprune.core.embedded import resolve_pretrained
 
-    n = arch_num_layers(AutoConfig.from_pretrained(str(resolve_pretrained(model))))
+    config = AutoConfig.from_pretrained(str(resolve_pretrained(model)))
     for text in drops:
-        spec = DropSpec.parse(text)
-        if not spec.needs_scores:
-            spec.resolve(n)
+        if not needs_model(text):
+            resolve_drop(config, text)
     if threads:
         torch.set_num_threads(int(threads))
     lm, tok = _load(model, dtype, device)
@@ -651,7 +647,7 @@ def bench_checkpoint(
 
 
 def _checkpoint_plan(folder: Path) -> dict[str, Any]:
-    from lmeval_layerprune.core.spec import PLAN_ATTR
+    from lmeval_layerprune.core.layout import PLAN_ATTR
 
     cfg = folder / "config.json"
     if cfg.is_file():
@@ -708,7 +704,7 @@ def run_bench_vllm(
 
     from vllm import LLM, SamplingParams  # type: ignore[import-not-found]
 
-    from lmeval_layerprune.checkpoint.materialize import cached_checkpoint
+    from lmeval_layerprune.checkpoint.cache import cached_checkpoint
     from lmeval_layerprune.core.embedded import base_model_name, resolve_pretrained
 
     path = str(resolve_pretrained(model))

@@ -37,21 +37,20 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from lmeval_layerprune.core.plan import RESULTS_KEY, PruningPlan
+from lmeval_layerprune.core.layout import BASE_CELL, CHECKPOINTS, RESULTS_KEY, SWEEP_MANIFEST
+from lmeval_layerprune.core.plan import PruningPlan
 from lmeval_layerprune.core.spec import DropSpec, format_indices
 from lmeval_layerprune.errors import SweepError
+from lmeval_layerprune.methods.capture import Calibration, calibration_states
+from lmeval_layerprune.methods.registry import get_method, method_names
+from lmeval_layerprune.methods.resolve import choose_layers
 
 logger = logging.getLogger(__name__)
 
 #: methods a sweep knows: one-pass (``last``, ``bi``, ``angular``) and greedy searches
-METHODS = ("last", "bi", "angular", "iterative", "ppl")
-GREEDY_METHODS = ("iterative", "ppl")
 DEFAULT_METHODS = ("last", "bi", "angular")
 DEFAULT_RATIOS = (0.0, 0.1, 0.2, 0.3)
 DEFAULT_TASKS = ("layerprune_probes",)
-MANIFEST = "sweep.json"
-BASE_CELL = "base"
-CHECKPOINTS = "checkpoints"
 _PARTIAL = ".partial-"
 _FORMAT = 1
 
@@ -95,11 +94,12 @@ def parse_recipes(text: str | None) -> tuple[str, ...]:
 def parse_methods(text: str | Sequence[str]) -> tuple[str, ...]:
     """``"last,bi"`` -> ``("last", "bi")``, refusing unknown or repeated methods."""
     items = [m.strip().lower() for m in (text.split(",") if isinstance(text, str) else text) if m.strip()]
+    known = method_names()
     if not items:
-        raise SweepError(f"no methods given; choose from {', '.join(METHODS)}")
-    unknown = [m for m in items if m not in METHODS]
+        raise SweepError(f"no methods given; choose from {', '.join(known)}")
+    unknown = [m for m in items if m not in known]
     if unknown:
-        raise SweepError(f"unknown method(s) {', '.join(map(repr, unknown))}; valid: {', '.join(METHODS)}")
+        raise SweepError(f"unknown method(s) {', '.join(map(repr, unknown))}; valid: {', '.join(known)}")
     if len(set(items)) != len(items):
         raise SweepError(f"method listed twice in {','.join(items)}")
     return tuple(items)
@@ -267,7 +267,7 @@ def cell_done(out: Path, cell: Cell) -> bool:
 
 def _open_out(out: Path, settings: SweepSettings) -> dict[str, Any]:
     """Check (or create) the sweep folder; returns its manifest."""
-    manifest_path = out / MANIFEST
+    manifest_path = out / SWEEP_MANIFEST
     fixed = settings.fixed()
     if manifest_path.is_file():
         manifest = json.loads(manifest_path.read_text())
@@ -279,7 +279,7 @@ def _open_out(out: Path, settings: SweepSettings) -> dict[str, Any]:
             )
         return manifest
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise SweepError(f"--out {out} exists and is not a sweep folder (no {MANIFEST}); choose a new folder")
+        raise SweepError(f"--out {out} exists and is not a sweep folder (no {SWEEP_MANIFEST}); choose a new folder")
     out.mkdir(parents=True, exist_ok=True)
     manifest = {"format": _FORMAT, "settings": fixed, "cells": {}}
     _write_json(manifest_path, manifest)
@@ -387,15 +387,9 @@ class Sweep:
 
     def _boundary_states(self) -> Any:
         if self._states is None:
-            from lmeval_layerprune.methods.importance import (
-                DEFAULT_CALIB_SAMPLES,
-                layer_boundary_states,
-                load_calibration_texts,
-            )
-
             lm = self._load()
-            texts = load_calibration_texts(self.settings.calib, self.settings.calib_samples or DEFAULT_CALIB_SAMPLES)
-            self._states = layer_boundary_states(lm.model, lm.tokenizer, texts)
+            calibration = Calibration.of(self.settings.calib, self.settings.calib_samples)
+            self._states = calibration_states(lm.model, lm.tokenizer, calibration)
         return self._states
 
     def _greedy_plan(self, method: str) -> dict[str, Any]:
@@ -432,26 +426,20 @@ class Sweep:
 
     def resolve(self, cell: Cell) -> PruningPlan:
         """The plan of an in-memory cell (its resolved layers)."""
-        from lmeval_layerprune.core.spec import select_by_scores
-        from lmeval_layerprune.methods.importance import angular_distances, block_influence
-
         n, k, s = self.num_layers, cell.layers, self.settings
         if k == 0:
             return _plan(s, n, [], "none", "none")
-        if cell.method == "last":
-            return _plan(s, n, range(n - k, n), "last", f"last:{k}")
-        if cell.method in ("bi", "angular"):
-            states = self._boundary_states()
-            scores = block_influence(states) if cell.method == "bi" else angular_distances(states, k)
-            drop = select_by_scores(cell.method, scores, k, n)
-            return _plan(s, n, drop, cell.method, f"{cell.method}:{k}", scores=scores)
-        if cell.method in GREEDY_METHODS:
-            self._greedy_plan(cell.method)
-            path = self.out / f"{cell.method}_plan.json"
-            searched = PruningPlan.load(path, num_layers=n)
-            # the first k layers of the search's greedy order: the same as drop=plan:PATH@k
-            return replace(searched.prefix(k), base_model=searched.base_model or s.model, spec=f"plan:{path}@{k}")
-        raise SweepError(f"unknown method {cell.method!r}; valid: {', '.join(METHODS)}")  # pragma: no cover
+        method = get_method(cell.method)
+        if method.kind != "greedy":  # one pass; the calibration states are read once for every cell
+            states = self._boundary_states() if method.needs_states else None
+            drop, scores = choose_layers(method, n, k, states)
+            fields = {"scores": scores} if scores is not None else {}
+            return _plan(s, n, drop, cell.method, f"{cell.method}:{k}", **fields)
+        self._greedy_plan(cell.method)
+        path = self.out / f"{cell.method}_plan.json"
+        searched = PruningPlan.load(path, num_layers=n)
+        # the first k layers of the search's greedy order: the same as drop=plan:PATH@k
+        return replace(searched.prefix(k), base_model=searched.base_model or s.model, spec=f"plan:{path}@{k}")
 
     # ------------------------------------------------------------- evaluate
     def _evaluate(
@@ -501,7 +489,7 @@ class Sweep:
     def _token_agreement(self, lm: Any, drop: Sequence[int], folder: Path) -> None:
         """Write ``token_agreement.json`` into the cell: the share of the parent's greedy tokens this
         cell's model predicts as its top-1 (teacher-forced; the parent's responses made once)."""
-        from lmeval_layerprune.report.build import TOKEN_AGREEMENT_FILE
+        from lmeval_layerprune.core.layout import TOKEN_AGREEMENT_FILE
         from lmeval_layerprune.speed.speculate import greedy_generate, source_prompts, token_agreement
 
         s = self.settings
@@ -552,7 +540,8 @@ class Sweep:
             return manifest
         task_manager = self._task_manager()
         # greedy searches first, before the sweep's own copy of the model is loaded
-        for method in dict.fromkeys(c.method for c in pending if c.method in GREEDY_METHODS):
+        greedy = method_names("greedy")
+        for method in dict.fromkeys(c.method for c in pending if c.method in greedy):
             self._greedy_plan(method)
         memory = [c for c in pending if not c.healed]
         healed = [c for c in pending if c.healed]
@@ -586,7 +575,7 @@ class Sweep:
                     "plan": plan.provenance(),
                     "results": str(cell_dir(self.out, cell) / path.relative_to(folder)),
                 }
-                _write_json(self.out / MANIFEST, manifest)
+                _write_json(self.out / SWEEP_MANIFEST, manifest)
                 bar.update(1)
             if healed:
                 # every in-memory cell is done: free the base model before training
@@ -595,7 +584,7 @@ class Sweep:
                 for cell in healed:
                     bar.set_postfix_str(cell.name)
                     manifest["cells"][cell.name] = self._run_healed(cell, pruned_plans[cell.name], task_manager)
-                    _write_json(self.out / MANIFEST, manifest)
+                    _write_json(self.out / SWEEP_MANIFEST, manifest)
                     bar.update(1)
         finally:
             bar.close()

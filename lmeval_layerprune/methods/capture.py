@@ -1,15 +1,15 @@
-"""One-pass layer scores: block influence (ShortGPT) and angular distance (Gromov et al.).
+"""Hidden states at layer boundaries on calibration text: what one-pass layer methods score.
 
-Both read the hidden state entering each decoder layer and the one leaving the last,
-captured with forward hooks (``output_hidden_states`` is not used because many
-models apply the final norm to its last entry).
+The states are captured with forward hooks on the decoder layers (``output_hidden_states`` is
+not used because many models apply the final norm to its last entry). Each calibration text runs
+alone (batch 1, no padding), so a text's last position is its last real token.
 """
 
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +20,24 @@ from lmeval_layerprune.resources import default_calibration_path
 
 DEFAULT_CALIB_SAMPLES = 32
 DEFAULT_CALIB_MAX_TOKENS = 128
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """Which calibration text one-pass methods read: ``path`` (``None``: the bundled text), how many
+    texts (``samples``) and how many tokens of each (``max_tokens``)."""
+
+    path: str | None = None
+    samples: int = DEFAULT_CALIB_SAMPLES
+    max_tokens: int = DEFAULT_CALIB_MAX_TOKENS
+
+    @classmethod
+    def of(cls, path: str | Path | None = None, samples: int | None = None) -> Calibration:
+        """From the ``calib`` / ``calib_samples`` arguments commands take (``None``: the defaults)."""
+        return cls(path=str(path) if path is not None else None, samples=samples or DEFAULT_CALIB_SAMPLES)
+
+    def texts(self) -> list[str]:
+        return load_calibration_texts(self.path, self.samples)
 
 
 def load_calibration_texts(path: str | Path | None = None, limit: int = DEFAULT_CALIB_SAMPLES) -> list[str]:
@@ -89,47 +107,22 @@ def layer_boundary_states(
     return out
 
 
-def _mean_cos(states: list[list[torch.Tensor]], a: int, b: int) -> float:
-    sims = [torch.nn.functional.cosine_similarity(s[a], s[b], dim=-1) for s in states]
-    return float(torch.cat(sims).mean())
-
-
-def block_influence(states: list[list[torch.Tensor]]) -> list[float]:
-    """ShortGPT's block influence per layer: ``1 - cos(input, output)`` averaged over tokens."""
-    n = len(states[0]) - 1
-    return [1.0 - _mean_cos(states, i, i + 1) for i in range(n)]
-
-
-def angular_distances(states: list[list[torch.Tensor]], block: int) -> list[float]:
-    """Angular distance ``arccos(cos(x_l, x_{l+block})) / pi`` for every block start ``l``,
-    averaged over tokens (Gromov et al. use the last token; all tokens are steadier)."""
-    n = len(states[0]) - 1
-    out = []
-    for start in range(n - block + 1):
-        sims = torch.cat([torch.nn.functional.cosine_similarity(s[start], s[start + block], dim=-1) for s in states])
-        out.append(float((torch.arccos(sims.clamp(-1.0, 1.0)) / math.pi).mean()))
-    return out
-
-
-def compute_scores(
-    method: str,
-    model: torch.nn.Module,
-    tokenizer: Any,
-    count: int,
-    calib: str | Path | None = None,
-    samples: int = DEFAULT_CALIB_SAMPLES,
-    max_tokens: int = DEFAULT_CALIB_MAX_TOKENS,
-) -> list[float]:
-    """Scores for ``method`` (``"bi"``: one per layer; ``"angular"``: one per block start)."""
-    texts = load_calibration_texts(calib, samples)
+def calibration_states(model: torch.nn.Module, tokenizer: Any, calibration: Calibration) -> list[list[torch.Tensor]]:
+    """:func:`layer_boundary_states` of ``calibration``'s texts, with the model in eval mode."""
+    texts = calibration.texts()
     was_training = model.training
     model.eval()
     try:
-        states = layer_boundary_states(model, tokenizer, texts, max_tokens)
+        return layer_boundary_states(model, tokenizer, texts, calibration.max_tokens)
     finally:
         model.train(was_training)
-    if method == "bi":
-        return block_influence(states)
-    if method == "angular":
-        return angular_distances(states, count)
-    raise ValueError(f"unknown scoring method {method!r}; expected 'bi' or 'angular'")
+
+
+def cosine_per_token(states: Sequence[Sequence[torch.Tensor]], a: int, b: int) -> torch.Tensor:
+    """Cosine similarity between boundary ``a`` and boundary ``b``, for every token of every text."""
+    return torch.cat([torch.nn.functional.cosine_similarity(s[a], s[b], dim=-1) for s in states])
+
+
+def cosine_last_token(states: Sequence[Sequence[torch.Tensor]], a: int, b: int) -> torch.Tensor:
+    """Cosine similarity between boundary ``a`` and boundary ``b`` at each text's last token."""
+    return torch.stack([torch.nn.functional.cosine_similarity(s[a][-1], s[b][-1], dim=-1) for s in states])
