@@ -54,7 +54,7 @@ def run_demo(
     """Run the pipeline; returns ``{"sweep", "report", "card", "summary"}`` (paths and summary lines)."""
     from lmeval_layerprune.core.layout import BENCH_FILE, PLOT_FILE, REPORT_FILE, TASK_PLOT_FILE, TRADEOFF_PLOT_FILE
     from lmeval_layerprune.core.spec import format_indices
-    from lmeval_layerprune.report.build import write_report
+    from lmeval_layerprune.report.write import write_report
     from lmeval_layerprune.speed.bench import load_bench, run_bench
     from lmeval_layerprune.sweep.run import SweepSettings, run_sweep
 
@@ -136,7 +136,7 @@ def run_demo(
 
 
 def _type_table(report: Any) -> str:
-    from lmeval_layerprune.report.build import GENERATIVE, LIKELIHOOD
+    from lmeval_layerprune.report.stats import GENERATIVE, LIKELIHOOD
 
     lines = ["| run | classification retention | generative retention |", "|---|---:|---:|"]
     for info in report.infos:

@@ -10,7 +10,8 @@ from conftest import tiny_model
 from test_report import binary, degrade, write_run
 
 from lmeval_layerprune.core.layout import BENCH_FILE, TRADEOFF_PLOT_FILE
-from lmeval_layerprune.report.build import pareto_front, write_report
+from lmeval_layerprune.report.plots import pareto_front
+from lmeval_layerprune.report.write import write_report
 from lmeval_layerprune.speed.bench import bench_model, load_bench, write_bench
 
 SETTINGS = dict(batch_sizes=(1,), prompt_len=8, new_tokens=3, rounds=2, warmup=1, progress=False)

@@ -14,7 +14,8 @@ import pytest
 from lmeval_layerprune.core.layout import REPORT_JSON
 from lmeval_layerprune.errors import ReportError
 from lmeval_layerprune.lmeval.results import load_runs
-from lmeval_layerprune.report.build import GENERATIVE, LIKELIHOOD, build_report
+from lmeval_layerprune.report.build import Recovery, build_report
+from lmeval_layerprune.report.stats import GENERATIVE, LIKELIHOOD, Interval, PValue
 
 BIN = Path(sys.executable).parent
 
@@ -162,8 +163,8 @@ def test_summary_threshold_and_gap(sweep_like: Path) -> None:
     gen = next(line for line in lines if line.startswith(f"{GENERATIVE} / last"))
     assert "below 90% already at the smallest ratio" in gen
     gaps = {label: g for label, g in report.gaps.items()}
-    assert all(g["significant"] for g in gaps.values())
-    assert len(gaps) == 3 and all(g["gap"].value > 0.3 for g in gaps.values())
+    assert all(g.significant for g in gaps.values())
+    assert len(gaps) == 3 and all(g.difference.interval.value > 0.3 for g in gaps.values())
     # the type mean is the mean of the task retentions
     t = report.types["last:2/10"][LIKELIHOOD]
     comps = report.comparisons["last:2/10"]
@@ -177,7 +178,7 @@ def test_gap_not_significant_when_both_types_fall_alike(tmp_path: Path) -> None:
     write_run(tmp_path / "p", {t: degrade(rng, v, 0.7) for t, v in base.items()}, drop=[9])
     report = build_report(load_runs([tmp_path]), iters=2000)
     gap = report.gaps["last:1/10"]
-    assert not gap["significant"] and gap["p"] > 0.05
+    assert not gap.significant and gap.difference.p.value > 0.05
     assert "not significant" in report.summary_lines()[-1]
 
 
@@ -283,22 +284,21 @@ def test_recovery_against_the_unhealed_twin_and_between_recipes(tmp_path: Path) 
     point, lo, hi = _paired_ratio_ci(h - u, b)
     assert r.change.value == pytest.approx(point) and r.before.value == pytest.approx(u.mean() / b.mean())
     assert r.change.low == pytest.approx(lo, abs=0.015) and r.change.high == pytest.approx(hi, abs=0.015)
-    assert r.change.low > 0 and r.p < 0.001
+    assert r.change.low > 0 and r.p.value < 0.001
     assert r.share_recovered == pytest.approx((h.mean() - u.mean()) / (b.mean() - u.mean()))
     # classification did not change: zero change, no interval width to speak of
     assert rec["A", LIKELIHOOD].change.value == pytest.approx(0.0)
     (c_gen,) = [c for c in report.contrasts if c.kind == GENERATIVE]
     assert {c_gen.first, c_gen.second} == {"last:3/10 healed (heal-a/embedded)", "last:3/10 healed (heal-b/embedded)"}
-    assert c_gen.difference.low < 0 < c_gen.difference.high and c_gen.p > 0.05
+    assert c_gen.difference.low < 0 < c_gen.difference.high and c_gen.p.value > 0.05
     lines = "\n".join(report.summary_lines())
     assert "recovery at" in lines and "won back" in lines and "not significant" in lines
     # a pruned run that lost (almost) nothing has no share to win back: no division by next to nothing
-    from lmeval_layerprune.report.build import Interval, Recovery
-
-    nearly_whole = Recovery("h", "u", "A", GENERATIVE, Interval(0.99), Interval(1.2), Interval(0.21), 0.01)
+    p = PValue(1, 200)
+    nearly_whole = Recovery("h", "u", "A", GENERATIVE, Interval(0.99), Interval(1.2), Interval(0.21), p)
     assert nearly_whole.share_recovered is None
     assert Recovery(
-        "h", "u", "A", GENERATIVE, Interval(0.5), Interval(1.1), Interval(0.6), 0.01
+        "h", "u", "A", GENERATIVE, Interval(0.5), Interval(1.1), Interval(0.6), p
     ).share_recovered == pytest.approx(1.2)
 
 

@@ -221,7 +221,7 @@ def test_token_agreement_per_cell_equals_a_separately_pruned_model(llama_dir: Pa
     as top-1; checked against a model loaded with only the kept layers, fed the same parent text."""
     from lmeval_layerprune.checkpoint.load import load_pruned_model
     from lmeval_layerprune.core.layout import TOKEN_AGREEMENT_FILE
-    from lmeval_layerprune.report.build import write_report
+    from lmeval_layerprune.report.write import write_report
     from lmeval_layerprune.speed.speculate import greedy_generate, source_prompts
 
     out = tmp_path / "ta"

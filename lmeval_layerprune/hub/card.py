@@ -19,12 +19,21 @@ import re
 import shlex
 import shutil
 from collections.abc import Sequence
-from dataclasses import MISSING, dataclass, field, fields, is_dataclass
+from dataclasses import MISSING, dataclass, field, is_dataclass, replace
+from dataclasses import fields as fields_of
 from pathlib import Path
 from typing import Any
 
 from lmeval_layerprune import __version__
-from lmeval_layerprune.core.layout import CARD_FILE, MERGEKIT_FILE, RECIPE_FILE, SELECTION_PLOT
+from lmeval_layerprune.core.guard import guard_card, mark_card, replace_atomically
+from lmeval_layerprune.core.layout import (
+    BENCH_FILE,
+    CARD_FILE,
+    EMBEDDED_COMPLETE,
+    MERGEKIT_FILE,
+    RECIPE_FILE,
+    SELECTION_PLOT,
+)
 from lmeval_layerprune.core.spec import format_indices
 from lmeval_layerprune.errors import PublishError
 from lmeval_layerprune.hub.facts import (
@@ -41,6 +50,7 @@ from lmeval_layerprune.hub.portable import Portable
 from lmeval_layerprune.hub.scores import eval_results, findings, load_eval, rel_change, score_tables
 from lmeval_layerprune.lmeval.results import Run
 from lmeval_layerprune.methods.registry import get_method, method_names
+from lmeval_layerprune.resources import bundled_dir
 
 logger = logging.getLogger(__name__)
 
@@ -84,7 +94,7 @@ def non_default(settings: dict[str, Any] | None, config_cls: Any = None) -> dict
         return {}
     defaults: dict[str, Any] = {}
     if config_cls is not None and is_dataclass(config_cls):
-        defaults = {f.name: _default_of(f) for f in fields(config_cls)}
+        defaults = {f.name: _default_of(f) for f in fields_of(config_cls)}
     out = {}
     for k, v in settings.items():
         if v is None or k in _RUN_FACTS:
@@ -157,9 +167,14 @@ def selection_section(plan: dict[str, Any], folder: Path, plot: str | Path | Non
             raise PublishError(f"plot {str(src)!r} does not exist")
         if src.resolve() != (folder / SELECTION_PLOT).resolve():
             shutil.copyfile(src, folder / SELECTION_PLOT)
+    registered = get_method(method) if method in method_names() else None
+    transform = (plan.get("extra") or {}).get("transform") or plan.get("transform") or "drop"
     return {
         "method": method,
         "text": selection_text(method),
+        "definition": registered.definition if registered is not None else "",
+        "url": registered.url if registered is not None else "",
+        "transform": transform,
         "plan_file": plan_file,
         "tasks": ", ".join(settings.get("tasks") or []) if _objective(method) == "tasks" else "",
         "rounds": rounds,
@@ -195,13 +210,14 @@ def bench_rows(
     folder: Path, bench: str | Path | None, drop: Sequence[int]
 ) -> tuple[float | None, str, list[tuple[str, str, str]]] | None:
     """Measured speed and memory from a ``lmeval-prune bench`` result (``bench``, or the folder's own
-    :data:`~lmeval_layerprune.speed.bench.BENCH_FILE`): the decode speed-up, a note saying where it was
+    :data:`~lmeval_layerprune.core.layout.BENCH_FILE`): the decode speed-up, a note saying where it was
     measured, and size/speed table rows. ``None`` when there is no bench result."""
-    from lmeval_layerprune.core.layout import BENCH_FILE
-    from lmeval_layerprune.speed.bench import load_bench
-
     if bench is None and not (folder / BENCH_FILE).is_file():
         return None
+    # lazy on purpose: speed.bench imports lm-eval and the model stack (about 6 s on top of this
+    # module); a card reads a bench result only when there is one
+    from lmeval_layerprune.speed.bench import load_bench
+
     result = load_bench(bench if bench is not None else folder)
     variant = result.variant(drop) or (result.pruned[0] if result.pruned else None)
     if variant is None:
@@ -362,8 +378,6 @@ class CardResult:
 
     def save(self, folder: str | Path) -> Path:
         """Write the card to ``folder/README.md`` atomically; return its path."""
-        from lmeval_layerprune.core.guard import guard_card, mark_card, replace_atomically
-
         path = Path(folder).expanduser() / CARD_FILE
         guard_card(path)  # a hand-written README.md is never replaced
         with replace_atomically(path) as tmp:
@@ -371,149 +385,11 @@ class CardResult:
         return path
 
 
-def render(folder: str | Path, **kwargs: Any) -> CardResult:
-    """:func:`build_card`, also returning the identity facts and warnings (``strict=False`` by default)."""
-    import jinja2
-    import yaml
-    from huggingface_hub import ModelCard, ModelCardData
+@dataclass
+class CardSettings:
+    """What goes into a checkpoint's card beside what its folder says (the ``card`` command's flags).
 
-    from lmeval_layerprune.resources import bundled_dir
-
-    results = kwargs.pop("results", ())
-    base_results = kwargs.pop("base_results", ())
-    pruned_results = kwargs.pop("pruned_results", ())
-    repo_id = kwargs.pop("repo_id", None)
-    relation = kwargs.pop("base_model_relation", None)
-    speedup = kwargs.pop("speedup", None)
-    plot = kwargs.pop("plot", None)
-    size_rows = kwargs.pop("size_rows", ())
-    strict = kwargs.pop("strict", False)
-    speedup_note = kwargs.pop("speedup_note", None)
-    bench = kwargs.pop("bench", None)
-    ident_args = {"base_model": kwargs.pop("base_model", None), "license": kwargs.pop("license", None)}
-    if kwargs:
-        raise TypeError(f"unexpected arguments {sorted(kwargs)}")
-
-    folder = Path(folder).expanduser()
-    plan = read_plan(folder)
-    ident = identify(folder, plan, **ident_args)
-    if strict:
-        ident.require("write a card for the Hub")
-    healed = bool(plan.get("recovery"))
-    relation = relation or ("finetune" if healed else "merge")
-    if relation not in RELATIONS:
-        raise PublishError(f"base_model_relation {relation!r} is not one of {', '.join(RELATIONS)}")
-    if speedup is not None and not speedup > 0:
-        raise PublishError(f"--speedup must be a positive factor (e.g. 1.25), not {speedup!r}")
-    if pruned_results and not healed:
-        raise PublishError(f"--pruned-results is for healed checkpoints; {folder} has no recovery record")
-    measured = bench_rows(folder, bench, [int(i) for i in plan["drop"]])
-    if measured is not None:
-        gain, note, rows = measured
-        if speedup is None:  # a typed --speedup stays an override
-            speedup, speedup_note = gain, speedup_note or note
-        size_rows = [*rows, *size_rows]
-    own, base = load_eval(results), load_eval(base_results)
-    pruned = load_eval(pruned_results) if healed else None
-
-    drop = [int(i) for i in plan["drop"]]
-    n_total = int(plan["num_layers"])
-    model_name = repo_id.split("/")[-1] if repo_id else folder.resolve().name
-    target = repo_id or str(folder)
-    portable = Portable.for_checkpoint(folder, plan, ident.base_model, repo_id)
-
-    columns = [(lbl, r) for lbl, r in (("parent", base), ("pruned", pruned if healed else own)) if r is not None]
-    if healed and own is not None:
-        columns.append(("healed", own))
-    selection = selection_section(plan, folder, plot)
-    recovery = recovery_section(plan, folder, portable)
-    from lmeval_layerprune.core.layout import EMBEDDED_COMPLETE as _COMPLETE
-
-    embedded_source = None
-    if ident.parent is not None and (ident.parent / _COMPLETE).is_file():
-        src = (ident.parent / _COMPLETE).read_text().split("\n")[0].removeprefix("source=")
-        embedded_source = Path(src).name
-    ref_run = own or base or pruned
-
-    tags = ["layer-pruning", "lm-eval", f"layer-pruning-{selection['method']}", "text-generation"]
-    writer = plan.get("writer") or (plan.get("extra") or {}).get("writer")
-    if writer == "mergekit":
-        tags.append("mergekit")
-    if healed:
-        tags += ["healed", f"recovery-{recovery['method']}", str(recovery["finetune"])]
-    card_data = ModelCardData(
-        base_model=ident.base_model,
-        base_model_relation=relation if ident.base_model else None,
-        library_name="transformers",
-        pipeline_tag="text-generation",
-        license=ident.license,
-        tags=tags,
-        datasets=hub_datasets((plan.get("recovery") or {}).get("data")) or None,
-        model_name=model_name,
-        eval_results=eval_results(own) if own is not None else None,
-        **ident.license_extra,
-    )
-    ctx = {
-        "model_name": model_name,
-        "base_model": ident.base_model,
-        "n_dropped": len(drop),
-        "num_layers": n_total,
-        "num_kept": n_total - len(drop),
-        "healed": healed,
-        "tool_version": __version__,
-        "writer": writer,
-        "drop_list": json.dumps(drop),
-        "drop_spec": format_indices(drop),
-        "selection": selection,
-        "size": size_section(folder, ident, len(drop), speedup, speedup_note, size_rows),
-        "recovery": recovery,
-        "score_tables": score_tables(columns, own, base),
-        "findings": findings(own, base, pruned, healed),
-        "eval": {
-            "lm_eval_version": ref_run.lm_eval_version if ref_run else None,
-            "limit": ref_run.limit if ref_run else None,
-            "chat_template": ref_run.chat_template if ref_run else False,
-        },
-        "embedded_source": embedded_source,
-        "reproduce": reproduce_section(
-            folder, plan, ident, target, model_name, {"own": own, "base": base, "pruned": pruned}, portable
-        ),
-        "license": {
-            "id": ident.license,
-            "link": ident.license_extra.get("license_link"),
-            "source": ident.license_source,
-        },
-    }
-    env = jinja2.Environment(trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True)
-    template = env.from_string((bundled_dir("hub_cards") / TEMPLATE).read_text())
-    content = template.render(card_data=card_data.to_yaml(), **ctx)
-    content = re.sub(r"\n{3,}", "\n\n", content)
-    card = ModelCard(content)
-    yaml.safe_load(card.content.split("---")[1])  # the metadata block parses (ModelCard checked it too)
-    warning = ident.warning()
-    return CardResult(card=card, identity=ident, warnings=[warning] if warning else [])
-
-
-def build_card(
-    folder: str | Path,
-    *,
-    results: Sequence[str | Path] = (),
-    base_results: Sequence[str | Path] = (),
-    pruned_results: Sequence[str | Path] = (),
-    repo_id: str | None = None,
-    base_model: str | None = None,
-    license: str | None = None,
-    base_model_relation: str | None = None,
-    speedup: float | None = None,
-    speedup_note: str | None = None,
-    size_rows: Sequence[tuple[str, str, str]] = (),
-    bench: str | Path | None = None,
-    plot: str | Path | None = None,
-    strict: bool = True,
-) -> Any:
-    """Render the model card of the checkpoint in ``folder`` (a :class:`huggingface_hub.ModelCard`).
-
-    Args:
+    Attributes:
         results: lm-eval results (files or ``--output_path`` folders) of this checkpoint;
             they become the card's eval results.
         base_results: results of the unpruned parent (the "parent" column).
@@ -526,36 +402,173 @@ def build_card(
         size_rows: extra ``(label, parent, this model)`` rows for the size/speed table.
         bench: a ``lmeval-prune bench`` result (file or folder); default: the folder's own
             ``layer_pruning_bench.json`` when present. Its decode speed-up fills ``speedup`` unless given.
-        plot: a PNG of the layer selection; copied into ``folder`` as ``layer_selection.png``.
-        strict: refuse (:class:`PublishError`) when the parent's Hub id or license is unknown;
-            with ``strict=False`` the card leaves them out (use :func:`render` to get the warnings).
+        plot: a PNG of the layer selection; copied into the folder as ``layer_selection.png``.
+        strict: refuse (:class:`PublishError`) when the parent's Hub id or license is unknown; False
+            leaves them out with a warning; None: the entry point's default (:func:`build_card`
+            refuses, :func:`render` and :func:`write_card` warn).
     """
-    return render(
-        folder,
-        results=results,
-        base_results=base_results,
-        pruned_results=pruned_results,
-        repo_id=repo_id,
-        base_model=base_model,
-        license=license,
-        base_model_relation=base_model_relation,
-        speedup=speedup,
-        speedup_note=speedup_note,
-        size_rows=size_rows,
-        bench=bench,
-        plot=plot,
-        strict=strict,
-    ).card
+
+    results: Sequence[str | Path] = ()
+    base_results: Sequence[str | Path] = ()
+    pruned_results: Sequence[str | Path] = ()
+    repo_id: str | None = None
+    base_model: str | None = None
+    license: str | None = None
+    base_model_relation: str | None = None
+    speedup: float | None = None
+    speedup_note: str | None = None
+    size_rows: Sequence[tuple[str, str, str]] = ()
+    bench: str | Path | None = None
+    plot: str | Path | None = None
+    strict: bool | None = None
 
 
-def write_card(folder: str | Path, **kwargs: Any) -> Path:
+def card_settings(settings: CardSettings | None = None, **fields: Any) -> CardSettings:
+    """``settings`` (default: all defaults) with ``fields`` replacing its values; an unknown field
+    name is a :class:`TypeError` naming it."""
+    known = {f.name for f in fields_of(CardSettings)}
+    unknown = sorted(set(fields) - known)
+    if unknown:
+        raise TypeError(f"unexpected arguments {unknown}; card settings are: {', '.join(sorted(known))}")
+    return replace(settings or CardSettings(), **fields)
+
+
+def _checked(folder: Path, plan: dict[str, Any], ident: Identity, s: CardSettings) -> tuple[bool, str]:
+    """Healed or not and the relation to the parent, after refusing settings that cannot apply."""
+    if s.strict:
+        ident.require("write a card for the Hub")
+    healed = bool(plan.get("recovery"))
+    relation = s.base_model_relation or ("finetune" if healed else "merge")
+    if relation not in RELATIONS:
+        raise PublishError(f"base_model_relation {relation!r} is not one of {', '.join(RELATIONS)}")
+    if s.speedup is not None and not s.speedup > 0:
+        raise PublishError(f"--speedup must be a positive factor (e.g. 1.25), not {s.speedup!r}")
+    if s.pruned_results and not healed:
+        raise PublishError(f"--pruned-results is for healed checkpoints; {folder} has no recovery record")
+    return healed, relation
+
+
+def _speed(folder: Path, plan: dict[str, Any], s: CardSettings) -> tuple[float | None, str | None, list]:
+    """The speed-up, its note and the size/speed rows: a bench result's, a typed ``speedup`` overriding it."""
+    speedup, note, rows = s.speedup, s.speedup_note, list(s.size_rows)
+    measured = bench_rows(folder, s.bench, [int(i) for i in plan["drop"]])
+    if measured is not None:
+        gain, bench_note, bench_table = measured
+        if speedup is None:  # a typed --speedup stays an override
+            speedup, note = gain, note or bench_note
+        rows = [*bench_table, *rows]
+    return speedup, note, rows
+
+
+def _embedded_source(ident: Identity) -> str | None:
+    if ident.parent is None or not (ident.parent / EMBEDDED_COMPLETE).is_file():
+        return None
+    return Path((ident.parent / EMBEDDED_COMPLETE).read_text().split("\n")[0].removeprefix("source=")).name
+
+
+def _card_data(plan: dict[str, Any], ident: Identity, ctx: dict[str, Any], relation: str, own: Run | None) -> Any:
+    from huggingface_hub import ModelCardData
+
+    tags = ["layer-pruning", "lm-eval", f"layer-pruning-{ctx['selection']['method']}", "text-generation"]
+    if ctx["writer"] == "mergekit":
+        tags.append("mergekit")
+    if ctx["healed"]:
+        tags += ["healed", f"recovery-{ctx['recovery']['method']}", str(ctx["recovery"]["finetune"])]
+    return ModelCardData(
+        base_model=ident.base_model,
+        base_model_relation=relation if ident.base_model else None,
+        library_name="transformers",
+        pipeline_tag="text-generation",
+        license=ident.license,
+        tags=tags,
+        datasets=hub_datasets((plan.get("recovery") or {}).get("data")) or None,
+        model_name=ctx["model_name"],
+        eval_results=eval_results(own) if own is not None else None,
+        **ident.license_extra,
+    )
+
+
+def render(folder: str | Path, settings: CardSettings | None = None, **fields: Any) -> CardResult:
+    """:func:`build_card`, also returning the identity facts and warnings (not strict unless asked).
+
+    ``fields``: :class:`CardSettings` fields, given one by one instead of (or over) ``settings``."""
+    import jinja2
+    import yaml
+    from huggingface_hub import ModelCard
+
+    s = card_settings(settings, **fields)
+    folder = Path(folder).expanduser()
+    plan = read_plan(folder)
+    ident = identify(folder, plan, base_model=s.base_model, license=s.license)
+    healed, relation = _checked(folder, plan, ident, s)
+    speedup, speedup_note, size_rows = _speed(folder, plan, s)
+    own, base = load_eval(s.results), load_eval(s.base_results)
+    pruned = load_eval(s.pruned_results) if healed else None
+
+    drop = [int(i) for i in plan["drop"]]
+    n_total = int(plan["num_layers"])
+    model_name = s.repo_id.split("/")[-1] if s.repo_id else folder.resolve().name
+    portable = Portable.for_checkpoint(folder, plan, ident.base_model, s.repo_id)
+    columns = [(lbl, r) for lbl, r in (("parent", base), ("pruned", pruned if healed else own)) if r is not None]
+    if healed and own is not None:
+        columns.append(("healed", own))
+    ref_run = own or base or pruned
+    runs = {"own": own, "base": base, "pruned": pruned}
+    ctx = {
+        "model_name": model_name,
+        "base_model": ident.base_model,
+        "n_dropped": len(drop),
+        "num_layers": n_total,
+        "num_kept": n_total - len(drop),
+        "healed": healed,
+        "tool_version": __version__,
+        "writer": plan.get("writer") or (plan.get("extra") or {}).get("writer"),
+        "drop_list": json.dumps(drop),
+        "drop_spec": format_indices(drop),
+        "selection": selection_section(plan, folder, s.plot),
+        "size": size_section(folder, ident, len(drop), speedup, speedup_note, size_rows),
+        "recovery": recovery_section(plan, folder, portable),
+        "score_tables": score_tables(columns, own, base),
+        "findings": findings(own, base, pruned, healed),
+        "eval": {
+            "lm_eval_version": ref_run.lm_eval_version if ref_run else None,
+            "limit": ref_run.limit if ref_run else None,
+            "chat_template": ref_run.chat_template if ref_run else False,
+        },
+        "embedded_source": _embedded_source(ident),
+        "reproduce": reproduce_section(folder, plan, ident, s.repo_id or str(folder), model_name, runs, portable),
+        "license": {
+            "id": ident.license,
+            "link": ident.license_extra.get("license_link"),
+            "source": ident.license_source,
+        },
+    }
+    card_data = _card_data(plan, ident, ctx, relation, own)
+    env = jinja2.Environment(trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True)
+    template = env.from_string((bundled_dir("hub_cards") / TEMPLATE).read_text())
+    content = re.sub(r"\n{3,}", "\n\n", template.render(card_data=card_data.to_yaml(), **ctx))
+    card = ModelCard(content)
+    yaml.safe_load(card.content.split("---")[1])  # the metadata block parses (ModelCard checked it too)
+    warning = ident.warning()
+    return CardResult(card=card, identity=ident, warnings=[warning] if warning else [])
+
+
+def build_card(folder: str | Path, settings: CardSettings | None = None, **fields: Any) -> Any:
+    """Render the model card of the checkpoint in ``folder`` (a :class:`huggingface_hub.ModelCard`).
+
+    ``settings`` (:class:`CardSettings`), or its fields one by one (``results=[...]``,
+    ``base_model=...``). Strict unless ``strict=False``: a parent whose Hub id or license is unknown
+    is refused (:class:`PublishError`); :func:`render` leaves them out and returns the warnings."""
+    s = card_settings(settings, **fields)
+    return render(folder, replace(s, strict=s.strict is not False)).card
+
+
+def write_card(folder: str | Path, settings: CardSettings | None = None, **fields: Any) -> Path:
     """Write the card to ``folder/README.md`` (atomically) and return its path. Unknown parent id or
     license leave fields out with a logged warning unless ``strict=True``. A ``README.md`` this tool
-    did not write is refused before any work."""
-    from lmeval_layerprune.core.guard import guard_card
-
+    did not write is refused before any work. ``settings`` / ``fields`` as :func:`render`."""
     guard_card(Path(folder).expanduser() / CARD_FILE)
-    result = render(folder, **kwargs)
+    result = render(folder, settings, **fields)
     for w in result.warnings:
         logger.warning(w)
     return result.save(folder)
