@@ -551,6 +551,7 @@ def test_card_help_lists_the_options() -> None:
 
 
 def test_card_of_a_selected_plan_shows_the_search_and_its_plot(work, tmp_path) -> None:
+    from lmeval_layerprune.methods.registry import get_method
     from lmeval_layerprune.search.select import select_layers
 
     plan_path = tmp_path / "plan.json"
@@ -562,6 +563,8 @@ def test_card_of_a_selected_plan_shows_the_search_and_its_plot(work, tmp_path) -
     assert "layer-pruning-ppl" in card.data.tags
     body = card.text
     assert "greedy search on calibration perplexity" in body and "plan.json" in body
+    ppl = get_method("ppl")  # the card names the method with the registry's definition
+    assert ppl.definition and f"| the method's definition | {ppl.definition}" in body
     assert "![layer selection](layer_selection.png)" in body
     assert (ckpt / "layer_selection.png").read_bytes() == (tmp_path / "plan.png").read_bytes()
     rows = [
@@ -719,3 +722,38 @@ def test_selection_and_generation_flags_come_from_the_settings_dataclasses() -> 
         for f in dataclasses.fields(cls):
             if f.name != "model":
                 assert f"--{f.name.replace('_', '-')}" in proc_help, (cmd, f.name)
+
+
+def test_analyze_card_and_push_flags_come_from_their_settings() -> None:
+    """Every default of the generated flags is the dataclass's own, and every earlier flag spelling
+    still parses into the same settings."""
+    from lmeval_layerprune.cli import build_parser
+    from lmeval_layerprune.cli._shared import dataclass_from_args
+    from lmeval_layerprune.hub import CardSettings, PushSettings
+    from lmeval_layerprune.report.analyze import AnalyzeSettings
+
+    parser = build_parser()
+    args = parser.parse_args(["analyze", "m", "--out", "o"])
+    assert dataclass_from_args(AnalyzeSettings, args, metadata=None) == AnalyzeSettings(model="m", out="o")
+    argv = ["analyze", "m", "--out", "o", "--tasks", "a,b", "--views", "skip,lens", "--limit", "5"]
+    argv += ["--batch-size", "4", "--dtype", "bfloat16", "--drop", "last:2", "--healed", "h", "--device", "cpu"]
+    got = dataclass_from_args(AnalyzeSettings, parser.parse_args(argv), metadata=None)
+    assert got == AnalyzeSettings("m", "o", ("a", "b"), 5, "last:2", "h", ("skip", "lens"), None, None, "bfloat16",
+                                  "4", "cpu")  # fmt: skip
+    assert got.limit == 5 and isinstance(got.limit, int)  # an item count, as lm-eval reads it
+    card = parser.parse_args(["card", "d"])
+    assert dataclass_from_args(CardSettings, card, results=(), base_results=(), pruned_results=()) == CardSettings()
+    card = parser.parse_args(["card", "d", "--repo", "me/x", "--results", "r1", "r2", "--speedup", "1.2",
+                              "--base-model-relation", "adapter", "--license", "mit"])  # fmt: skip
+    assert (card.repo_id, card.results, card.speedup, card.base_model_relation, card.license) == (
+        "me/x", ["r1", "r2"], 1.2, "adapter", "mit",
+    )  # fmt: skip
+    push = parser.parse_args(["push", "d", "--repo", "a/b"])
+    assert dataclass_from_args(PushSettings, push) == PushSettings()
+    push = parser.parse_args(["push", "d", "--repo", "a/b", "--private", "--overwrite", "--message", "m",
+                              "--revision", "v2", "--base-model", "x/y"])  # fmt: skip
+    assert dataclass_from_args(PushSettings, push) == PushSettings(
+        private=True, overwrite=True, commit_message="m", revision="v2", base_model="x/y"
+    )
+    with pytest.raises(TypeError, match="unexpected arguments \\['colour'\\]"):
+        build_card("anywhere", colour="red")
