@@ -285,3 +285,147 @@ def test_paper_xsum_runs_on_a_local_stand_in(tmp_path: Path) -> None:
     # the degenerate summary: 3 identical sentences, Self-BLEU 1; the empty one has 0 tokens
     assert values["self_bleu,none"] == pytest.approx(1.0) and values["self_bleu_n,none"] == 1
     assert values["response_length,none"] == pytest.approx((10 + 12 + 0) / 3)
+
+
+# ---------------------------------------------------------------- recovery recipes for the paper's prompt sources
+
+#: recipe -> (Hub dataset, rows of a local stand-in with that dataset's schema)
+PAPER_RECIPES: dict[str, tuple[str, list[dict[str, Any]]]] = {
+    "selfgen-dolci-qlora": (
+        "allenai/Dolci-Instruct-SFT",
+        [
+            {
+                "id": "dolci-1",
+                "messages": [
+                    {"role": "user", "content": "Name a prime number."},
+                    {"role": "assistant", "content": "7 is prime."},
+                ],
+                "dataset_source": "stand-in",
+            },
+            {
+                "id": "dolci-2",
+                "messages": [
+                    {"role": "system", "content": "Answer briefly."},
+                    {"role": "user", "content": "Hi"},
+                    {"role": "assistant", "content": "Hello!"},
+                    {"role": "user", "content": "What is 2 + 2?"},
+                    {"role": "assistant", "content": "4"},
+                ],
+                "dataset_source": "stand-in",
+            },
+        ],
+    ),
+    "selfgen-openthoughts-qlora": (
+        "open-thoughts/OpenThoughts2-1M",
+        [
+            {
+                "conversations": [
+                    {"from": "human", "value": "Prove that 2 is even."},
+                    {"from": "gpt", "value": "<think>...</think> 2 = 2 * 1."},
+                ],
+                "question": "Prove that 2 is even.",
+                "source": "stand-in",
+                "id": 17,
+            },
+        ],
+    ),
+    "selfgen-alpaca-qlora": (
+        "tatsu-lab/alpaca",
+        [
+            {"instruction": "Give a synonym of big.", "input": "", "output": "Large.", "text": "..."},
+            {"instruction": "Translate to French.", "input": "Good morning", "output": "Bonjour", "text": "..."},
+        ],
+    ),
+}
+PAPER_RECIPES["original-dolci-qlora"] = PAPER_RECIPES["selfgen-dolci-qlora"]
+#: what each stand-in must become: (id, the conversation after the system prompt, reference)
+EXPECTED_PROMPTS = {
+    "selfgen-dolci-qlora": [
+        ("dolci-1", [("user", "Name a prime number.")], "7 is prime."),
+        (
+            "dolci-2",
+            [("system", "Answer briefly."), ("user", "Hi"), ("assistant", "Hello!"), ("user", "What is 2 + 2?")],
+            "4",
+        ),
+    ],
+    "selfgen-openthoughts-qlora": [("17", [("user", "Prove that 2 is even.")], None)],
+    "selfgen-alpaca-qlora": [
+        ("row-000000", [("user", "Give a synonym of big.")], "Large."),
+        ("row-000001", [("user", "Translate to French.\n\nGood morning")], "Bonjour"),
+    ],
+}
+EXPECTED_PROMPTS["original-dolci-qlora"] = EXPECTED_PROMPTS["selfgen-dolci-qlora"]
+
+
+@pytest.mark.parametrize("name", sorted(PAPER_RECIPES))
+def test_paper_recipes_carry_the_papers_settings(name: str, tmp_path: Path) -> None:
+    pytest.importorskip("trl")
+    from peft import LoraConfig
+    from trl import SFTConfig
+
+    from lmeval_layerprune.heal.recipe import load_recipe
+
+    recipe = load_recipe(name)
+    assert recipe.get("data") == PAPER_RECIPES[name][0] and recipe.get("split") == "train"
+    assert recipe.method == ("original" if name.startswith("original") else "selfgen")
+    # generation (PAPER_NOTES): system prompt, T 0.9, top-p 0.95, 8192 new tokens, no filtering, 100k prompts
+    sg = recipe.selfgen
+    assert (sg["n"], sg["max_new_tokens"], sg["temperature"], sg["top_p"], sg["top_k"]) == (100000, 8192, 0.9, 0.95, 0)
+    assert sg["system"] == SYSTEM_PROMPT and not sg["filters"]
+    # training: QLoRA nf4 r=64 alpha 16 dropout 0.05 on all linear layers, lr 2e-4 constant after
+    # 50 warm-up steps, batch 4 x 2, one epoch, max length 8192, loss on completions only
+    sft = recipe.sft
+    assert (sft["learning_rate"], sft["lr_scheduler_type"], sft["warmup_steps"]) == (2e-4, "constant_with_warmup", 50)
+    assert (sft["per_device_train_batch_size"], sft["gradient_accumulation_steps"], sft["num_train_epochs"]) == (
+        4,
+        2,
+        1,
+    )
+    assert (sft["max_length"], sft["completion_only_loss"], sft["adam_beta2"], sft["seed"]) == (8192, True, 0.99, 42)
+    assert recipe.finetune == "qlora" and recipe.quantization["bnb_4bit_quant_type"] == "nf4"
+    lora = recipe.lora
+    assert (lora["r"], lora["lora_alpha"], lora["lora_dropout"], lora["target_modules"]) == (64, 16, 0.05, "all-linear")
+    # the values build the real TRL / PEFT configs (bf16 needs a GPU)
+    SFTConfig(output_dir=str(tmp_path), **{**sft, "bf16": False})
+    LoraConfig(**lora)
+
+
+def test_the_dolci_baseline_differs_from_selfgen_only_in_method() -> None:
+    import yaml
+
+    from lmeval_layerprune.heal.recipe import recipes_dir
+
+    selfgen, original = (
+        yaml.safe_load((recipes_dir() / f"{n}.yaml").read_text()) for n in PAPER_RECIPES if "dolci" in n
+    )
+    differ = {k for k in selfgen.keys() | original.keys() if selfgen.get(k) != original.get(k)}
+    assert differ == {"method", "description"}
+
+
+@pytest.mark.parametrize("name", sorted(PAPER_RECIPES))
+def test_paper_recipes_read_a_stand_in_of_their_dataset(name: str, tmp_path: Path) -> None:
+    """The recipe's columns on a local Parquet file with the Hub dataset's schema, read by the
+    prompt loader exactly as heal calls it."""
+    pytest.importorskip("trl")
+    import datasets
+
+    from lmeval_layerprune.heal.recipe import load_recipe
+    from lmeval_layerprune.heal.selfgen import load_prompts
+
+    recipe = load_recipe(name)
+    path = tmp_path / f"{name}.parquet"
+    datasets.Dataset.from_list(PAPER_RECIPES[name][1]).to_parquet(str(path))
+    sg = recipe.selfgen
+    prompts = load_prompts(
+        str(path),
+        columns=recipe.get("columns"),
+        split=recipe.get("split", "train"),
+        n=sg.get("n"),
+        system=sg.get("system"),
+    )
+    got = [(p.id, [(m["role"], m["content"]) for m in p.messages], p.reference) for p in prompts]
+    want = [(pid, [("system", SYSTEM_PROMPT), *turns], ref) for pid, turns, ref in EXPECTED_PROMPTS[name]]
+    if "dolci" in name:
+        # a conversation with its own system turn keeps it (no second system prompt is added)
+        want[1] = (want[1][0], want[1][1][1:], want[1][2])
+    assert got == want
