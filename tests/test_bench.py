@@ -148,7 +148,7 @@ def test_bench_flags_keep_their_names_and_defaults() -> None:
     assert (plain.device, plain.threads, plain.calib, plain.out) == (None,) * 4
     for dash in (True, False):
         flags = ["--batch-sizes", "1,2", "--prompt-len", "6", "--new-tokens", "2", "--rounds", "1", "--warmup", "0"]
-        flags = flags if dash else [f.replace("-", "_") if f.startswith("--") else f for f in flags]
+        flags = flags if dash else ["--" + f[2:].replace("-", "_") if f.startswith("--") else f for f in flags]
         rest = "--backend vllm --dtype bfloat16 --device cpu --threads 1 --calib c.txt --out o".split()
         given = parse("m", "--drop", "7", *flags, *rest)
         assert given == BenchSettings(

@@ -248,7 +248,7 @@ def test_speculate_flags_keep_their_names_and_defaults() -> None:
     assert (plain.search, plain.include_path, plain.device, plain.threads, plain.calib, plain.out) == (None,) * 6
     for dash in (True, False):
         flags = ["--include-path", "inc", "--max-new-tokens", "8", "--draft-tokens", "2"]
-        flags = flags if dash else [f.replace("-", "_") if f.startswith("--") else f for f in flags]
+        flags = flags if dash else ["--" + f[2:].replace("-", "_") if f.startswith("--") else f for f in flags]
         rest = "--limit 3 --rounds 2 --dtype bfloat16 --device cpu --threads 1 --calib c --out o".split()
         given = parse("m", "--search", "2", "--tasks", "a,b", *flags, *rest)
         assert given == SpeculateSettings(
