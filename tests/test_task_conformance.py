@@ -216,7 +216,7 @@ def test_task_runs_end_to_end_and_reports_its_metrics(tiny_lm, name: str, path: 
         assert all(isinstance(v, int | float) for v in found), (metric, found)
         assert all(math.isnan(v) or math.isfinite(v) for v in found)
     # `lmeval-prune select` can read the primary (first declared) metric
-    from lmeval_layerprune.search.select import primary_metrics
+    from lmeval_layerprune.search.objectives import primary_metrics
 
     assert name in primary_metrics(results)
 
