@@ -51,6 +51,7 @@ from lmeval_layerprune.hub.scores import eval_results, findings, load_eval, rel_
 from lmeval_layerprune.lmeval.results import Run
 from lmeval_layerprune.methods.registry import get_method, method_names
 from lmeval_layerprune.resources import bundled_dir
+from lmeval_layerprune.speed.bench_result import load_bench
 
 logger = logging.getLogger(__name__)
 
@@ -214,10 +215,6 @@ def bench_rows(
     measured, and size/speed table rows. ``None`` when there is no bench result."""
     if bench is None and not (folder / BENCH_FILE).is_file():
         return None
-    # lazy on purpose: speed.bench imports lm-eval and the model stack (about 6 s on top of this
-    # module); a card reads a bench result only when there is one
-    from lmeval_layerprune.speed.bench import load_bench
-
     result = load_bench(bench if bench is not None else folder)
     variant = result.variant(drop) or (result.pruned[0] if result.pruned else None)
     if variant is None:

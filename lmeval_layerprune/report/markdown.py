@@ -87,7 +87,8 @@ def _types(report: Report) -> list[str]:
     out = ["", "## Retention by task type", "", md_table(header, rows), "", "`*`: the gap's 95% interval excludes 0."]
     if any(i.merged for i in report.infos):
         out.append(
-            "A merged run folds its layers into the first layer of their block (the same depth as dropping them)."
+            "A merged run folds its removed layers into the kept layer before them (layer collapse; the same depth as "
+            "dropping them)."
         )
     return out
 

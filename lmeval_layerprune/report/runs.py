@@ -38,8 +38,8 @@ class RunInfo:
     drop: list[int] | None
     extras: dict[str, Any] = field(default_factory=dict)
     recipe: str | None = None  # healed runs: the recovery recipe (sweep cell or plan's recovery record)
-    #: what happened to the chosen layers: ``drop`` (removed) or ``merge`` (folded into the first
-    #: layer of their block, as layer collapse does; the depth is the same as dropping them)
+    #: what happened to the chosen layers: ``drop`` (removed) or ``merge`` (folded into the kept layer
+    #: before them, as layer collapse does; the depth is the same as dropping them)
     transform: str = DROP
     #: healed runs: what the recovery cost (:data:`COST_KEYS`, each None when the record lacks it)
     cost: dict[str, float | None] = field(default_factory=dict)

@@ -32,6 +32,7 @@ from lmeval_layerprune.report.build import Report, build_report
 from lmeval_layerprune.report.markdown import TITLE, render_markdown
 from lmeval_layerprune.report.plots import plot_retention, plot_tasks, plot_tradeoff
 from lmeval_layerprune.report.stats import DEFAULT_BOOTSTRAP, DEFAULT_SEED
+from lmeval_layerprune.speed.bench_result import load_bench
 
 
 def _bench_beside(paths: Sequence[str | Path]) -> Path | None:
@@ -48,10 +49,6 @@ def attach_speedups(report: Report, bench: str | Path | None) -> None:
     pruned shape's speed. Nothing happens without a bench result."""
     if bench is None:
         return
-    # lazy on purpose: speed.bench imports torch and transformers (about 5 s); a report reads a
-    # bench result only when one is given or lies beside the runs
-    from lmeval_layerprune.speed.bench import load_bench
-
     result = load_bench(bench)
     for info in report.infos:
         if info.drop is None or info.merged:  # a bench measures dropped layers
