@@ -15,9 +15,10 @@ import torch
 from conftest import REPO
 from test_selfgen import save_chat_tiny
 
-from lmeval_layerprune.errors import RecipeError
-from lmeval_layerprune.heal import run as heal_mod
+from lmeval_layerprune.errors import HealError, RecipeError
 from lmeval_layerprune.heal.recipe import apply_overrides, list_recipes, load_recipe, validate
+from lmeval_layerprune.heal.run import HealSettings, eval_command, heal
+from lmeval_layerprune.heal.train import kd_loss
 
 #: Small, fast settings for the tiny model (greedy generation, every response kept, a few steps).
 TINY = [
@@ -47,18 +48,24 @@ def base(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def responses(base, tmp_path_factory) -> Path:
-    from lmeval_layerprune.heal.selfgen import FilterSettings, GenerationSettings, generate_responses, load_prompts
+    from lmeval_layerprune.heal.selfgen import (
+        FilterSettings,
+        GenerationSettings,
+        SelfgenSettings,
+        generate_responses,
+        load_prompts,
+    )
 
     out = tmp_path_factory.mktemp("sg") / "responses.jsonl"
-    generate_responses(
+    settings = SelfgenSettings(
         str(base),
-        load_prompts("bundled", n=12),
         out,
         generation=GenerationSettings(max_new_tokens=8, temperature=0),
         filters=FilterSettings(filters=()),
         source="bundled",
         progress=False,
     )
+    generate_responses(settings, load_prompts("bundled", n=12))
     return out
 
 
@@ -154,16 +161,16 @@ def test_kd_loss_against_kl_div_reference():
     torch.manual_seed(0)
     s, t = torch.randn(2, 5, 11), torch.randn(2, 5, 11)
     labels = torch.tensor([[-100, -100, 3, 4, 5], [-100, 1, 2, -100, -100]])
-    assert heal_mod.kd_loss(t, t, labels).item() == pytest.approx(0.0, abs=1e-6)
+    assert kd_loss(t, t, labels).item() == pytest.approx(0.0, abs=1e-6)
     mask = labels[:, 1:] != -100
     T = 2.0
     ref = torch.nn.functional.kl_div(
         torch.log_softmax(s[:, :-1][mask] / T, -1), torch.log_softmax(t[:, :-1][mask] / T, -1),
         log_target=True, reduction="sum",
     ) * T * T / mask.sum()  # fmt: skip
-    assert heal_mod.kd_loss(s, t, labels, T, 1.0).item() == pytest.approx(ref.item(), rel=1e-5)
+    assert kd_loss(s, t, labels, T, 1.0).item() == pytest.approx(ref.item(), rel=1e-5)
     ce = torch.nn.functional.cross_entropy(s[:, :-1][mask], labels[:, 1:][mask])
-    assert heal_mod.kd_loss(s, t, labels, T, 0.0).item() == pytest.approx(ce.item(), rel=1e-5)
+    assert kd_loss(s, t, labels, T, 0.0).item() == pytest.approx(ce.item(), rel=1e-5)
 
 
 # -------------------------------------------------------------------- heal
@@ -175,9 +182,9 @@ def test_heal_lora_end_to_end_matches_an_independent_reference(base, responses, 
 
     from lmeval_layerprune.checkpoint.load import load_pruned_model
 
-    out = heal_mod.heal("selfgen-lora", str(base), tmp_path / "healed", drop="2-3", data=str(responses),
+    out = heal(HealSettings("selfgen-lora", str(base), tmp_path / "healed", drop="2-3", data=str(responses),
                         overrides=[*TINY, "sft.max_steps=4", "sft.save_steps=4"], keep_checkpoints=True,
-                        progress=False)  # fmt: skip
+                        progress=False))  # fmt: skip
     cfg = json.loads((out / "config.json").read_text())
     plan = cfg["layer_pruning"]
     assert plan["drop"] == [2, 3] and plan["kept"] == [0, 1, 4, 5] and plan["num_layers"] == 6
@@ -206,27 +213,27 @@ def test_heal_lora_end_to_end_matches_an_independent_reference(base, responses, 
 
     # A second call with the same arguments is a no-op; other arguments are refused.
     mtime = (out / "model.safetensors").stat().st_mtime
-    heal_mod.heal("selfgen-lora", str(base), out, drop="2-3", data=str(responses),
-                  overrides=[*TINY, "sft.max_steps=4", "sft.save_steps=4"], keep_checkpoints=True)  # fmt: skip
+    heal(HealSettings("selfgen-lora", str(base), out, drop="2-3", data=str(responses),
+                  overrides=[*TINY, "sft.max_steps=4", "sft.save_steps=4"], keep_checkpoints=True))  # fmt: skip
     assert (out / "model.safetensors").stat().st_mtime == mtime
     with pytest.raises(
-        heal_mod.HealError, match=r"other settings \(drop: \"2-3\" -> \"1-3\"; sft.max_steps: 4 -> <unset>.*--overwrite"
+        HealError, match=r"other settings \(drop: \"2-3\" -> \"1-3\"; sft.max_steps: 4 -> <unset>.*--overwrite"
     ):
-        heal_mod.heal("selfgen-lora", str(base), out, drop="1-3", data=str(responses), overrides=TINY)
+        heal(HealSettings("selfgen-lora", str(base), out, drop="1-3", data=str(responses), overrides=TINY))
 
 
 _KILL_SCRIPT = """
 import os, signal, sys
 from transformers import TrainerCallback
-from lmeval_layerprune.heal.run import heal
+from lmeval_layerprune.heal.run import HealSettings, heal
 
 class KillAfterSave(TrainerCallback):
     def on_save(self, args, state, control, **kw):
         if state.global_step == {kill_at}:
             os.kill(os.getpid(), signal.SIGKILL)
 
-heal("selfgen-lora", sys.argv[1], sys.argv[2], drop="2-3", data=sys.argv[3], overrides=sys.argv[4:],
-     callbacks=[KillAfterSave()], progress=False)
+heal(HealSettings("selfgen-lora", sys.argv[1], sys.argv[2], drop="2-3", data=sys.argv[3], overrides=sys.argv[4:],
+                  callbacks=[KillAfterSave()], progress=False))
 """
 
 
@@ -236,8 +243,8 @@ RESUME_OVERRIDES = [*TINY, "sft.max_steps=6", "sft.save_steps=2", "sft.save_tota
 @pytest.fixture(scope="module")
 def uninterrupted(base, responses, tmp_path_factory) -> Path:
     torch.set_num_threads(1)
-    return heal_mod.heal("selfgen-lora", str(base), tmp_path_factory.mktemp("whole") / "out", drop="2-3",
-                         data=str(responses), overrides=RESUME_OVERRIDES, progress=False)  # fmt: skip
+    return heal(HealSettings("selfgen-lora", str(base), tmp_path_factory.mktemp("whole") / "out", drop="2-3",
+                         data=str(responses), overrides=RESUME_OVERRIDES, progress=False))  # fmt: skip
 
 
 @pytest.mark.parametrize("kill_at", [4, 6])
@@ -280,16 +287,16 @@ def test_heal_original_full_and_kd(base, responses, tmp_path):
     from transformers import AutoModelForCausalLM
 
     # original: the bundled set's own (templated) answers, full finetune
-    out = heal_mod.heal("original-lora", str(base), tmp_path / "orig", drop="0+5", data="bundled",
-                        overrides=[*TINY, "lora=null", "sft.max_steps=2"], progress=False)  # fmt: skip
+    out = heal(HealSettings("original-lora", str(base), tmp_path / "orig", drop="0+5", data="bundled",
+                        overrides=[*TINY, "lora=null", "sft.max_steps=2"], progress=False))  # fmt: skip
     r = json.loads((out / "config.json").read_text())["layer_pruning"]["recovery"]
     assert (r["method"], r["finetune"], r["teacher"], r["steps"]) == ("original", "full", None, 2)
     assert r["settings"]["examples"] == 12 and r["data"] == "bundled"
     assert AutoModelForCausalLM.from_pretrained(out).config.num_hidden_layers == 4
 
     # kd: the frozen parent distils into the pruned student on the same sequences
-    out = heal_mod.heal("selfgen-kd", str(base), tmp_path / "kd", drop="4", data=str(responses),
-                        overrides=[*TINY, "sft.max_steps=2", "kd.alpha=0.5"], progress=False)  # fmt: skip
+    out = heal(HealSettings("selfgen-kd", str(base), tmp_path / "kd", drop="4", data=str(responses),
+                        overrides=[*TINY, "sft.max_steps=2", "kd.alpha=0.5"], progress=False))  # fmt: skip
     r = json.loads((out / "config.json").read_text())["layer_pruning"]["recovery"]
     assert (r["method"], r["finetune"], r["steps"]) == ("kd", "lora", 2)
     assert r["settings"]["kd"] == {"temperature": 2.0, "alpha": 0.5} and r["teacher"] == str(base)
@@ -297,19 +304,19 @@ def test_heal_original_full_and_kd(base, responses, tmp_path):
     # a source without responses cannot feed the original baseline
     prompts_only = tmp_path / "p.jsonl"
     prompts_only.write_text('{"prompt": "Name a colour"}\n')
-    with pytest.raises(heal_mod.HealError, match="has none"):
-        heal_mod.heal("original-lora", str(base), tmp_path / "x", drop="4", data=str(prompts_only), overrides=TINY)
+    with pytest.raises(HealError, match="has none"):
+        heal(HealSettings("original-lora", str(base), tmp_path / "x", drop="4", data=str(prompts_only), overrides=TINY))
 
 
 def test_keep_adapter_evaluates_through_pruned_hf_peft(base, responses, tmp_path):
     from lmeval_layerprune.lmeval.hf import PrunedHFLM
 
-    out = heal_mod.heal("selfgen-lora", str(base), tmp_path / "ad", drop="2-3", data=str(responses),
-                        overrides=[*TINY, "sft.max_steps=2"], keep_adapter=True, progress=False)  # fmt: skip
+    out = heal(HealSettings("selfgen-lora", str(base), tmp_path / "ad", drop="2-3", data=str(responses),
+                        overrides=[*TINY, "sft.max_steps=2"], keep_adapter=True, progress=False))  # fmt: skip
     assert (out / "adapter_config.json").is_file() and not (out / "config.json").exists()
     plan = json.loads((out / "layer_pruning.json").read_text())
     assert plan["recovery"]["steps"] == 2 and plan["drop"] == [2, 3]
-    cmd = heal_mod.eval_command(out, str(base), "2-3", keep_adapter=True)
+    cmd = eval_command(out, str(base), "2-3", keep_adapter=True)
     assert f"pretrained={base},drop=2-3,peft={out}" in cmd
     lm = PrunedHFLM(pretrained=str(base), drop="2-3", peft=str(out), dtype="float32", batch_size=1)
     assert lm.model.config.num_hidden_layers == 4
@@ -340,8 +347,8 @@ def test_heal_an_already_pruned_base_records_original_indices(base, responses, t
     load_pruned_model(str(base), "1", dtype=torch.float32).save_pretrained(pre)
     AutoTokenizer.from_pretrained(base).save_pretrained(pre)
     # layer 2 of the 5-layer checkpoint is original layer 3
-    out = heal_mod.heal("selfgen-lora", str(pre), tmp_path / "o", drop="2", data=str(responses),
-                        overrides=[*TINY, "sft.max_steps=1"], progress=False)  # fmt: skip
+    out = heal(HealSettings("selfgen-lora", str(pre), tmp_path / "o", drop="2", data=str(responses),
+                        overrides=[*TINY, "sft.max_steps=1"], progress=False))  # fmt: skip
     plan = json.loads((out / "config.json").read_text())["layer_pruning"]
     assert plan["drop"] == [1, 3] and plan["num_layers"] == 6 and plan["base_model"] == str(base)
     assert AutoModelForCausalLM.from_pretrained(out).config.num_hidden_layers == 4

@@ -310,22 +310,25 @@ def test_selfgen_resumes_after_sigkill_with_every_prompt_exactly_once(chat_dir, 
 
 
 def test_selfgen_refuses_a_file_of_other_prompts_or_settings(chat_dir, tmp_path):
-    from lmeval_layerprune.heal.selfgen import GenerationSettings, Prompt, generate_responses
+    from lmeval_layerprune.heal.selfgen import GenerationSettings, Prompt, SelfgenSettings, generate_responses
 
     out = tmp_path / "r.jsonl"
     gen = GenerationSettings(max_new_tokens=2, temperature=0)
     prompts = load_prompts("bundled", n=2)
-    summary = generate_responses(str(chat_dir), prompts, out, generation=gen, source="bundled", progress=False)
+    summary = generate_responses(
+        SelfgenSettings(str(chat_dir), out, generation=gen, source="bundled", progress=False), prompts
+    )
     assert summary["total"] == 2 and summary["generated"] == 2
     with pytest.raises(
         SelfGenError, match=r"other settings \(generation.max_new_tokens: 2 -> 3; generation.temperature: 0 -> 0.9\)"
     ):
         generate_responses(
-            str(chat_dir), prompts, out, generation=GenerationSettings(max_new_tokens=3), source="bundled"
+            SelfgenSettings(str(chat_dir), out, generation=GenerationSettings(max_new_tokens=3), source="bundled"),
+            prompts,
         )
     other = [Prompt(prompts[0].id, [{"role": "user", "content": "something else"}])]
     with pytest.raises(SelfGenError, match="different prompt"):
-        generate_responses(str(chat_dir), other, out, generation=gen, source="bundled")
+        generate_responses(SelfgenSettings(str(chat_dir), out, generation=gen, source="bundled"), other)
     assert len(read_records(out)) == 2
 
 
