@@ -207,13 +207,15 @@ def _train_layers(rec: Recipe, depth: int) -> tuple[int, ...]:
     if not text:
         return ()
     where = f"recipe {rec.name!r}: train.layers = {text!r}"
+    forms = f"valid forms, counted on the pruned model: {TRAIN_LAYER_FORMS}"
     try:
-        if needs_model(text) or parse_spec(text).method == "plan":
-            raise HealError(
-                f"{where} chooses layers by a model's scores or a plan; name them by position, counted on the "
-                f"pruned model: {TRAIN_LAYER_FORMS}"
-            )
-        return resolve_indices(text, depth)
+        spec = parse_spec(text)
+    except DropSpecError as e:
+        raise HealError(f"{where} is not a layer spec ({str(e).split('. Valid')[0]}); {forms}") from None
+    if spec.method == "plan" or needs_model(spec):
+        raise HealError(f"{where} chooses layers by a model's scores or a plan; name them by position ({forms})")
+    try:
+        return resolve_indices(spec, depth)
     except (DropSpecError, ValueError) as e:
         raise HealError(f"{where} does not fit the pruned model ({depth} layers): {e}") from None
 

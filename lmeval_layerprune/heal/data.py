@@ -17,6 +17,21 @@ from lmeval_layerprune.heal.check import HealRun
 from lmeval_layerprune.heal.selfgen import generate_responses, read_records, training_pairs
 from lmeval_layerprune.heal.settings import FILTERS, FilterSettings, GenerationSettings, SelfgenSettings
 
+#: With a token budget, a text source is read only as far as this many characters per budget token (no
+#: tokenizer needs more than a few), so a large corpus is not tokenized whole for a small budget.
+CHARS_PER_BUDGET_TOKEN = 16
+
+
+def enough_text(texts: list[str], tokens: int) -> list[str]:
+    """The first documents of ``texts`` that surely hold ``tokens`` tokens (all of them when they do not)."""
+    out, chars = [], 0
+    for text in texts:
+        if chars >= CHARS_PER_BUDGET_TOKEN * tokens:
+            break
+        out.append(text)
+        chars += len(text)
+    return out
+
 
 def _generated(run: HealRun) -> list[dict[str, Any]]:
     """The teacher's records for the run's prompts, generated into ``OUT`` (one process generates)."""
@@ -63,7 +78,10 @@ def prepare_data(run: HealRun) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     rec = run.recipe
     records: list[dict[str, Any]] | None = None
     if rec.method == "cpt":
-        rows: list[dict[str, Any]] = [{"text": t} for t in run.texts or []]
+        texts = run.texts or []
+        rows: list[dict[str, Any]] = [
+            {"text": t} for t in (enough_text(texts, rec.budget.tokens) if rec.budget else texts)
+        ]
     elif run.records is not None:
         use = "reference" if rec.method == "original" else "response"
         records = run.records
