@@ -540,9 +540,7 @@ def test_partial_training_leaves_every_frozen_tensor_bit_identical(base, respons
 NEW_RECIPES = ["demo-partial-last2", "demo-cpt-lora", "partial-last2", "cpt-lora", "cpt-full"]
 
 
-@pytest.mark.parametrize(
-    "recipe", [r if r.startswith("demo-") else pytest.param(r, marks=pytest.mark.slow) for r in NEW_RECIPES]
-)
+@pytest.mark.parametrize("recipe", NEW_RECIPES)
 def test_each_new_recipe_trains_two_steps_on_a_tiny_model(recipe, base, responses, tmp_path):
     rec = load_recipe(recipe)
     overrides = [*TINY[:-1], "sft.max_length=64", "sft.save_steps=2", "sft.gradient_accumulation_steps=1"]

@@ -600,8 +600,7 @@ class Sweep:
         ckpt = self.out / CHECKPOINTS / cell.name
         drop = pruned.drop_text
         print(f"\nsweep: cell {cell.name}: healing {drop} with {cell.recipe!r} -> {ckpt}", flush=True)
-        overrides = list(s.heal_overrides)
-        heal(HealSettings(cell.recipe, s.model, ckpt, drop=drop, overrides=overrides, progress=self.progress))
+        heal(HealSettings(cell.recipe, s.model, ckpt, drop=drop, overrides=s.heal_overrides, progress=self.progress))
         register()
         lm = PrunedHFLM(pretrained=str(ckpt), dtype=s.dtype, batch_size=s.batch_size, device=s.device)
         healed = PruningPlan.load(ckpt)
