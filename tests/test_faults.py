@@ -85,12 +85,19 @@ def chat(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def responses(chat, tmp_path_factory) -> Path:
-    from lmeval_layerprune.heal.selfgen import FilterSettings, GenerationSettings, generate_responses, load_prompts
+    from lmeval_layerprune.heal.selfgen import (
+        FilterSettings,
+        GenerationSettings,
+        SelfgenSettings,
+        generate_responses,
+        load_prompts,
+    )
 
     out = tmp_path_factory.mktemp("sg") / "responses.jsonl"
-    generate_responses(str(chat), load_prompts("bundled", n=12), out, source="bundled", progress=False,
-                       generation=GenerationSettings(max_new_tokens=8, temperature=0),
-                       filters=FilterSettings(filters=()))  # fmt: skip
+    settings = SelfgenSettings(str(chat), out, source="bundled", progress=False,
+                               generation=GenerationSettings(max_new_tokens=8, temperature=0),
+                               filters=FilterSettings(filters=()))  # fmt: skip
+    generate_responses(settings, load_prompts("bundled", n=12))
     return out
 
 
@@ -214,14 +221,20 @@ def test_slice_overwrite_killed_at_random_points_leaves_old_or_new(tmp_path):
 
 def test_selfgen_sampled_resume_equals_an_uninterrupted_run(chat, tmp_path):
     """temperature 0.9: a run killed mid-way and resumed (with another batch size) equals an uninterrupted one."""
-    from lmeval_layerprune.heal.selfgen import GenerationSettings, generate_responses, load_prompts, read_records
+    from lmeval_layerprune.heal.selfgen import (
+        GenerationSettings,
+        SelfgenSettings,
+        generate_responses,
+        load_prompts,
+        read_records,
+    )
 
     prompts = load_prompts("bundled", n=16)
     whole = tmp_path / "whole.jsonl"
     gen = GenerationSettings(max_new_tokens=10, temperature=0.9, seed=5, batch_size=4)
-    generate_responses(str(chat), prompts, whole, generation=gen, source="bundled", progress=False)
+    generate_responses(SelfgenSettings(str(chat), whole, generation=gen, source="bundled", progress=False), prompts)
     again = tmp_path / "again.jsonl"
-    generate_responses(str(chat), prompts, again, generation=gen, source="bundled", progress=False)
+    generate_responses(SelfgenSettings(str(chat), again, generation=gen, source="bundled", progress=False), prompts)
     assert [r["response"] for r in read_records(whole)] == [r["response"] for r in read_records(again)]
 
     out = tmp_path / "killed.jsonl"
@@ -241,7 +254,7 @@ def test_selfgen_sampled_resume_equals_an_uninterrupted_run(chat, tmp_path):
         )  # a write cut short
     # resumed with another batch size: sampling is per item, so batches do not matter
     resumed = GenerationSettings(max_new_tokens=10, temperature=0.9, seed=5, batch_size=3)
-    generate_responses(str(chat), prompts, out, generation=resumed, source="bundled", progress=False)
+    generate_responses(SelfgenSettings(str(chat), out, generation=resumed, source="bundled", progress=False), prompts)
     want = {r["id"]: r["response"] for r in read_records(whole)}
     got = {r["id"]: r["response"] for r in read_records(out)}
     assert got == want
@@ -347,7 +360,7 @@ def test_heal_announces_survivors_and_refuses_too_few(chat, tmp_path, capsys):
 def test_heal_resume_skips_a_damaged_newest_checkpoint(chat, responses, tmp_path, capsys):
     from transformers import TrainerCallback
 
-    from lmeval_layerprune.heal import run as heal_mod
+    from lmeval_layerprune.heal.run import HealSettings, heal
 
     class StopAfter4(TrainerCallback):
         def on_save(self, args, state, control, **kw):
@@ -358,12 +371,12 @@ def test_heal_resume_skips_a_damaged_newest_checkpoint(chat, responses, tmp_path
     kw = dict(drop="2-3", data=str(responses), progress=False,
               overrides=[*TINY_HEAL, "sft.max_steps=4", "sft.save_steps=2", "sft.save_total_limit=5"])  # fmt: skip
     with pytest.raises(KeyboardInterrupt):
-        heal_mod.heal("selfgen-lora", str(chat), out, callbacks=[StopAfter4()], **kw)
+        heal(HealSettings("selfgen-lora", str(chat), out, callbacks=[StopAfter4()], **kw))
     TALLY["kills"] += 1
     newest = out / "checkpoints" / "checkpoint-4" / "adapter_model.safetensors"
     newest.write_bytes(newest.read_bytes()[:100])  # truncated, as a full disk would leave it
     capsys.readouterr()
-    heal_mod.heal("selfgen-lora", str(chat), out, **kw)
+    heal(HealSettings("selfgen-lora", str(chat), out, **kw))
     printed = capsys.readouterr().out
     assert "checkpoint-4 is damaged" in printed and f"resuming from {out / 'checkpoints' / 'checkpoint-2'}" in printed
     assert json.loads((out / "layer_pruning.json").read_text())["recovery"]["steps"] == 4

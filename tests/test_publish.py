@@ -618,7 +618,7 @@ def test_healed_upload_holds_its_plan_the_heal_command_and_no_local_path(tmp_pat
     from test_selfgen import save_chat_tiny
 
     from lmeval_layerprune.core.layout import PLAN_FILE as PLAN_JSON
-    from lmeval_layerprune.heal.run import heal
+    from lmeval_layerprune.heal.run import HealSettings, heal
     from lmeval_layerprune.hub import PLAN_FILES
     from lmeval_layerprune.search.select import SelectionSettings, select_layers
 
@@ -634,14 +634,16 @@ def test_healed_upload_holds_its_plan_the_heal_command_and_no_local_path(tmp_pat
     tiny = ["dtype=float32", "sft.per_device_train_batch_size=4", "sft.max_steps=2", "sft.max_length=64",
             "sft.gradient_checkpointing=false", "sft.warmup_steps=0", "lora.r=4"]  # fmt: skip
     heal(
-        "original-lora",
-        "../models/tiny-chat",
-        "healed",
-        drop="plan:../j2/iter4.json",
-        data="../data/mine.jsonl",
-        overrides=tiny,
-        progress=False,
-        min_examples=4,
+        HealSettings(
+            "original-lora",
+            "../models/tiny-chat",
+            "healed",
+            drop="plan:../j2/iter4.json",
+            data="../data/mine.jsonl",
+            overrides=tiny,
+            progress=False,
+            min_examples=4,
+        )
     )  # fmt: skip  (4 rows: below heal's default floor)
     healed = root / "work" / "healed"
     assert (healed / PLAN_JSON).is_file() and PLAN_JSON in PLAN_FILES

@@ -267,7 +267,7 @@ def test_two_recipes_heal_each_cell_twice_on_the_same_prompts(tmp_path: Path) ->
     model = save_chat_tiny(tmp_path / "tiny-chat")
     out = tmp_path / "recovery"
     recipes = "demo-selfgen-lora,demo-original-lora"
-    overrides = (*TINY, "data=mixed", "selfgen.n=12", "sft.max_steps=2", "sft.save_steps=2")
+    overrides = (*TINY, "data=mixed", "selfgen.n=12", "budget.tokens=300", "sft.save_steps=2")
     settings = _settings(
         model, methods=("last",), ratios=(0.0, 0.5), tasks=TASKS[:1], limit=4,
         recipe=recipes, heal_cells=(("last", 0.5),), heal_overrides=overrides,
@@ -285,8 +285,8 @@ def test_two_recipes_heal_each_cell_twice_on_the_same_prompts(tmp_path: Path) ->
         assert plan.recovery["method"] == method and plan.recovery["data"] == "mixed"
         assert (ckpt / RECIPE_FILE).is_file()
         examples[method] = plan.recovery["settings"]["examples"]
-        assert plan.recovery["steps"] == 2
-    assert examples["selfgen"] == examples["original"] == 12  # the same prompts, the same budget
+        assert plan.recovery["training_tokens"] == 300
+    assert examples["selfgen"] == examples["original"] == 12  # the same prompts, the same token budget
     report = build_report(load_runs([out]), iters=200)
     healed = {r.healed: r for r in report.recovery}
     assert set(healed) == names - {"base", "last-0.5"}

@@ -50,7 +50,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "slice": ("slice", "write a standalone checkpoint with layers removed (mergekit passthrough, verified)"),
     "selfgen": ("selfgen", "have the unpruned parent answer a set of prompts (self-generated responses), resumable"),
     "heal": ("heal", "finetune a pruned model with a recovery recipe (TRL + PEFT) and save a standalone checkpoint"),
-    "recipes": ("heal", "list the bundled recovery recipes"),
+    "recipes": ("recipes", "list the bundled recovery recipes"),
     "bench": ("bench", "measure what pruning buys: speed and memory of each --drop variant beside the parent"),
     "speculate": (
         "speculate",

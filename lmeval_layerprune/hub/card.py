@@ -61,6 +61,7 @@ _RECOVERY_METHOD = {
     "selfgen": "responses the unpruned parent generated itself (self-generated data)",
     "original": "the original instruction data",
     "kd": "knowledge distillation from the teacher",
+    "cpt": "plain text (continued pretraining: language-modelling loss on every token)",
 }
 #: recorded settings that are facts of one machine or one run, never shown
 _RUN_FACTS = {"output_dir", "logging_dir", "base_model_name_or_path", "peft_version", "revision", "run_name"}
@@ -269,6 +270,36 @@ def size_section(
     }
 
 
+def _trained_weights(train: dict[str, Any] | None) -> str | None:
+    """What a partial finetune trained, in words (``train`` of the recovery settings)."""
+    if not train:
+        return None
+    parts = []
+    if train.get("layers"):
+        spec = f" (`{train['spec']}`)" if train.get("spec") else ""
+        parts.append(f"layers {', '.join(map(str, train['layers']))}{spec} of the pruned model")
+    if train.get("lm_head"):
+        parts.append("the LM head" + (" (tied to the input embeddings)" if train.get("tied_embeddings") else ""))
+    if train.get("embeddings") and not (train.get("lm_head") and train.get("tied_embeddings")):
+        parts.append("the input embeddings")
+    if train.get("norm"):
+        parts.append("the final norm")
+    return ", ".join(parts) + "; every other weight frozen"
+
+
+def _recovery_cost(recovery: dict[str, Any]) -> dict[str, Any]:
+    """What the recovery cost: trainable parameters, training tokens, training time (None when not recorded)."""
+    trainable, total = recovery.get("trainable_parameters"), recovery.get("total_parameters")
+    tokens, seconds = recovery.get("training_tokens"), recovery.get("train_seconds")
+    share = f" of {total:,} ({100 * trainable / total:.2f}%)" if trainable is not None and total else ""
+    return {
+        "trainable": f"{trainable:,}{share}" if trainable is not None else None,
+        "trained_weights": _trained_weights((recovery.get("settings") or {}).get("train")),
+        "training_tokens": f"{tokens:,}" if tokens is not None else None,
+        "train_seconds": f"{seconds:.0f} s" if seconds is not None else None,
+    }
+
+
 def recovery_section(plan: dict[str, Any], folder: Path, portable: Portable) -> dict[str, Any]:
     recovery = plan.get("recovery") or {}
     if not recovery:
@@ -287,6 +318,7 @@ def recovery_section(plan: dict[str, Any], folder: Path, portable: Portable) -> 
         "teacher": portable.text(str(recovery["teacher"])) if recovery.get("teacher") else None,
         "steps": recovery.get("steps"),
         "examples": settings.get("examples"),
+        **_recovery_cost(recovery),
         "settings": json.dumps(portable.value(shown), indent=2) if shown else "",
         "recipe_yaml": portable.recipe_yaml(recipe_path.read_text()).strip() if recipe_path.is_file() else "",
     }

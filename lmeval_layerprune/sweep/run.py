@@ -344,11 +344,11 @@ class Sweep:
         self.num_layers = _num_layers(settings.model)
         heal = list(settings.heal_cells) if settings.recipe else []
         recipes = settings.recipes
-        if heal:  # a typo in a recipe or an override fails now, not after the in-memory cells
+        if heal:  # a typo in a recipe or an override, or unequal budgets, fail now, not after the in-memory cells
+            from lmeval_layerprune.heal.budget import shared_budget
             from lmeval_layerprune.heal.recipe import load_recipe
 
-            for rec in recipes:
-                load_recipe(rec, settings.heal_overrides)
+            shared_budget([load_recipe(rec, settings.heal_overrides) for rec in recipes])
         self.cells = plan_grid(settings.methods, settings.ratios, self.num_layers, heal, recipes or (None,))
         self._lm: Any = None
         self._states: Any = None
@@ -589,7 +589,7 @@ class Sweep:
         return manifest
 
     def _run_healed(self, cell: Cell, pruned: PruningPlan, task_manager: Any) -> dict[str, Any]:
-        from lmeval_layerprune.heal.run import heal
+        from lmeval_layerprune.heal.run import HealSettings, heal
         from lmeval_layerprune.lmeval.hf import PrunedHFLM
         from lmeval_layerprune.lmeval.plugin import register
 
@@ -598,7 +598,7 @@ class Sweep:
         ckpt = self.out / CHECKPOINTS / cell.name
         drop = pruned.drop_text
         print(f"\nsweep: cell {cell.name}: healing {drop} with {cell.recipe!r} -> {ckpt}", flush=True)
-        heal(cell.recipe, s.model, ckpt, drop=drop, overrides=list(s.heal_overrides), progress=self.progress)
+        heal(HealSettings(cell.recipe, s.model, ckpt, drop=drop, overrides=s.heal_overrides, progress=self.progress))
         register()
         lm = PrunedHFLM(pretrained=str(ckpt), dtype=s.dtype, batch_size=s.batch_size, device=s.device)
         healed = PruningPlan.load(ckpt)
