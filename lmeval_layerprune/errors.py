@@ -48,6 +48,10 @@ class SplitTooLarge(ValueError):
     """More distinct items were asked for than the generator can produce."""
 
 
+class PunktModelError(LayerPruneError, RuntimeError):
+    """The Punkt model shipped with the package is missing or is not NLTK's file."""
+
+
 class AnalyzeError(LayerPruneError, ValueError):
     """An analysis that cannot run as asked."""
 

@@ -551,12 +551,11 @@ def test_card_help_lists_the_options() -> None:
 
 
 def test_card_of_a_selected_plan_shows_the_search_and_its_plot(work, tmp_path) -> None:
-    from lmeval_layerprune.search.select import select_layers
+    from lmeval_layerprune.search.select import SelectionSettings, select_layers
 
     plan_path = tmp_path / "plan.json"
-    plan = select_layers(
-        str(work["parent"]), "ppl", 2, calib_samples=4, out=plan_path, plot=tmp_path / "plan.png", progress=False
-    )
+    settings = SelectionSettings(str(work["parent"]), "ppl", 2, calib_samples=4)
+    plan = select_layers(settings, out=plan_path, plot=tmp_path / "plan.png", progress=False)
     ckpt = materialize(str(work["parent"]), f"plan:{plan_path}", tmp_path / "ckpt", dtype="float32")
     card = ModelCard(str(build_card(ckpt, base_model=BASE_ID)))
     assert "layer-pruning-ppl" in card.data.tags
@@ -590,11 +589,11 @@ def _local_leaks(folder: Path, needles: list[str]) -> dict[str, list[str]]:
 
 
 def test_sliced_plan_checkpoint_uploads_the_layer_list_not_the_plan_path(work, tmp_path) -> None:
-    from lmeval_layerprune.search.select import select_layers
+    from lmeval_layerprune.search.select import SelectionSettings, select_layers
 
     plan_path = tmp_path / "j2" / "iter4.json"
     plan_path.parent.mkdir()
-    select_layers(str(work["parent"]), "last", 2, out=plan_path, progress=False)
+    select_layers(SelectionSettings(str(work["parent"]), "last", 2), out=plan_path, progress=False)
     ckpt = materialize(str(work["parent"]), f"plan:{plan_path}", tmp_path / "ckpt", dtype="float32")
     assert json.loads((ckpt / PLAN_FILE).read_text())["spec"].startswith("plan:")  # the local record keeps it
     out = tmp_path / "dry"
@@ -618,7 +617,7 @@ def test_healed_upload_holds_its_plan_the_heal_command_and_no_local_path(tmp_pat
     from lmeval_layerprune.core.layout import PLAN_FILE as PLAN_JSON
     from lmeval_layerprune.heal.run import heal
     from lmeval_layerprune.hub import PLAN_FILES
-    from lmeval_layerprune.search.select import select_layers
+    from lmeval_layerprune.search.select import SelectionSettings, select_layers
 
     root = tmp_path / "home"
     save_chat_tiny(root / "models" / "tiny-chat")
@@ -628,7 +627,7 @@ def test_healed_upload_holds_its_plan_the_heal_command_and_no_local_path(tmp_pat
     (root / "data").mkdir()
     (root / "data" / "mine.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     monkeypatch.chdir(root / "work")
-    select_layers("../models/tiny-chat", "last", 2, out="../j2/iter4.json", progress=False)
+    select_layers(SelectionSettings("../models/tiny-chat", "last", 2), out="../j2/iter4.json", progress=False)
     tiny = ["dtype=float32", "sft.per_device_train_batch_size=4", "sft.max_steps=2", "sft.max_length=64",
             "sft.gradient_checkpointing=false", "sft.warmup_steps=0", "lora.r=4"]  # fmt: skip
     heal(

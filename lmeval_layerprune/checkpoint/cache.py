@@ -22,11 +22,11 @@ from transformers import AutoModelForCausalLM
 
 from lmeval_layerprune import __version__
 from lmeval_layerprune.checkpoint.materialize import DTYPES, config_dtype, local_path, materialize
+from lmeval_layerprune.core.collapse import MERGE, apply_plan, is_merge
 from lmeval_layerprune.core.embedded import base_model_name, cache_root, resolve_pretrained
 from lmeval_layerprune.core.fsutil import dir_size, file_lock, tmp_dir_is_live
 from lmeval_layerprune.core.layout import CACHE_COMPLETE
 from lmeval_layerprune.core.plan import PruningPlan, find_plan_file
-from lmeval_layerprune.core.slicing import prune_model
 from lmeval_layerprune.methods.capture import Calibration
 from lmeval_layerprune.methods.resolve import needs_model, parse_spec, resolve_drop
 
@@ -47,16 +47,25 @@ def cache_dir() -> Path:
     return cache_root() / "checkpoints"
 
 
-def cache_key(src: Path, drop: Sequence[int], dtype: str, revision: str | None = None) -> str:
-    """Content address: the base model's files (name, size, mtime in ns), drop, dtype, tool version."""
+def cache_key(src: Path, drop: Sequence[int], dtype: str, revision: str | None = None, merge: bool = False) -> str:
+    """Content address: the base model's files (name, size, mtime in ns), drop, dtype, tool version, and
+    whether the layers are merged (layer collapse) rather than dropped."""
     files = sorted(
         (p.relative_to(src).as_posix(), p.stat().st_size, p.stat().st_mtime_ns)
         for p in src.rglob("*")
         if p.is_file() and not any(part.startswith(".") for part in p.relative_to(src).parts)
     )
-    blob = json.dumps(
-        {"src": str(src), "revision": revision, "files": files, "drop": sorted(drop), "dtype": dtype, "v": __version__}
-    )
+    fields = {
+        "src": str(src),
+        "revision": revision,
+        "files": files,
+        "drop": sorted(drop),
+        "dtype": dtype,
+        "v": __version__,
+    }
+    if merge:  # drop entries keep the keys they always had
+        fields["transform"] = MERGE
+    blob = json.dumps(fields)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -90,7 +99,7 @@ def cached_checkpoint(
     else:
         plan = resolve_drop(str(src), spec, base_model=name)  # the config only
     local_drop = list(plan.on_parent(PruningPlan.from_config(config)).drop)
-    key = cache_key(src, local_drop, dtype, revision)
+    key = cache_key(src, local_drop, dtype, revision, merge=is_merge(plan))
     target = cache_dir() / key
     if not target.is_symlink() and (target / CACHE_COMPLETE).is_file():
         return target
@@ -103,7 +112,7 @@ def cached_checkpoint(
         if target.exists():  # incomplete leftovers can only come from an older, interrupted layout
             shutil.rmtree(target)
         if scored:
-            reference = prune_model(full, local_drop, plan)
+            reference = apply_plan(full, local_drop, plan)
         materialize(pretrained, plan, target, dtype=dtype, revision=revision, reference=reference)
         (target / CACHE_COMPLETE).write_text(f"{time.time()}\n")
     return target

@@ -43,6 +43,7 @@ from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 from lmeval_layerprune import __version__
 from lmeval_layerprune.checkpoint.load import load_pruned_model
 from lmeval_layerprune.core.arch import arch_for, num_layers, sliced_config_values, text_config_of
+from lmeval_layerprune.core.collapse import apply_plan, is_merge, merge_slices, merge_targets
 from lmeval_layerprune.core.embedded import base_model_name, resolve_pretrained
 from lmeval_layerprune.core.fsutil import atomic_dir, space_error
 from lmeval_layerprune.core.guard import check_weights, guard_output, is_generated_card, replace_atomically
@@ -58,7 +59,7 @@ from lmeval_layerprune.core.layout import (
     SELECTION_PLOT,
 )
 from lmeval_layerprune.core.plan import PruningPlan
-from lmeval_layerprune.core.slicing import keep_from_drop, prune_model
+from lmeval_layerprune.core.slicing import keep_from_drop
 from lmeval_layerprune.core.written import foreign_entries, read_written, record_folder
 from lmeval_layerprune.errors import DiskFullError, LayerPruneError, OutputError, VerificationError
 from lmeval_layerprune.methods.capture import Calibration
@@ -83,8 +84,14 @@ def kept_ranges(keep: Sequence[int]) -> list[tuple[int, int]]:
     return [(a, b) for a, b in ranges]
 
 
-def mergekit_config(model: str, keep: Sequence[int], dtype: str) -> dict[str, Any]:
-    """The passthrough merge that keeps only ``keep`` (original indices)."""
+def mergekit_config(
+    model: str, keep: Sequence[int], dtype: str, targets: dict[int, list[int]] | None = None
+) -> dict[str, Any]:
+    """The passthrough merge that keeps only ``keep`` (original indices); with ``targets`` (a layer
+    collapse: kept layer -> removed layers merged into it), the task-arithmetic merge that folds them in."""
+    if targets:
+        return {"slices": merge_slices(model, keep, targets), "merge_method": "task_arithmetic",
+                "base_model": model, "dtype": dtype}  # fmt: skip
     return {
         "slices": [{"sources": [{"model": model, "layer_range": [a, b]}]} for a, b in kept_ranges(keep)],
         "merge_method": "passthrough",
@@ -237,23 +244,27 @@ def materialize(
             # score the full model, then slice that same model in memory: it is loaded once
             full = AutoModelForCausalLM.from_pretrained(src, dtype=torch_dtype)
             plan = resolve_drop(str(src), spec, model=full, calibration=calibration, base_model=name or str(src))
-            reference = prune_model(full, plan.on_parent(parent).drop, plan)
+            reference = apply_plan(full, plan.on_parent(parent).drop, plan)
         else:
             plan = resolve_drop(full_config, spec, base_model=name or str(src))
     local_drop = plan.on_parent(parent).drop  # indices of the source's layers (the source may be pruned)
     if not local_drop:
         raise ValueError(f"the plan removes nothing from {src} (layers {list(plan.drop)}); nothing to materialize")
-    if reference is None:
+    if reference is None and is_merge(plan):  # a collapse: the removed layers' weights are merged in
+        reference = apply_plan(AutoModelForCausalLM.from_pretrained(src, dtype=torch_dtype), list(local_drop), plan)
+    elif reference is None:
         # the in-memory slice is the reference we verify against (only the kept layers are read)
         reference = load_pruned_model(str(src), list(local_drop), dtype=torch_dtype)
     reference = reference.eval()
     drop_idx = list(plan.drop)
     keep = keep_from_drop(num_layers(full_config), local_drop)
+    targets = merge_targets(num_layers(full_config), local_drop) if is_merge(plan) else None
+    merge_cfg = mergekit_config(str(src), keep, dtype, targets)
     plan.extra.update({"dtype": dtype, "tool": f"lmeval-layerprune {__version__}"})
 
     with keeping(f"nothing was written: {out} is as it was (a checkpoint is published only once complete)"):
         try:
-            _write_checkpoint(out, src, full_config, plan, reference, keep, replace=occupied)
+            _write_checkpoint(out, src, full_config, plan, reference, keep, merge_cfg, replace=occupied)
         except DiskFullError as e:
             needed = _estimate_bytes(src, len(keep), num_layers(full_config), dtype)
             raise space_error(out, e, needed=needed) from e
@@ -299,10 +310,8 @@ def _estimate_bytes(src: Path, kept: int, total: int, dtype: str) -> int | None:
 
 
 def _write_checkpoint(out: Path, src: Path, full_config: Any, plan: PruningPlan, reference: Any,
-                      keep: Sequence[int], *, replace: bool) -> None:  # fmt: skip
+                      keep: Sequence[int], merge_cfg: dict[str, Any], *, replace: bool) -> None:  # fmt: skip
     """Write, verify and publish the checkpoint: through mergekit, or from the verified in-memory slice."""
-    dtype = plan.extra["dtype"]
-    merge_cfg = mergekit_config(str(src), keep, dtype)
     model_type = full_config.model_type
 
     def writing(target: Path) -> Any:
@@ -376,6 +385,12 @@ def _write_mergekit_yaml(path: Path, config: dict[str, Any], model_type: str, wr
         head = (
             f"# mergekit 0.1.5 could not slice {model_type!r} correctly (see 'mergekit_error' in the plan);\n"
             "# lmeval-layerprune wrote this checkpoint from its verified in-memory slice instead.\n"
-            "# The passthrough merge it corresponds to:\n"
+            "# The merge it corresponds to:\n"
+        )
+    if config.get("merge_method") == "task_arithmetic":
+        head += (
+            "# Layer collapse (LaCo): each kept layer t takes theta_t + sum_k (theta_k - theta_t) over the removed\n"
+            "# layers k after it; 'MODEL/.', 'MODEL/./.', ... are the same folder under other names (mergekit keys a\n"
+            "# slice's inputs by model, so each removed layer needs its own reference).\n"
         )
     path.write_text(head + yaml.safe_dump(config, sort_keys=False))

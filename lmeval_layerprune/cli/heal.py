@@ -113,7 +113,8 @@ def run_heal(args: argparse.Namespace) -> int:
     )
     print(f"evaluate it: {eval_command(out, args.base, args.drop or plan.spec or '', args.keep_adapter)}")
     if args.bench:
-        from lmeval_layerprune.speed.bench import bench_checkpoint, load_bench
+        from lmeval_layerprune.speed.bench import bench_checkpoint
+        from lmeval_layerprune.speed.bench_result import load_bench
 
         print(load_bench(bench_checkpoint(out, parent=args.base)).summary())
     push_after(args, out)

@@ -195,10 +195,10 @@ def bench_rows(
     folder: Path, bench: str | Path | None, drop: Sequence[int]
 ) -> tuple[float | None, str, list[tuple[str, str, str]]] | None:
     """Measured speed and memory from a ``lmeval-prune bench`` result (``bench``, or the folder's own
-    :data:`~lmeval_layerprune.speed.bench.BENCH_FILE`): the decode speed-up, a note saying where it was
+    :data:`~lmeval_layerprune.core.layout.BENCH_FILE`): the decode speed-up, a note saying where it was
     measured, and size/speed table rows. ``None`` when there is no bench result."""
     from lmeval_layerprune.core.layout import BENCH_FILE
-    from lmeval_layerprune.speed.bench import load_bench
+    from lmeval_layerprune.speed.bench_result import load_bench
 
     if bench is None and not (folder / BENCH_FILE).is_file():
         return None

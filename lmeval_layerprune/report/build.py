@@ -944,7 +944,7 @@ def attach_speedups(report: Report, bench: str | Path | None) -> None:
     pruned shape's speed. Nothing happens without a bench result."""
     if bench is None:
         return
-    from lmeval_layerprune.speed.bench import load_bench
+    from lmeval_layerprune.speed.bench_result import load_bench
 
     result = load_bench(bench)
     for info in report.infos:

@@ -394,7 +394,7 @@ class Sweep:
 
     def _greedy_plan(self, method: str) -> dict[str, Any]:
         """One greedy search to the grid's largest count (resumable through its journal)."""
-        from lmeval_layerprune.search.select import select_layers
+        from lmeval_layerprune.search.select import SelectionSettings, select_layers
 
         path = self.out / f"{method}_plan.json"
         k_max = max(c.layers for c in self.cells if c.method == method)
@@ -411,16 +411,14 @@ class Sweep:
             calib=s.calib,
             dtype=s.dtype,
             batch_size=int(s.batch_size) if str(s.batch_size).isdigit() else 8,
-            device=s.device,
-            out=path,
-            progress=self.progress,
         )
         if s.selection_seed is not None:
             kwargs["selection_seed"] = s.selection_seed
         if s.calib_samples:
             kwargs["calib_samples"] = s.calib_samples
         print(f"sweep: {method} search for {k_max} layers (plan {path})", flush=True)
-        plan = select_layers(s.model, method, k_max, **kwargs)
+        search = SelectionSettings(model=s.model, method=method, n=k_max, **kwargs)
+        plan = select_layers(search, device=s.device, out=path, progress=self.progress)
         plan = plan.to_dict() if hasattr(plan, "to_dict") else dict(plan)
         return plan
 
