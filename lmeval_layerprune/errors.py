@@ -106,3 +106,15 @@ class JournalError(LayerPruneError, ValueError):
 
 class PlanError(DropSpecError):
     """A plan file or record that cannot be read or does not fit the model."""
+
+
+class DiskFullError(LayerPruneError, OSError):
+    """A write that ran out of room: no space left on the device, a quota, or the file-size limit.
+
+    The message names the path and, when known, the space needed; nothing half-written is published.
+    """
+
+
+class Terminated(KeyboardInterrupt):
+    """``SIGTERM`` arrived: raised in the main thread like ``KeyboardInterrupt`` (for ``SIGINT``), so the
+    same clean-up runs and the command line reports it in one line (exit code 143)."""
