@@ -242,7 +242,6 @@ def _budget(result: dict) -> float:
 
 def _section_reuse(lm, num_layers: int, args) -> None:
     from lmeval_layerprune.methods.importance import load_calibration_texts
-
     from lmeval_layerprune.search.select import PerplexityObjective, TaskObjective
 
     candidates = list(range(num_layers - 1, 0, -1))  # every unprotected layer, deepest first
