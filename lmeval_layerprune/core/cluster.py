@@ -22,9 +22,11 @@ so that only GPU workers touch it.
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import math
 import os
 import secrets
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -35,6 +37,16 @@ RAY_EXTRA = "pip install 'lmeval-layerprune[ray]'"
 _AUTH_VARS = ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN")
 #: one token per driver process: Ray caches the token it read, so every local session of a process shares it
 _TOKEN = secrets.token_hex(32)
+
+
+def require_ray() -> None:
+    """Fail now, in one line naming the extra, when Ray is not installed (without importing it)."""
+    try:
+        found = sys.modules.get("ray", True) is not None and importlib.util.find_spec("ray") is not None
+    except (ImportError, ValueError):
+        found = False
+    if not found:
+        raise ClusterError(f"the ray executor needs Ray, which is not installed: {RAY_EXTRA}")
 
 
 def import_ray() -> Any:
@@ -100,15 +112,18 @@ def ray_session(
     """Join the Ray cluster at ``address``, or start a local one (``num_cpus``/``num_gpus``: its size,
     default all of this machine) and stop it afterwards. Inside an already initialised Ray (a caller
     that ran ``ray.init`` itself) that session is used and left running."""
-    ray = import_ray()
-    if ray.is_initialized():
+    saved = {k: os.environ.get(k) for k in _AUTH_VARS}
+    ray = sys.modules.get("ray")
+    if ray is not None and ray.is_initialized():
         yield _describe(ray, started=False)
         return
-    saved = {k: os.environ.get(k) for k in _AUTH_VARS}
     if address is None and "RAY_AUTH_TOKEN" not in os.environ and os.environ.get("RAY_AUTH_MODE") != "disabled":
         # token authentication on, the token in the environment: nothing written under ~/.ray
         os.environ["RAY_AUTH_MODE"] = "token"
         os.environ["RAY_AUTH_TOKEN"] = _TOKEN
+        if ray is not None:
+            _reload_auth_settings()
+    ray = import_ray()  # reads the authentication settings on first import
     try:
         kwargs: dict[str, Any] = {"log_to_driver": False, "include_dashboard": False}
         if address is None:
@@ -129,6 +144,16 @@ def ray_session(
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
+
+
+def _reload_auth_settings() -> None:
+    """Make an already imported Ray read the authentication settings of the environment again."""
+    try:
+        from ray._raylet import AuthenticationTokenLoader, Config
+    except ImportError:  # another Ray release: it reads them at init
+        return
+    Config.initialize("")
+    AuthenticationTokenLoader.instance().reset_cache()
 
 
 def _describe(ray: Any, started: bool) -> Cluster:

@@ -233,10 +233,9 @@ class CellRunner:
         # lm-eval logs a failed write ("could not save results") as a warning: for a sweep it is an error
         check = check_run(folder, s.tasks)
         if not check.complete:
-            where = check.results or folder
             raise SweepError(
-                f"lm-eval could not save the results of cell {cell.name}: {check.problem} ({where}); "
-                "nothing was published (disk full or a file-size limit?)"
+                f"lm-eval could not save cell {cell.name} into {cell_dir(self.out, cell)}: {check.problem}; "
+                "the cell was not published (disk full or a file-size limit?)"
             )
 
     # ------------------------------------------------------------------ run

@@ -26,7 +26,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from lmeval_layerprune.core.cluster import prepare_worker, ray_session, worker_resources
+from lmeval_layerprune.core.cluster import prepare_worker, ray_session, require_ray, worker_resources
 from lmeval_layerprune.errors import ClusterError, LayerPruneError, SweepError
 from lmeval_layerprune.sweep.cell import CellResult, CellRunner, published, worker_label
 from lmeval_layerprune.sweep.greedy import greedy_plan
@@ -45,9 +45,11 @@ def _worker_settings(settings: SweepSettings, device: str) -> SweepSettings:
 class CellWorker:
     """A Ray actor: one loaded base model serving the in-memory cells the driver hands it."""
 
-    def __init__(self, settings: SweepSettings, out: str, name: str, gpus: float, threads: int) -> None:
+    def __init__(
+        self, settings: SweepSettings, out: str, name: str, gpus: float, threads: int, task_manager: Any = None
+    ) -> None:
         device = prepare_worker(gpus, threads)
-        self.runner = CellRunner(_worker_settings(settings, device), out, name=name)
+        self.runner = CellRunner(_worker_settings(settings, device), out, name=name, task_manager=task_manager)
 
     def ready(self) -> str:
         """Load the model (and lm-eval's task index) now; returns ``host:pid``."""
@@ -59,10 +61,12 @@ class CellWorker:
         return self.runner.run(cell)
 
 
-def heal_task(settings: SweepSettings, out: str, cell: Cell, name: str, gpus: float, threads: int) -> CellResult:
+def heal_task(
+    settings: SweepSettings, out: str, cell: Cell, name: str, gpus: float, threads: int, task_manager: Any = None
+) -> CellResult:
     """A Ray task: heal one cell and evaluate the healed checkpoint."""
     device = prepare_worker(gpus, threads)
-    return CellRunner(_worker_settings(settings, device), out, name=name).run(cell)
+    return CellRunner(_worker_settings(settings, device), out, name=name, task_manager=task_manager).run(cell)
 
 
 def search_task(settings: SweepSettings, out: str, method: str, k: int, gpus: float, threads: int) -> str:
@@ -88,6 +92,7 @@ class RayExecutor:
     name = "ray"
 
     def __init__(self, settings: ExecutorSettings) -> None:
+        require_ray()  # before any work
         self.settings = settings
         self.reruns: list[str] = []
         self.workers = 0
@@ -123,6 +128,8 @@ class _Driver:
         self.attempts: collections.Counter[str] = collections.Counter()
         self.load_failures = 0
         self._serial = 0
+        # lm-eval's task index, built once by the driver (indexing every task YAML takes seconds per process)
+        self.tm_ref = ray.put(job.task_manager) if job.task_manager is not None else None
         self.complete: set[str] = set()  # cells known to be published
         self.found: list[CellResult] = []  # cells found published when they were to be run
 
@@ -131,7 +138,7 @@ class _Driver:
         self._serial += 1
         name = f"w{self._serial}"
         s, out = self.job.settings, str(self.job.out)
-        actor = self.actor_cls.remote(s, out, name, self.gpus, self.threads)
+        actor = self.actor_cls.remote(s, out, name, self.gpus, self.threads, self.tm_ref)
         self.actors[name] = actor
         self.inflight[actor.ready.remote()] = _Job("ready", name, started=time.monotonic())
 
@@ -198,7 +205,7 @@ class _Driver:
                 self.found.append(published(out, cell, s))
                 continue
             name = f"heal-{cell.name}"
-            ref = self.heal_fn.remote(s, str(out), cell, name, self.gpus, self.threads)
+            ref = self.heal_fn.remote(s, str(out), cell, name, self.gpus, self.threads, self.tm_ref)
             self.inflight[ref] = _Job("heal", name, cell, time.monotonic())
             self.progress.start(name, cell)
         if waiting and not memory_left and not any(w.kind == "heal" for w in self.inflight.values()):
