@@ -44,7 +44,7 @@ from lmeval_layerprune.sweep.fidelity import AgreementProbe
 from lmeval_layerprune.sweep.greedy import greedy_plan, plan_path
 from lmeval_layerprune.sweep.grid import Cell
 from lmeval_layerprune.sweep.settings import SweepSettings
-from lmeval_layerprune.sweep.store import check_cell, check_run, plan_file, publish_dir, write_json
+from lmeval_layerprune.sweep.store import cell_dir, check_cell, check_run, plan_file, publish_dir, write_json
 
 logger = logging.getLogger(__name__)
 
