@@ -122,6 +122,7 @@ class _Driver:
         self.actor_cls = ray.remote(CellWorker).options(**res, max_restarts=0)
         self.heal_fn = ray.remote(heal_task).options(**res, max_retries=0)
         self.search_fn = ray.remote(search_task).options(**res, max_retries=0)
+        self.lost = (ray.exceptions.RayActorError, ray.exceptions.WorkerCrashedError, ray.exceptions.TaskCancelledError)
         self.inflight: dict[Any, _Job] = {}
         self.actors: dict[str, Any] = {}  # worker name -> actor handle
         self.idle: list[str] = []
@@ -156,8 +157,11 @@ class _Driver:
             self.search_fn.remote(job.settings, str(job.out), m, k, self.gpus, self.threads)
             for m, k in job.searches.items()
         ]
-        for ref in searches:  # every search before any cell that takes its prefixes
-            self._get(ref, _Job("search", "search"))
+        for ref, method in zip(searches, job.searches, strict=True):  # before any cell that takes its prefixes
+            try:
+                self._get(ref, _Job("search", f"search-{method}"))
+            except self.lost as e:
+                raise ClusterError(f"the Ray worker of the {method} search died: {e}") from None
         queue = collections.deque(c for c in cells if not c.healed)
         waiting = [c for c in cells if c.healed]
         for _ in range(min(self.owner.workers, len(queue))):
@@ -274,11 +278,9 @@ class _Driver:
             raise SweepError(f"{what} failed on Ray worker {work.worker}: {cause or e}") from None
 
     def _collect(self, ref: Any, work: _Job, queue: collections.deque[Cell], waiting: list[Cell]) -> CellResult | None:
-        ray = self.ray
-        lost = (ray.exceptions.RayActorError, ray.exceptions.WorkerCrashedError, ray.exceptions.TaskCancelledError)
         try:
             value = self._get(ref, work)
-        except lost as e:
+        except self.lost as e:
             if work.kind == "ready":
                 self.actors.pop(work.worker, None)
                 self.load_failures += 1

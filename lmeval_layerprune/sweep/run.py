@@ -117,10 +117,12 @@ class Sweep:
             task_manager=task_manager(self.settings),  # unknown tasks fail before any work
         )
         bar = GridProgress(len(pending), enabled=self.progress)
+        results = executor.run(job, pending, bar)  # type: ignore[union-attr]
         try:
-            for _ in executor.run(job, pending, bar):  # type: ignore[union-attr]
+            for _ in results:
                 writer.rebuild()
         finally:
+            getattr(results, "close", lambda: None)()  # an executor's session (Ray) ends here, not at collection
             bar.close()
             clear_partials(self.out)
         reruns = getattr(executor, "reruns", None)

@@ -173,10 +173,6 @@ def discard_cell(out: Path, cell: Cell) -> None:
     shutil.rmtree(trash, ignore_errors=True)
 
 
-class Published(Exception):
-    """Raised inside :func:`publish_dir` to discard the partial: the cell is already in place."""
-
-
 @contextlib.contextmanager
 def publish_dir(out: Path, cell: Cell) -> Iterator[Path]:
     """A hidden folder to write ``cell`` into, renamed to the cell's name when the block succeeds.
