@@ -1,6 +1,7 @@
 """One sweep, three ways, side by side in one run: Ray with 1 worker x 1 thread, Ray with 2 workers x
 1 thread, and (``--local``) in process with 1 thread. Prints each wall time, the 1-worker / 2-worker
-ratio, the machine's load (``/proc/loadavg``) before and after each run, whether every cell's
+ratio, the machine's load (``/proc/loadavg``) before and after each run with the parallel capacity other users
+leave (two busy processes against one: 2.0 on an idle 2-core machine, the ceiling of the ratio), whether every cell's
 per-sample generations, scores and plan are identical across the runs, and what the measured
 per-cell times would give on 8 GPUs and on 4 nodes of 8 GPUs (list scheduling of the measured
 cells, each worker paying the measured start-up once).
@@ -15,6 +16,7 @@ import argparse
 import heapq
 import json
 import math
+import multiprocessing as mp
 import os
 import re
 import subprocess
@@ -45,8 +47,30 @@ def outputs(out: Path) -> dict:
     return found
 
 
+def _spin(seconds: list[float]) -> None:
+    t0, x = time.perf_counter(), 0
+    for i in range(3_000_000):
+        x += i * i
+    seconds.append(time.perf_counter() - t0)
+
+
+def capacity() -> float:
+    """How many cores this machine gives two busy processes right now: 2 x (one alone) / (two at once).
+    2.0 on an idle 2-core machine; other users' load pulls it towards 1 (the ceiling of the ratio)."""
+    with mp.Manager() as m:
+        alone = m.list()
+        _spin(alone)
+        both = m.list()
+        procs = [mp.Process(target=_spin, args=(both,)) for _ in range(2)]
+        for p in procs:
+            p.start()
+        for p in procs:
+            p.join()
+        return 2 * alone[0] / max(both)
+
+
 def run(label: str, cmd: list[str], env: dict[str, str]) -> tuple[float, dict[str, float], str, str]:
-    before = load()
+    before = f"{load()}, 2-process capacity {capacity():.2f}"
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
     wall = time.perf_counter() - t0
