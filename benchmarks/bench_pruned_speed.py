@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import argparse
 
-from lmeval_layerprune.speed.bench import format_bench, run_bench
+from lmeval_layerprune.speed.bench import BenchSettings, run_bench
+from lmeval_layerprune.speed.bench_output import format_bench
+from lmeval_layerprune.speed.bench_result import BenchWorkload
 
 DROPS = ["last:10%", "last:25%", "last:50%", "angular:10%", "angular:25%", "angular:50%"]
 
@@ -27,18 +29,16 @@ def main() -> None:
     ap.add_argument("--dtype", default="float32")
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
-    record = run_bench(
-        args.model,
-        args.drop,
-        batch_sizes=[int(b) for b in args.batch_sizes.split(",")],
+    workload = BenchWorkload(
+        batch_sizes=tuple(int(b) for b in args.batch_sizes.split(",")),
         prompt_len=args.prompt_len,
         new_tokens=args.new_tokens,
         rounds=args.rounds,
-        threads=args.threads,
-        dtype=args.dtype,
-        out=args.out,
-        progress=False,
     )
+    settings = BenchSettings(
+        args.model, tuple(args.drop), workload, dtype=args.dtype, threads=args.threads, out=args.out, progress=False
+    )
+    record = run_bench(settings)
     print(format_bench(record))
 
 

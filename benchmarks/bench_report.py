@@ -44,6 +44,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", type=int, default=100)
     ap.add_argument("--items", type=int, default=90)
+    ap.add_argument("--iters", type=int, default=2000, help="bootstrap resamples (the report's default: 10,000)")
     args = ap.parse_args()
     from lmeval_layerprune.lmeval.results import load_runs
     from lmeval_layerprune.report.build import build_report
@@ -60,12 +61,12 @@ def main() -> None:
             for t in TASKS:
                 r.items(t)
         t2 = time.perf_counter()
-        report = build_report(runs, iters=2000)
+        report = build_report(runs, iters=args.iters)
         t3 = time.perf_counter()
     print(f"{len(runs)} runs, {len(TASKS)} tasks x {args.items} items each (with samples)")
     print(f"load_runs (results files): {t1 - t0:.3f} s")
     print(f"+ every per-item samples file: {t2 - t1:.3f} s  (read total {t2 - t0:.3f} s)")
-    print(f"full report (paired bootstrap, 2000 resamples, {len(report.infos)} runs): {t3 - t2:.3f} s")
+    print(f"full report (paired bootstrap, {args.iters} resamples, {len(report.infos)} runs): {t3 - t2:.3f} s")
 
 
 if __name__ == "__main__":

@@ -98,7 +98,7 @@ def main() -> None:
 
     from lmeval_layerprune.core.embedded import embedded_model_dir
     from lmeval_layerprune.lmeval.hf import PrunedHFLM
-    from lmeval_layerprune.search.select import TaskObjective
+    from lmeval_layerprune.search.objectives import TaskObjective
 
     model = str(embedded_model_dir())
     lm = PrunedHFLM(pretrained=model, dtype="float32", batch_size=8)
@@ -122,7 +122,9 @@ def _section_exact(lm, model, num_layers, args) -> None:
     import logging
     import resource
 
-    from lmeval_layerprune.search.select import Journal, TaskObjective, greedy_search
+    from lmeval_layerprune.core.journal import Journal
+    from lmeval_layerprune.search.greedy import GreedySettings, greedy_search
+    from lmeval_layerprune.search.objectives import TaskObjective
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stdout, force=True)
     for name in ("lm_eval", "lmeval_layerprune.lmeval.hf", "transformers", "httpx"):
@@ -158,7 +160,8 @@ def _section_exact(lm, model, num_layers, args) -> None:
         ("race", {"race": True}),
     ):
         p0, t = time.process_time(), time.perf_counter()
-        res = greedy_search(objective, num_layers, args.n, [0], Journal(None, mode), progress=False, **kw)
+        settings = GreedySettings(args.n, protect=(0,), progress=False, **kw)
+        res = greedy_search(objective, num_layers, Journal(None, mode), settings)
         runs[mode] = (res, time.perf_counter() - t, time.process_time() - p0)
         info = res.get("search", {})
         print(
@@ -195,13 +198,15 @@ def _section_one_round(objective, model, num_layers, layers, args) -> float:
 
 
 def _section_search(objective, num_layers, layers, args, t_orig) -> None:
-    from lmeval_layerprune.search.select import Journal, greedy_search
+    from lmeval_layerprune.core.journal import Journal
+    from lmeval_layerprune.search.greedy import GreedySettings, greedy_search
 
     t = time.perf_counter()
-    exact = greedy_search(objective, num_layers, args.n, [0], Journal(None, "exact"), progress=False)
+    exact = greedy_search(objective, num_layers, Journal(None, "exact"), GreedySettings(args.n, (0,), progress=False))
     t_exact = time.perf_counter() - t
     t = time.perf_counter()
-    raced = greedy_search(objective, num_layers, args.n, [0], Journal(None, "race"), progress=False, race=True)
+    race = GreedySettings(args.n, (0,), race=True, progress=False)
+    raced = greedy_search(objective, num_layers, Journal(None, "race"), race)
     t_race = time.perf_counter() - t
     cands = sum(num_layers - 1 - r for r in range(args.n))
     print(f"2. full search, n={args.n} ({cands} candidates in exact mode)")
@@ -231,7 +236,7 @@ def _section_search(objective, num_layers, layers, args, t_orig) -> None:
 
 def _budget(result: dict) -> float:
     """Full-budget-equivalent candidate evaluations of a search (baseline excluded)."""
-    from lmeval_layerprune.search.select import RACE_RUNGS
+    from lmeval_layerprune.search.greedy import RACE_RUNGS
 
     total = 0.0
     for r in result["rounds"]:
@@ -241,8 +246,8 @@ def _budget(result: dict) -> float:
 
 
 def _section_reuse(lm, num_layers: int, args) -> None:
-    from lmeval_layerprune.methods.importance import load_calibration_texts
-    from lmeval_layerprune.search.select import PerplexityObjective, TaskObjective
+    from lmeval_layerprune.methods.capture import load_calibration_texts
+    from lmeval_layerprune.search.objectives import PerplexityObjective, TaskObjective
 
     candidates = list(range(num_layers - 1, 0, -1))  # every unprotected layer, deepest first
     objectives = {

@@ -16,7 +16,7 @@ import argparse
 import json
 from pathlib import Path
 
-from lmeval_layerprune.speed.speculate import format_speculate, run_speculate
+from lmeval_layerprune.speed.speculate_run import SpeculateSettings, format_speculate, run_speculate
 
 DRAFTS = ["last:10%", "last:25%", "last:50%", "10-12", "12-19", "angular:25%"]
 
@@ -35,18 +35,19 @@ def main() -> None:
     args = ap.parse_args()
     for k in args.draft_tokens:
         out = Path(args.out) / f"k{k}" if args.out else None
-        record = run_speculate(
+        settings = SpeculateSettings(
             args.model,
-            args.drafts,
+            tuple(args.drafts),
             prompts=args.prompts,
             limit=args.limit,
             max_new_tokens=args.max_new_tokens,
             draft_tokens=k,
             search=args.search or None,
             threads=args.threads,
-            out=out,
+            out=str(out) if out else None,
             progress=False,
         )
+        record = run_speculate(settings)
         print(format_speculate(record), flush=True)
         print(flush=True)
         if out is None:

@@ -30,8 +30,10 @@ from typing import Any
 from lmeval_layerprune.core.layout import BENCH_FILE, PLOT_FILE, REPORT_FILE, TASK_PLOT_FILE, TRADEOFF_PLOT_FILE
 from lmeval_layerprune.core.spec import format_indices
 from lmeval_layerprune.hub import write_card
-from lmeval_layerprune.report.build import GENERATIVE, LIKELIHOOD, write_report
-from lmeval_layerprune.speed.bench import load_bench, run_bench
+from lmeval_layerprune.report.stats import GENERATIVE, LIKELIHOOD
+from lmeval_layerprune.report.write import write_report
+from lmeval_layerprune.speed.bench import BenchSettings, run_bench
+from lmeval_layerprune.speed.bench_result import QUICK_WORKLOAD, load_bench
 from lmeval_layerprune.sweep.run import run_sweep
 from lmeval_layerprune.sweep.settings import SweepSettings
 
@@ -90,17 +92,8 @@ def run_demo(settings: DemoSettings | None = None) -> dict[str, Any]:
     bench_dir = out / "bench"
     pruned_cells = {name: c for name, c in manifest["cells"].items() if c["plan"]["drop"] and not c.get("checkpoint")}
     print(f"\n=== 3. bench: speed and memory of {', '.join(pruned_cells)} beside the parent -> {bench_dir}", flush=True)
-    bench = run_bench(
-        model,
-        [format_indices(c["plan"]["drop"]) for c in pruned_cells.values()],
-        batch_sizes=(1,),
-        prompt_len=64,
-        new_tokens=16,
-        rounds=3,
-        device=device,
-        out=bench_dir,
-        progress=progress,
-    )
+    drops = tuple(format_indices(c["plan"]["drop"]) for c in pruned_cells.values())
+    bench = run_bench(BenchSettings(model, drops, QUICK_WORKLOAD, device=device, out=str(bench_dir), progress=progress))
     bench_file = bench_dir / BENCH_FILE
     measured = load_bench(bench_file)
 

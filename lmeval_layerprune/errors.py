@@ -48,6 +48,10 @@ class SplitTooLarge(ValueError):
     """More distinct items were asked for than the generator can produce."""
 
 
+class PunktModelError(LayerPruneError, RuntimeError):
+    """The Punkt model shipped with the package is missing or is not NLTK's file."""
+
+
 class AnalyzeError(LayerPruneError, ValueError):
     """An analysis that cannot run as asked."""
 
@@ -106,3 +110,15 @@ class JournalError(LayerPruneError, ValueError):
 
 class PlanError(DropSpecError):
     """A plan file or record that cannot be read or does not fit the model."""
+
+
+class DiskFullError(LayerPruneError, OSError):
+    """A write that ran out of room: no space left on the device, a quota, or the file-size limit.
+
+    The message names the path and, when known, the space needed; nothing half-written is published.
+    """
+
+
+class Terminated(KeyboardInterrupt):
+    """``SIGTERM`` arrived: raised in the main thread like ``KeyboardInterrupt`` (for ``SIGINT``), so the
+    same clean-up runs and the command line reports it in one line (exit code 143)."""

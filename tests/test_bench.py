@@ -15,20 +15,14 @@ from lmeval_layerprune.core.layout import BENCH_FILE
 from lmeval_layerprune.core.slicing import prune_model
 from lmeval_layerprune.errors import BenchError, DropSpecError
 from lmeval_layerprune.methods.resolve import resolve_indices
-from lmeval_layerprune.speed.bench import (
-    bench_checkpoint,
-    bench_from_dict,
-    bench_model,
-    format_bench,
-    load_bench,
-    run_bench,
-    write_bench,
-)
+from lmeval_layerprune.speed.bench import BenchSettings, bench_checkpoint, bench_model, run_bench
+from lmeval_layerprune.speed.bench_output import format_bench, write_bench
+from lmeval_layerprune.speed.bench_result import BenchWorkload, bench_from_dict, load_bench
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-SETTINGS = dict(batch_sizes=(1, 3), prompt_len=8, new_tokens=3, rounds=2, warmup=1, progress=False)
+WORKLOAD = BenchWorkload(batch_sizes=(1, 3), prompt_len=8, new_tokens=3, rounds=2, warmup=1)
 
 
 def _kv_per_token(config, layers: int, dtype_bytes: int = 4) -> int:
@@ -48,7 +42,7 @@ def test_bench_figures_equal_analytic_values(arch: str) -> None:
     model = tiny_model(arch)
     config = tiny_config(arch)
     state = copy.deepcopy(model.state_dict())
-    record = bench_model(model, [("last:2", (4, 5)), ("1+3+5", (1, 3, 5))], model_name="tiny", **SETTINGS)
+    record = bench_model(model, [("last:2", (4, 5)), ("1+3+5", (1, 3, 5))], WORKLOAD, model_name="tiny", progress=False)
     res = bench_from_dict(record)
     assert [v.name for v in res.variants] == ["parent", "last:2", "1+3+5"]
     for v, drop in zip(res.variants, [(), (4, 5), (1, 3, 5)], strict=True):
@@ -72,7 +66,7 @@ def test_bench_figures_equal_analytic_values(arch: str) -> None:
 
 
 def test_load_bench_round_trip_and_errors(tmp_path) -> None:
-    record = bench_model(tiny_model("llama"), [("last:3", (3, 4, 5))], model_name="tiny", **SETTINGS)
+    record = bench_model(tiny_model("llama"), [("last:3", (3, 4, 5))], WORKLOAD, model_name="tiny", progress=False)
     path = write_bench(record, tmp_path / "out")
     assert path.name == BENCH_FILE and (tmp_path / "out" / "layer_pruning_bench.png").stat().st_size > 0
     for where in (path, tmp_path / "out"):
@@ -96,9 +90,9 @@ def test_bad_spec_is_drop_spec_error(llama_dir) -> None:
     with pytest.raises(DropSpecError) as drop_err:
         resolve_indices("7", 6)
     with pytest.raises(type(drop_err.value), match="layer 7 is out of range"):
-        run_bench(str(llama_dir), ["7"], **SETTINGS)
+        run_bench(BenchSettings(str(llama_dir), ("7",), WORKLOAD, progress=False))
     with pytest.raises(DropSpecError, match="unknown method 'lats'"):
-        run_bench(str(llama_dir), ["lats:2"], **SETTINGS)
+        run_bench(BenchSettings(str(llama_dir), ("lats:2",), WORKLOAD, progress=False))
 
 
 def test_bench_checkpoint_writes_into_the_checkpoint(tmp_path, llama_dir) -> None:
@@ -106,7 +100,7 @@ def test_bench_checkpoint_writes_into_the_checkpoint(tmp_path, llama_dir) -> Non
 
     ckpt = tmp_path / "ckpt"
     load_pruned_model(str(llama_dir), "2-3").save_pretrained(ckpt)
-    path = bench_checkpoint(ckpt, batch_sizes=(1,), prompt_len=4, new_tokens=2, rounds=1, progress=False)
+    path = bench_checkpoint(ckpt, workload=BenchWorkload((1,), prompt_len=4, new_tokens=2, rounds=1), progress=False)
     assert path == ckpt / BENCH_FILE
     res = load_bench(ckpt)
     assert res.variant((2, 3)).layers == 4 and res.raw["checkpoint"] == str(ckpt)
@@ -131,6 +125,40 @@ def test_bench_cli(tmp_path, llama_dir) -> None:
 
 
 def test_summary_line() -> None:
-    record = bench_model(tiny_model("llama"), [("last:3", (3, 4, 5))], model_name="tiny", **SETTINGS)
+    record = bench_model(tiny_model("llama"), [("last:3", (3, 4, 5))], WORKLOAD, model_name="tiny", progress=False)
     line = bench_from_dict(record).summary()
     assert line.startswith("last:3 (3 of 6 layers removed): ") and "(ideal 2.00x)" in line and "float32" in line
+
+
+def test_bench_flags_keep_their_names_and_defaults() -> None:
+    """The flags generated from BenchSettings/BenchWorkload: every old name (both spellings) and default."""
+    from lmeval_layerprune.cli import build_parser
+    from lmeval_layerprune.cli.bench import settings_of
+
+    parser = build_parser("bench")
+
+    def parse(*argv: str) -> BenchSettings:
+        return settings_of(parser.parse_args(["bench", *argv]))
+
+    plain = parse("m", "--drop", "last:2", "1+3")
+    assert plain.model == "m" and plain.drops == ("last:2", "1+3")
+    w = plain.workload
+    assert (w.batch_sizes, w.prompt_len, w.new_tokens, w.rounds, w.warmup, w.seed) == ((1, 8), 128, 32, 5, 1, 0)
+    assert (plain.backend, plain.dtype) == ("hf", "float32")
+    assert (plain.device, plain.threads, plain.calib, plain.out) == (None,) * 4
+    for dash in (True, False):
+        flags = ["--batch-sizes", "1,2", "--prompt-len", "6", "--new-tokens", "2", "--rounds", "1", "--warmup", "0"]
+        flags = flags if dash else ["--" + f[2:].replace("-", "_") if f.startswith("--") else f for f in flags]
+        rest = "--backend vllm --dtype bfloat16 --device cpu --threads 1 --calib c.txt --out o".split()
+        given = parse("m", "--drop", "7", *flags, *rest)
+        assert given == BenchSettings(
+            "m", ("7",), BenchWorkload((1, 2), 6, 2, 1, 0), "vllm", "bfloat16", "cpu", 1, "c.txt", "o"
+        )
+    with pytest.raises(SystemExit):
+        parse("m")  # --drop is required
+    with pytest.raises(SystemExit):
+        parse("m", "--drop", "7", "--backend", "tpu")
+    with pytest.raises(BenchError, match=r"batch sizes must be positive integers, got \[0, 2\]"):
+        parse("m", "--drop", "7", "--batch-sizes", "0,2")
+    with pytest.raises(BenchError, match="rounds must be at least 1"):
+        BenchWorkload(rounds=0)

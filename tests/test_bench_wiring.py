@@ -10,10 +10,13 @@ from conftest import tiny_model
 from test_report import binary, degrade, write_run
 
 from lmeval_layerprune.core.layout import BENCH_FILE, TRADEOFF_PLOT_FILE
-from lmeval_layerprune.report.build import pareto_front, write_report
-from lmeval_layerprune.speed.bench import bench_model, load_bench, write_bench
+from lmeval_layerprune.report.plots import pareto_front
+from lmeval_layerprune.report.write import write_report
+from lmeval_layerprune.speed.bench import bench_model
+from lmeval_layerprune.speed.bench_output import write_bench
+from lmeval_layerprune.speed.bench_result import BenchWorkload, load_bench
 
-SETTINGS = dict(batch_sizes=(1,), prompt_len=8, new_tokens=3, rounds=2, warmup=1, progress=False)
+WORKLOAD = BenchWorkload(batch_sizes=(1,), prompt_len=8, new_tokens=3, rounds=2, warmup=1)
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -35,7 +38,9 @@ def test_report_reads_the_bench_beside_a_sweep(tmp_path: Path) -> None:
     for k in (1, 2):
         vals = {t: degrade(rng, v, 0.9 - 0.3 * k) for t, v in base.items()}
         write_run(tmp_path / "runs" / f"last-{k}", vals, drop=list(range(6 - k, 6)), num_layers=6)
-    record = bench_model(tiny_model("llama"), [("last:1", (5,)), ("last:2", (4, 5))], model_name="tiny", **SETTINGS)
+    record = bench_model(
+        tiny_model("llama"), [("last:1", (5,)), ("last:2", (4, 5))], WORKLOAD, model_name="tiny", progress=False
+    )
     write_bench(record, tmp_path / "runs")  # found beside the runs without --bench
     bench = load_bench(tmp_path / "runs")
 
@@ -56,7 +61,7 @@ def test_card_shows_the_measured_speedup_unless_overridden(tmp_path: Path, llama
 
     ckpt = tmp_path / "ckpt"
     load_pruned_model(str(llama_dir), "2-3").save_pretrained(ckpt)
-    record = bench_model(tiny_model("llama"), [("2-3", (2, 3))], model_name="tiny", **SETTINGS)
+    record = bench_model(tiny_model("llama"), [("2-3", (2, 3))], WORKLOAD, model_name="tiny", progress=False)
     write_bench(record, ckpt)  # what `slice --bench` leaves in the checkpoint
     gain = load_bench(ckpt).variant((2, 3)).gain("decode_tps", 1)
 
@@ -93,7 +98,7 @@ def test_report_and_bench_never_replace_files_they_did_not_write(tmp_path: Path)
     write_report([tmp_path / "runs"], tmp_path / "rep", iters=100, plots=False)
     write_report([tmp_path / "runs"], tmp_path / "rep", iters=100, plots=False)  # its own: replaced
     (mine / BENCH_FILE).write_text('{"mine": true}\n')
-    record = bench_model(tiny_model("llama"), [("last:1", (5,))], model_name="tiny", **SETTINGS)
+    record = bench_model(tiny_model("llama"), [("last:1", (5,))], WORKLOAD, model_name="tiny", progress=False)
     with pytest.raises(OutputError, match=BENCH_FILE):
         write_bench(record, mine)
     assert (mine / BENCH_FILE).read_text() == '{"mine": true}\n'

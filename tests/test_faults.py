@@ -12,6 +12,7 @@ import hashlib
 import json
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -85,12 +86,19 @@ def chat(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def responses(chat, tmp_path_factory) -> Path:
-    from lmeval_layerprune.heal.selfgen import FilterSettings, GenerationSettings, generate_responses, load_prompts
+    from lmeval_layerprune.heal.selfgen import (
+        FilterSettings,
+        GenerationSettings,
+        SelfgenSettings,
+        generate_responses,
+        load_prompts,
+    )
 
     out = tmp_path_factory.mktemp("sg") / "responses.jsonl"
-    generate_responses(str(chat), load_prompts("bundled", n=12), out, source="bundled", progress=False,
-                       generation=GenerationSettings(max_new_tokens=8, temperature=0),
-                       filters=FilterSettings(filters=()))  # fmt: skip
+    settings = SelfgenSettings(str(chat), out, source="bundled", progress=False,
+                               generation=GenerationSettings(max_new_tokens=8, temperature=0),
+                               filters=FilterSettings(filters=()))  # fmt: skip
+    generate_responses(settings, load_prompts("bundled", n=12))
     return out
 
 
@@ -214,14 +222,20 @@ def test_slice_overwrite_killed_at_random_points_leaves_old_or_new(tmp_path):
 
 def test_selfgen_sampled_resume_equals_an_uninterrupted_run(chat, tmp_path):
     """temperature 0.9: a run killed mid-way and resumed (with another batch size) equals an uninterrupted one."""
-    from lmeval_layerprune.heal.selfgen import GenerationSettings, generate_responses, load_prompts, read_records
+    from lmeval_layerprune.heal.selfgen import (
+        GenerationSettings,
+        SelfgenSettings,
+        generate_responses,
+        load_prompts,
+        read_records,
+    )
 
     prompts = load_prompts("bundled", n=16)
     whole = tmp_path / "whole.jsonl"
     gen = GenerationSettings(max_new_tokens=10, temperature=0.9, seed=5, batch_size=4)
-    generate_responses(str(chat), prompts, whole, generation=gen, source="bundled", progress=False)
+    generate_responses(SelfgenSettings(str(chat), whole, generation=gen, source="bundled", progress=False), prompts)
     again = tmp_path / "again.jsonl"
-    generate_responses(str(chat), prompts, again, generation=gen, source="bundled", progress=False)
+    generate_responses(SelfgenSettings(str(chat), again, generation=gen, source="bundled", progress=False), prompts)
     assert [r["response"] for r in read_records(whole)] == [r["response"] for r in read_records(again)]
 
     out = tmp_path / "killed.jsonl"
@@ -241,7 +255,7 @@ def test_selfgen_sampled_resume_equals_an_uninterrupted_run(chat, tmp_path):
         )  # a write cut short
     # resumed with another batch size: sampling is per item, so batches do not matter
     resumed = GenerationSettings(max_new_tokens=10, temperature=0.9, seed=5, batch_size=3)
-    generate_responses(str(chat), prompts, out, generation=resumed, source="bundled", progress=False)
+    generate_responses(SelfgenSettings(str(chat), out, generation=resumed, source="bundled", progress=False), prompts)
     want = {r["id"]: r["response"] for r in read_records(whole)}
     got = {r["id"]: r["response"] for r in read_records(out)}
     assert got == want
@@ -347,7 +361,7 @@ def test_heal_announces_survivors_and_refuses_too_few(chat, tmp_path, capsys):
 def test_heal_resume_skips_a_damaged_newest_checkpoint(chat, responses, tmp_path, capsys):
     from transformers import TrainerCallback
 
-    from lmeval_layerprune.heal import run as heal_mod
+    from lmeval_layerprune.heal.run import HealSettings, heal
 
     class StopAfter4(TrainerCallback):
         def on_save(self, args, state, control, **kw):
@@ -358,12 +372,12 @@ def test_heal_resume_skips_a_damaged_newest_checkpoint(chat, responses, tmp_path
     kw = dict(drop="2-3", data=str(responses), progress=False,
               overrides=[*TINY_HEAL, "sft.max_steps=4", "sft.save_steps=2", "sft.save_total_limit=5"])  # fmt: skip
     with pytest.raises(KeyboardInterrupt):
-        heal_mod.heal("selfgen-lora", str(chat), out, callbacks=[StopAfter4()], **kw)
+        heal(HealSettings("selfgen-lora", str(chat), out, callbacks=[StopAfter4()], **kw))
     TALLY["kills"] += 1
     newest = out / "checkpoints" / "checkpoint-4" / "adapter_model.safetensors"
     newest.write_bytes(newest.read_bytes()[:100])  # truncated, as a full disk would leave it
     capsys.readouterr()
-    heal_mod.heal("selfgen-lora", str(chat), out, **kw)
+    heal(HealSettings("selfgen-lora", str(chat), out, **kw))
     printed = capsys.readouterr().out
     assert "checkpoint-4 is damaged" in printed and f"resuming from {out / 'checkpoints' / 'checkpoint-2'}" in printed
     assert json.loads((out / "layer_pruning.json").read_text())["recovery"]["steps"] == 4
@@ -468,3 +482,393 @@ def test_card_cache_and_select_never_replace_what_they_did_not_write(llama_dir, 
     before = snapshot(notes)
     clear(*cli(capsys, "select", str(llama_dir), "--method", "last", "--n", "1", "--out", str(notes)), "did not write")
     assert lost(before, notes) == 0
+
+
+# ============================================================ issue 27: every write safe
+#
+# Each case below is counted per fault class (held / tried) and printed as FAULT CASES at the end.
+
+CASES: dict[str, list[int]] = {}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _cases():
+    yield
+    print(f"\nFAULT CASES (held, tried): {json.dumps({k: [h, t] for k, (h, t) in sorted(CASES.items())})}")
+
+
+def case(cls: str, ok: bool, detail: object = "") -> None:
+    """Count one fault case of class ``cls`` (held when ``ok``), then assert it."""
+    held, tried = CASES.setdefault(cls, [0, 0])
+    CASES[cls] = [held + bool(ok), tried + 1]
+    assert ok, detail
+
+
+def refused(cls: str, fn, *needles: str) -> str:
+    """``fn()`` raises OutputError whose one-line message holds every needle (a held case of ``cls``)."""
+    try:
+        fn()
+    except OutputError as e:
+        msg = str(e)
+        case(cls, "\n" not in msg and all(n in msg for n in needles), (needles, msg))
+        return msg
+    case(cls, False, f"not refused: {needles}")
+    return ""
+
+
+def test_write_output_never_writes_through_links_or_over_the_users_files(tmp_path):
+    from lmeval_layerprune.core.layout import WRITTEN_MANIFEST
+    from lmeval_layerprune.core.output import OutputFolder, write_output
+
+    out, elsewhere = tmp_path / "out", tmp_path / "elsewhere"
+    out.mkdir()
+    elsewhere.mkdir()
+    thesis = elsewhere / "thesis.tex"
+    thesis.write_text("years of work")
+    (out / "notes.txt").write_text("the user's notes")
+    (out / "report.md").write_text("the user's own report.md")
+    os.symlink(thesis, out / "report.json")  # an output name that is a link to a document elsewhere
+    before = snapshot(tmp_path)
+    for overwrite in (False, True):
+        refused("foreign file", lambda o=overwrite: write_output(out / "report.md", "new", overwrite=o),
+                str(out / "report.md"), "--overwrite", "did not write")  # fmt: skip
+        refused("symlink", lambda o=overwrite: write_output(out / "report.json", "{}", overwrite=o),
+                str(out / "report.json"), "symbolic link")  # fmt: skip
+        folder = OutputFolder(out, overwrite=overwrite, what="report folder")
+        refused("foreign file", lambda f=folder: f.check("plot.png", "report.md"), "report.md", "did not write")
+    case("foreign file", snapshot(tmp_path) == before and lost(before, tmp_path) == 0)
+
+    # the tool's own file: replaced only with overwrite, and then only while unchanged
+    mine = write_output(out / "summary.md", "v1")
+    refused("own file without --overwrite", lambda: write_output(mine, "v2"), str(mine), "pass --overwrite")
+    write_output(mine, "v2", overwrite=True)
+    case("own file with --overwrite", mine.read_text() == "v2")
+    mine.write_text("v2 with the user's edits")
+    refused("edited own file", lambda: write_output(mine, "v3", overwrite=True), "changed since")
+    case("edited own file", mine.read_text() == "v2 with the user's edits")
+
+    # a hard link of our file in an archive: the rename gives our name a new file, the archive keeps its own
+    fresh = write_output(out / "fresh.md", "archived text")
+    archive = elsewhere / "archived.md"
+    os.link(fresh, archive)
+    write_output(fresh, "new text", overwrite=True)
+    case("hard link", archive.read_text() == "archived text" and fresh.read_text() == "new text")
+
+    # an output folder given as a symbolic link (to a user folder) is refused, never followed
+    os.symlink(elsewhere, tmp_path / "link-out")
+    refused("symlinked --out", lambda: OutputFolder(tmp_path / "link-out"), "symbolic link", str(elsewhere))
+    os.symlink(out / "notes.txt", tmp_path / "link-file")
+    refused("symlink", lambda: write_output(tmp_path / "link-file", "x", overwrite=True), "symbolic link")
+    # a file named like our manifest that is not ours is never replaced
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / WRITTEN_MANIFEST).write_text("the user's file of that name")
+    refused("foreign manifest", lambda: write_output(other / "a.md", "x"), WRITTEN_MANIFEST, "not lmeval-prune's")
+    case("foreign manifest", (other / WRITTEN_MANIFEST).read_text() == "the user's file of that name")
+    # the user's files in the folder are exactly as they were
+    case("folder untouched", lost({k: v for k, v in before.items() if "notes" in k or "thesis" in k}, tmp_path) == 0)
+    leftovers = [p.name for p in out.iterdir() if p.name.startswith(".tmp-")]
+    case("no temporary left", leftovers == [], leftovers)
+
+
+def test_journals_are_never_appended_through_links(tmp_path):
+    from lmeval_layerprune.core.journal import append_jsonl, repair_torn_tail
+
+    archive = tmp_path / "archive.jsonl"
+    archive.write_text('{"a": 1}\n{"b": ')
+    linked = tmp_path / "j.jsonl"
+    os.link(archive, linked)
+    sym = tmp_path / "s.jsonl"
+    os.symlink(archive, sym)
+    before = snapshot(archive)
+    refused("hard link", lambda: append_jsonl(linked, [{"c": 3}]), "hard links")
+    refused("hard link", lambda: repair_torn_tail(linked), "hard links")
+    refused("symlink", lambda: append_jsonl(sym, [{"c": 3}]), "symbolic link")
+    refused("symlink", lambda: repair_torn_tail(sym), "symbolic link")
+    case("hard link", lost(before, archive) == 0)
+
+
+def test_plan_files_follow_the_rule(llama_dir, tmp_path, capsys):
+    """select --out / PruningPlan.save: a link or a user's file in the way is refused; its own plan is replaced."""
+    user = tmp_path / "mine" / "notes.json"
+    user.parent.mkdir()
+    user.write_text('{"my": "data"}')
+    os.symlink(user, tmp_path / "plan.json")
+    before = snapshot(user.parent)
+    sel = ["select", str(llama_dir), "--method", "last", "--n", "1"]
+    clear(*cli(capsys, *sel, "--out", str(tmp_path / "plan.json")), "symbolic link")
+    clear(*cli(capsys, *sel, "--out", str(user)), "did not write")
+    case("symlink", lost(before, user.parent) == 0)
+    (tmp_path / "plan.json").unlink()
+    code, err = cli(capsys, *sel, "--out", str(tmp_path / "plan.json"))
+    again, err2 = cli(capsys, *sel, "--out", str(tmp_path / "plan.json"))  # its own plan: replaced
+    case("own file with --overwrite", code == 0 and again == 0, err + err2)
+
+
+def test_include_path_allows_a_new_file_beside_task_yamls_but_guards_inputs(llama_dir, tmp_path, capsys, monkeypatch):
+    """issue 27 item 7: task YAMLs are read, a new plan beside them is not; a model folder stays off limits."""
+    project = tmp_path / "project"
+    tasks = project / "mytasks"
+    tasks.mkdir(parents=True)
+    (tasks / "mytask.yaml").write_text("task: mytask\ndataset_path: json\n")
+    (tasks / "utils.py").write_text("def f(x):\n    return x\n")
+    before = snapshot(tasks)
+    sel = ["select", str(llama_dir), "--method", "last", "--n", "1"]
+    code, err = cli(capsys, *sel, "--include-path", str(tasks), "--out", str(tasks / "plan.json"))
+    case("include-path", code == 0 and (tasks / "plan.json").is_file(), err)
+    code, err = cli(capsys, *sel, "--include-path", str(tasks), "--out", str(tasks / "plan.json"))  # rerun
+    case("include-path", code == 0, err)
+    monkeypatch.chdir(project)
+    code, err = cli(capsys, *sel, "--include-path", ".", "--out", "plan.json")
+    case("include-path", code == 0 and (project / "plan.json").is_file(), err)
+    clear(*cli(capsys, *sel, "--include-path", str(tasks), "--out", str(tasks / "new.yaml")), "*.yaml")
+    clear(*cli(capsys, *sel, "--include-path", str(tasks), "--out", str(tasks / "mytask.yaml")), "is named like")
+    clear(*cli(capsys, *sel, "--include-path", str(tasks), "--out", str(tasks / "utils.py")), "*.py")
+    clear(*cli(capsys, *sel, "--out", str(llama_dir / "plan.json")), "lies inside the input")  # a model folder
+    case("include-path", lost(before, tasks) == 0)
+    mbefore = snapshot(llama_dir)
+    case("include-path", not (llama_dir / "plan.json").exists() and lost(mbefore, llama_dir) == 0)
+
+
+def test_slice_overwrite_keeps_what_the_user_put_in_the_folder(llama_dir, tmp_path, capsys):
+    from lmeval_layerprune.core.layout import PLAN_FILE, WRITTEN_MANIFEST
+
+    out = tmp_path / "ckpt"
+    sl = ["slice", str(llama_dir), "--out", str(out)]
+    assert cli(capsys, *sl, "--drop", "1")[0] == 0
+    listed = json.loads((out / WRITTEN_MANIFEST).read_text())["files"]
+    case("manifest", {"config.json", "model.safetensors", PLAN_FILE} <= set(listed), listed)
+    (out / "notes.txt").write_text("my notes")
+    (out / "eval").mkdir()
+    (out / "eval" / "results.json").write_text('{"acc": 0.5}')
+    before = snapshot(out)
+    code, err = cli(capsys, *sl, "--drop", "2", "--overwrite")
+    clear(code, err, "notes.txt", "eval/", "move them out")
+    case("slice --overwrite", lost(before, out) == 0 and snapshot(out) == before)
+    # a file of the checkpoint the user edited is theirs now
+    (out / "notes.txt").unlink()
+    shutil.rmtree(out / "eval")
+    (out / "mergekit.yaml").write_text("# my own merge\n")
+    clear(*cli(capsys, *sl, "--drop", "2", "--overwrite"), "mergekit.yaml")
+    case("slice --overwrite", (out / "mergekit.yaml").read_text() == "# my own merge\n")
+    (out / "mergekit.yaml").unlink()
+    # only our files (and a generated model card): replaced
+    code, err = cli(capsys, "card", str(out), "--license", "mit", "--base-model", "me/tiny")
+    assert code == 0, err
+    code, err = cli(capsys, *sl, "--drop", "2", "--overwrite")
+    case("slice --overwrite", code == 0 and json.loads((out / PLAN_FILE).read_text())["drop"] == [2], err)
+    # --out as a symbolic link to a user folder: refused, nothing written there
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "thesis.tex").write_text("years of work")
+    os.symlink(mine, tmp_path / "link")
+    mbefore = snapshot(mine)
+    clear(*cli(capsys, *sl, "--drop", "1", "--out", str(tmp_path / "link"), "--overwrite"), "symbolic link")
+    clear(*cli(capsys, *sl, "--drop", "1", "--out", str(tmp_path / "link")), "symbolic link")
+    case("symlinked --out", lost(mbefore, mine) == 0 and sorted(os.listdir(mine)) == ["thesis.tex"])
+
+
+def test_cache_clear_never_leaves_the_cache_folder(tmp_path, monkeypatch):
+    from lmeval_layerprune.checkpoint.cache import cache_dir, cache_entries, clear_cache
+
+    monkeypatch.setenv("LMEVAL_LAYERPRUNE_CACHE", str(tmp_path / "cache"))
+    root = cache_dir()
+    root.mkdir(parents=True)
+    user = tmp_path / "user-models"
+    (user / "sub").mkdir(parents=True)
+    (user / ".complete").write_text("looks like an entry\n")
+    (user / "weights.bin").write_bytes(b"precious" * 100)
+    (user / "sub" / "more.bin").write_bytes(b"more")
+    os.symlink(user, root / "0123456789abcdef")  # poses as an entry
+    os.symlink(user, root / ".tmp-1@nohost-x")  # poses as a dead temporary write
+    os.symlink(user / "sub", root / "notes")  # some other link
+    entry = root / "fedcba9876543210"
+    entry.mkdir()
+    (entry / ".complete").write_text("1\n")
+    (entry / "model.safetensors").write_bytes(b"x" * 10)
+    os.symlink(user / "weights.bin", entry / "linked.bin")  # a link inside an entry
+    before = snapshot(user)
+    case("cache clear", [e["key"] for e in cache_entries()] == ["fedcba9876543210"])
+    freed = clear_cache()
+    case("cache clear", lost(before, user) == 0 and snapshot(user) == before)
+    case("cache clear", freed == 12 and not entry.exists(), freed)  # 10 + 2 marker bytes; the link: not counted
+    left = sorted(p.name for p in root.iterdir())
+    case("cache clear", left == [".fedcba9876543210.lock", "notes"], left)  # posing links removed as links
+
+
+# ------------------------------------------------------- interrupts
+
+_PPL = ["--method", "ppl", "--n", "3", "--calib-samples", "48", "--protect", ""]
+
+
+def _start(args: list[str], cwd: Path) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "lmeval_layerprune.cli", *args], env=ENV, cwd=cwd,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+
+
+def _wait_for(cond, proc: subprocess.Popen, timeout: float = 240) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline and proc.poll() is None and not cond():
+        time.sleep(0.02)
+
+
+def one_line(cls: str, err: str, *needles: str) -> None:
+    lines = [ln for ln in err.strip().splitlines() if ln.startswith("lmeval-prune:")]
+    case(cls, len(lines) == 1 and "Traceback" not in err and all(n in lines[0] for n in needles), err[-3000:])
+
+
+def test_interrupts_end_in_one_line_with_exit_codes_130_and_143(llama_dir, tmp_path, capsys, monkeypatch):
+    """In process (fast): KeyboardInterrupt and SIGTERM from inside a command, with and without a note."""
+    from lmeval_layerprune.cli import slice as slice_cli
+    from lmeval_layerprune.core.interrupt import keeping
+
+    handler = signal.getsignal(signal.SIGTERM)
+
+    def interrupted(*a, **k):
+        with keeping(lambda: "3 of 8 cells kept in runs/x", resume="rerun the same command to resume"):
+            raise KeyboardInterrupt
+
+    def terminated(*a, **k):
+        os.kill(os.getpid(), signal.SIGTERM)  # the handler main() installs raises here
+        time.sleep(5)
+
+    sl = ["slice", str(llama_dir), "--drop", "1", "--out", str(tmp_path / "o")]
+    for fn, code, needles in [
+        (interrupted, 130, ["slice interrupted (SIGINT): 3 of 8 cells kept in runs/x; rerun the same command"]),
+        (terminated, 143, ["slice interrupted (SIGTERM)"]),
+    ]:
+        monkeypatch.setattr(slice_cli, "materialize", fn)
+        got = cli(capsys, *sl)
+        case("SIGINT" if code == 130 else "SIGTERM", got[0] == code, got)
+        one_line("SIGINT" if code == 130 else "SIGTERM", got[1], *needles)
+    case("SIGTERM", signal.getsignal(signal.SIGTERM) == handler)  # main() restores the handlers
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig, code, name", [(signal.SIGINT, 130, "SIGINT"), (signal.SIGTERM, 143, "SIGTERM")])
+def test_select_interrupted_says_what_was_kept_and_resumes(llama_dir, tmp_path, sig, code, name):
+    out = tmp_path / "plan.json"
+    journal = tmp_path / "plan.json.journal.jsonl"
+    args = ["select", str(llama_dir), *_PPL, "--out", str(out)]
+    proc = _start(args, tmp_path)
+    _wait_for(lambda: journal.exists() and journal.read_bytes().count(b"\n") >= 2, proc)
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=120)
+    TALLY["kills"] += 1
+    case(name, proc.returncode == code, (proc.returncode, err[-2000:]))
+    one_line(name, err, f"select interrupted ({name})", str(journal), "rerun the same command to resume")
+    case(name, not out.exists())
+    done = subprocess.run([sys.executable, "-m", "lmeval_layerprune.cli", *args], env=ENV, capture_output=True,
+                          text=True, cwd=tmp_path)  # fmt: skip
+    case(name, done.returncode == 0 and json.loads(out.read_text())["method"] == "ppl", done.stderr[-2000:])
+    TALLY["kills_recovered"] += 1
+
+
+@pytest.mark.slow
+def test_slice_interrupted_publishes_nothing_and_debug_shows_the_traceback(llama_dir, tmp_path):
+    out = tmp_path / "ckpt"
+    proc = _start(["slice", str(llama_dir), "--drop", "1", "--out", str(out)], tmp_path)
+    _wait_for(lambda: any(p.name.startswith(".tmp-") for p in tmp_path.iterdir()), proc)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    TALLY["kills"] += 1
+    case("SIGTERM", proc.returncode == 143, (proc.returncode, err[-2000:]))
+    one_line("SIGTERM", err, "slice interrupted (SIGTERM)", f"nothing was written: {out} is as it was")
+    case("SIGTERM", not out.exists() and not [p for p in tmp_path.iterdir() if p.name.startswith(".tmp-")])
+    TALLY["kills_recovered"] += 1
+    proc = subprocess.Popen([sys.executable, "-m", "lmeval_layerprune.cli", "select", str(llama_dir), *_PPL,
+                             "--out", str(tmp_path / "p.json")], env={**ENV, "LMEVAL_PRUNE_DEBUG": "1"},
+                            stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)  # fmt: skip
+    _wait_for(lambda: (tmp_path / "p.json.journal.jsonl").exists(), proc)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    case("SIGINT", proc.returncode == 130 and "Traceback" in err and "KeyboardInterrupt" in err, err[-2000:])
+
+
+def test_interrupt_notes_nest(capsys):
+    from lmeval_layerprune.core.interrupt import clear_notes, keeping, kept_note, note_kept
+
+    clear_notes()
+    note_kept("base", resume="rerun")
+    done = [0]
+    with keeping(lambda: f"{done[0]} of 8 cells kept", resume="rerun the same command to resume"):
+        done[0] = 3
+        case("notes", kept_note() == ("3 of 8 cells kept", "rerun the same command to resume"))
+        with keeping(lambda: 1 / 0):  # a broken note never hides the interrupt
+            case("notes", kept_note()[0] == "3 of 8 cells kept")
+    case("notes", kept_note() == ("base", "rerun"))
+    clear_notes()
+
+
+# ------------------------------------------------- full disk, file-size limit
+
+
+def _limited(limit: int):
+    def preexec() -> None:
+        import resource
+
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    return preexec
+
+
+@pytest.mark.slow
+def test_slice_under_a_file_size_limit_is_one_line_and_publishes_nothing(llama_dir, tmp_path):
+    out = tmp_path / "ckpt"
+    before = snapshot(llama_dir)
+    proc = subprocess.run([sys.executable, "-m", "lmeval_layerprune.cli", "slice", str(llama_dir), "--drop", "1",
+                           "--out", str(out)], env=ENV, capture_output=True, text=True, cwd=tmp_path,
+                          preexec_fn=_limited(256 * 1024))  # fmt: skip
+    case("EFBIG", proc.returncode == 2, (proc.returncode, proc.stderr[-3000:]))
+    one_line("EFBIG", proc.stderr, "file too large", str(out), "262.1 KB", "needed", "nothing half-written")
+    case("EFBIG", "SafetensorError" not in proc.stderr and not out.exists())
+    case("EFBIG", not [p for p in tmp_path.iterdir() if p.name.startswith(".tmp-")] and lost(before, llama_dir) == 0)
+
+
+_WRITE_BIG = """
+import sys
+from lmeval_layerprune.core.output import write_output
+from lmeval_layerprune.errors import DiskFullError
+try:
+    write_output(sys.argv[1], "x" * 300_000, overwrite=True)
+except DiskFullError as e:
+    print(e)
+"""
+
+
+def test_write_output_under_a_file_size_limit_keeps_the_old_file(tmp_path):
+    from lmeval_layerprune.core.output import write_output
+
+    target = write_output(tmp_path / "report.md", "the old report")
+    before = snapshot(tmp_path)
+    proc = subprocess.run([sys.executable, "-c", _WRITE_BIG, str(target)], env=ENV, capture_output=True, text=True,
+                          preexec_fn=_limited(64 * 1024))  # fmt: skip
+    msg = proc.stdout.strip()
+    case("EFBIG", msg.startswith("file too large: writing") and str(target) in msg and "300.0 KB needed" in msg, msg)
+    case("EFBIG", snapshot(tmp_path) == before and lost(before, tmp_path) == 0)
+
+
+def test_cli_names_the_path_of_a_full_disk_whatever_raised_it(llama_dir, tmp_path, capsys, monkeypatch):
+    import errno
+
+    from lmeval_layerprune.cli import slice as slice_cli
+
+    class SafetensorError(Exception):  # what safetensors raises: no path in it
+        pass
+
+    out = tmp_path / "ckpt"
+    for raised, needles in [
+        (OSError(errno.ENOSPC, "No space left on device", str(out / "model.safetensors")),
+         ["no space left on the device writing", str(out / "model.safetensors"), "free"]),
+        (SafetensorError('Error while serializing: IoError(Os { code: 27, kind: FileTooLarge, message: "File too '
+                         'large" })'), ["file too large: writing", str(out)]),
+        (OSError(errno.EDQUOT, "Disk quota exceeded"), ["disk quota exceeded", str(out)]),
+    ]:  # fmt: skip
+
+        def boom(*a, e=raised, **k):
+            raise e
+
+        monkeypatch.setattr(slice_cli, "materialize", boom)
+        code, err = cli(capsys, "slice", str(llama_dir), "--drop", "1", "--out", str(out))
+        clear(code, err, *needles)
+        case("ENOSPC" if "space" in needles[0] else "EFBIG" if "large" in needles[0] else "EDQUOT", True)

@@ -3,6 +3,7 @@ aggregation of not-scorable items, and the ``evaluate`` modules against the lm-e
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -13,7 +14,8 @@ from collections import Counter
 
 import pytest
 
-from lmeval_layerprune.probes import cot, degeneration, scoring, text
+from lmeval_layerprune.errors import PunktModelError
+from lmeval_layerprune.probes import cot, degeneration, punkt, scoring, text
 
 nan = math.nan
 
@@ -90,20 +92,160 @@ def test_splitter_against_human_labels_and_the_old_regex() -> None:
     assert sum(h == o for h, o in zip(human, old, strict=True)) == 9
 
 
-def test_splitter_uses_the_english_parameters_and_needs_no_download() -> None:
-    import nltk
+# ---------------------------------------------------------------- NLTK's real English Punkt model
 
-    try:  # with the punkt model installed, compare against nltk.sent_tokenize itself
-        nltk.data.find("tokenizers/punkt_tab/english/")
-    except LookupError:
-        punkt = None
-    else:
-        punkt = nltk.sent_tokenize
-    for sample, _expected in SENTENCE_SAMPLE:
-        if punkt is not None:
-            assert text.split_sentences(sample) == [s for s in punkt(sample) if s.strip()], sample
-    assert {"dr", "mr", "u.s", "jan", "p.m"} <= text.PUNKT_ENGLISH_ABBREVIATIONS
-    assert len(text.PUNKT_ENGLISH_ABBREVIATIONS) == 155
+#: SHA-256 of punkt_tab/english/ in NLTK's punkt_tab.zip (SHA-256 e57f6418...0e0106), written here
+#: independently of the package's own constant
+PUNKT_TAB_ENGLISH = {
+    "abbrev_types.txt": "92a3e070f43d9b4c5534758ca40ad7343b04e7e29bfe0c2eb658a39445a4f779",
+    "collocations.tab": "8e2da1225e4dd2cc9dba261ee231ccb134859e21b46006e7f472c5ee269af0cf",
+    "sent_starters.txt": "f3f8535483e1dba487241b764945168123bca3209a9645e59acd1225dc76edac",
+    "ortho_context.tab": "4bbcca25ed3d3f06c02402abf8419b9f033b8adc06e7b482eca4e45f81a5dc4c",
+}
+
+
+@pytest.fixture(scope="module")
+def real_nltk(tmp_path_factory):
+    """NLTK at the version the package pins, loading the real English model (the shipped files,
+    checked against the official checksums) from a private nltk_data folder."""
+    import nltk
+    from nltk.tokenize import _get_punkt_tokenizer
+
+    assert nltk.__version__ == punkt.NLTK_VERSION, (
+        f"the reference tests need nltk=={punkt.NLTK_VERSION} (the dev extra pins it), found {nltk.__version__}"
+    )
+    english = tmp_path_factory.mktemp("nltk_data") / "tokenizers" / "punkt_tab" / "english"
+    english.mkdir(parents=True)
+    for name, digest in PUNKT_TAB_ENGLISH.items():
+        data = (punkt.MODEL_DIR / name).read_bytes()
+        assert hashlib.sha256(data).hexdigest() == digest, name
+        (english / name).write_bytes(data)
+    saved = list(nltk.data.path)
+    nltk.data.path[:] = [str(english.parents[2])]
+    _get_punkt_tokenizer.cache_clear()
+    yield nltk
+    _get_punkt_tokenizer.cache_clear()
+    nltk.data.path[:] = saved
+
+
+def test_the_shipped_model_is_the_whole_english_model() -> None:
+    model = punkt.english_model()
+    assert punkt.MODEL_SHA256 == PUNKT_TAB_ENGLISH
+    # every part of the model, the orthographic context included
+    assert (len(model.abbrev_types), len(model.collocations), len(model.sent_starters)) == (156, 37, 39)
+    assert len(model.ortho_context) == 20366
+    assert {"dr", "mr", "u.s", "jan", "p.m"} <= model.abbrev_types and ("##number##", "who") in model.collocations
+    assert {"however", "meanwhile", "but", "it"} <= model.sent_starters
+    # "then": seen capitalised at a sentence start and lower-case inside one
+    assert model.ortho_context["then"] & punkt.BEG_UC and model.ortho_context["then"] & punkt.MID_LC
+    # the words the model saw lower-case at a sentence start and never capitalised
+    starts_lower = sorted(w for w, f in model.ortho_context.items() if f & punkt.BEG_LC and not f & punkt.UPPER)
+    assert starts_lower == ["administrators", "b-week", "r-revised", "z-holiday"]
+
+
+def test_a_changed_model_file_is_refused(tmp_path, monkeypatch) -> None:
+    for name in PUNKT_TAB_ENGLISH:
+        (tmp_path / name).write_bytes((punkt.MODEL_DIR / name).read_bytes())
+    (tmp_path / "sent_starters.txt").write_text("however\nthe")
+    monkeypatch.setattr(punkt, "MODEL_DIR", tmp_path)
+    punkt.english_model.cache_clear()
+    try:
+        with pytest.raises(PunktModelError, match="sent_starters.txt is not NLTK's punkt_tab file"):
+            punkt.english_model()
+        (tmp_path / "sent_starters.txt").unlink()
+        with pytest.raises(PunktModelError, match="sent_starters.txt is missing from this installation"):
+            punkt.english_model()
+    finally:
+        punkt.english_model.cache_clear()
+
+
+def test_splitting_needs_neither_nltk_nor_a_download() -> None:
+    code = (
+        "import sys\n"
+        "from lmeval_layerprune.probes import degeneration\n"
+        "assert degeneration.tokens('Mr. Smith left. He came back.')[:2] == ['mr.', 'smith']\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] == 'nltk'))\n"
+    )
+    env = {**os.environ, "NLTK_DATA": "/nonexistent"}
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip() == "[]"
+
+
+#: Inputs where the case context decides the split: (text, sentences with NLTK's real English
+#: model, sentences without its orthographic data and sentence starters). The reason is given.
+CASE_CONTEXT = [
+    # an initial before a word the model saw lower-case: a sentence starts ("Plan B. It ...")
+    ("Take plan B. It is safer.", ["Take plan B.", "It is safer."], ["Take plan B. It is safer."]),
+    ("Option A. But we chose B. Then we left.", ["Option A.", "But we chose B.", "Then we left."], None),
+    # an abbreviation before a frequent sentence starter ("p.m. Meanwhile", "Jan. But")
+    ("They met at 5 p.m. Meanwhile the others waited.", ["They met at 5 p.m.", "Meanwhile the others waited."], None),
+    ("He ran in Jan. But then he stopped.", ["He ran in Jan.", "But then he stopped."], None),
+    # after lower-casing: a number before a word seen lower-case at sentence starts only
+    (
+        "we need 12. administrators approve it. we need 12. administrators approve it.",
+        ["we need 12.", "administrators approve it.", "we need 12.", "administrators approve it."],
+        ["we need 12. administrators approve it.", "we need 12. administrators approve it."],
+    ),
+    (
+        "the total is 12. administrators said the total is 12. administrators agreed.",
+        ["the total is 12.", "administrators said the total is 12.", "administrators agreed."],
+        ["the total is 12. administrators said the total is 12. administrators agreed."],
+    ),
+    ("add 3. z-holiday sales rose.", ["add 3.", "z-holiday sales rose."], ["add 3. z-holiday sales rose."]),
+]
+#: Inputs where the case context is consulted and agrees with the rule without it
+CASE_CONTEXT_SAME = [
+    ("He met J. Smith in 1. Then he left.", ["He met J. Smith in 1.", "Then he left."]),
+    ("See No. 5 for details.", ["See No.", "5 for details."]),
+    ("He took vitamin C. It helped a lot.", ["He took vitamin C. It helped a lot."]),  # "c" is an abbreviation
+    ("the answer is 14. the answer is 14.", ["the answer is 14. the answer is 14."]),
+    ("he met j. smith. then he left.", ["he met j. smith.", "then he left."]),
+]
+
+
+def _without_case_context() -> punkt.PunktSplitter:
+    model = punkt.english_model()
+    return punkt.PunktSplitter(punkt.PunktModel(model.abbrev_types, model.collocations, frozenset(), {}))
+
+
+@pytest.mark.parametrize(("sample", "expected", "without"), CASE_CONTEXT)
+def test_case_context_decides_the_split(real_nltk, sample: str, expected: list[str], without) -> None:
+    assert text.split_sentences(sample) == expected == real_nltk.sent_tokenize(sample)
+    assert _without_case_context().split(sample) == (without or [sample])
+
+
+@pytest.mark.parametrize(("sample", "expected"), CASE_CONTEXT_SAME)
+def test_case_context_agreeing_with_the_default(real_nltk, sample: str, expected: list[str]) -> None:
+    assert text.split_sentences(sample) == expected == real_nltk.sent_tokenize(sample)
+    assert _without_case_context().split(sample) == expected
+
+
+def _adversarial_texts(seed: int, n: int) -> list[str]:
+    """Texts dense in what Punkt decides on: abbreviations, initials, numbers, ellipses, quotes
+    (straight and curly), brackets, dashes, line breaks, contractions, mixed and lower case."""
+    rng = random.Random(seed)
+    words = (
+        "The the A a 1 2 19 J j K k Administrators administrators b-week Then then He he Smith smith No "
+        "no is . ! ? , etc. Dr. dr. Mr. mr. U.S. u.s. i.e. e.g. ... 3.5 z-holiday ( ) [ ] \" ' “ ” ‘ ’ "
+        "« » -- — – can't won't gonna 'tis St. Jan. No. 5. 10. (a) b) 1) iv. IV. x.y z. Inc. Corp. Q. A. "
+        "$ % & * ; : However however Meanwhile But it It"
+    ).split()
+    ends = [" ", " ", " ", "\n", "\n\n", "  ", ". ", "! ", "? ", '." ', ".) ", "... ", ".” "]
+    out = []
+    for _ in range(n):
+        sample = "".join(rng.choice(words) + rng.choice(ends) for _ in range(rng.randint(1, 30)))
+        out.append(sample.lower() if rng.random() < 0.5 else sample)
+    return out
+
+
+def test_splits_and_tokens_equal_nltk_with_the_real_model(real_nltk) -> None:
+    """1,500 adversarial texts and the hand-labelled sample: sentences equal ``nltk.sent_tokenize``
+    and tokens ``nltk.word_tokenize`` of the pinned NLTK with its English model."""
+    samples = [s for s, _ in SENTENCE_SAMPLE] + [s for s, *_ in CASE_CONTEXT] + _adversarial_texts(3, 1500)
+    for sample in samples:
+        assert text.split_sentences(sample) == real_nltk.sent_tokenize(sample), sample
+        assert text.word_tokens(sample) == real_nltk.word_tokenize(sample), sample
 
 
 def test_word_tokens_are_nltk_word_tokenize() -> None:
@@ -176,25 +318,42 @@ def test_self_bleu_on_crafted_responses() -> None:
     assert degeneration.rep_n(repeated, 4) == 0.0 and degeneration.rep_n(repeated, 2) == pytest.approx(1 - 6 / 8)
 
 
-def _nltk_paper_self_bleu(response: str) -> float:
-    """The paper's procedure written independently with NLTK's own BLEU and word tokenizer
-    (only the sentence splitter is ours: Punkt's model is a download)."""
-    from nltk.tokenize import NLTKWordTokenizer
+def _paper_metrics(nltk, response: str) -> dict[str, float]:
+    """Per-response values of the paper's ``calc_self_bleu.py`` procedure, written independently
+    with NLTK's own functions: ``word_tokenize(text.lower())`` for Rep-n (responses under n tokens
+    skipped), ``sent_tokenize(text.lower())`` + ``word_tokenize`` per sentence + ``sentence_bleu``
+    (method1) for Self-BLEU-4 (fewer than two sentences skipped; hypotheses and references under
+    4 tokens dropped; responses without a score skipped), ``len(word_tokenize(text))`` for the length."""
     from nltk.translate.bleu_score import SmoothingFunction, sentence_bleu
 
-    tok = NLTKWordTokenizer()
-    sents = text.split_sentences(response.lower())
-    if len(sents) < 2:
-        return nan
-    toks = [[t for s in text.split_sentences(sent) for t in tok.tokenize(s)] for sent in sents]
+    out: dict[str, float] = {}
+    toks = nltk.word_tokenize(response.lower())
+    for n in (2, 3, 4):
+        grams = [tuple(toks[i : i + n]) for i in range(len(toks) - n + 1)]
+        out[f"rep_{n}"] = 1.0 - len(set(grams)) / len(grams) if len(toks) >= n and grams else nan
+    sentences = nltk.sent_tokenize(response.lower())
     scores = []
-    for i, hyp in enumerate(toks):
-        refs = [r for j, r in enumerate(toks) if j != i and len(r) >= 4]
-        if len(hyp) < 4 or not refs:
-            continue
-        smoothing = SmoothingFunction().method1
-        scores.append(sentence_bleu(refs, hyp, weights=(0.25, 0.25, 0.25, 0.25), smoothing_function=smoothing))
-    return sum(scores) / len(scores) if scores else nan
+    if len(sentences) >= 2:
+        tokenized = [nltk.word_tokenize(s) for s in sentences]
+        for i, hyp in enumerate(tokenized):
+            refs = [r for r in tokenized[:i] + tokenized[i + 1 :] if len(r) >= 4]
+            if len(hyp) < 4 or not refs:
+                continue
+            smoothing = SmoothingFunction().method1
+            scores.append(sentence_bleu(refs, hyp, weights=(0.25, 0.25, 0.25, 0.25), smoothing_function=smoothing))
+    out["self_bleu"] = sum(scores) / len(scores) if scores else nan
+    out["response_length"] = float(len(nltk.word_tokenize(response)))
+    return out
+
+
+def _ours(response: str) -> dict[str, float]:
+    return {
+        "rep_2": degeneration.rep_2([""], [response]),
+        "rep_3": degeneration.rep_3([""], [response]),
+        "rep_4": degeneration.rep_4([""], [response]),
+        "self_bleu": degeneration.self_bleu([""], [response]),
+        "response_length": degeneration.response_length([""], [response]),
+    }
 
 
 def test_self_bleu_matches_nltk_sentence_bleu() -> None:
@@ -209,11 +368,35 @@ def test_self_bleu_matches_nltk_sentence_bleu() -> None:
         hyp = [rng.choice(vocab) for _ in range(rng.randint(1, 12))]
         want = sentence_bleu(refs, hyp, weights=(0.25,) * 4, smoothing_function=smoothing)
         assert degeneration.sentence_bleu(refs, hyp) == pytest.approx(want, abs=1e-12), (refs, hyp)
-    ends = [". ", "! ", "? ", " ", "\n", ". And "]
-    for _ in range(200):  # whole responses through the paper's procedure
+
+
+def test_metrics_equal_the_papers_code_path(real_nltk) -> None:
+    """Rep-2/3/4, Self-BLEU-4 and the response length of every case-context input, of random
+    responses and of adversarial texts equal the paper's procedure run with NLTK's real model."""
+    rng = random.Random(7)
+    vocab = "the a cat dog sat ran on home mat fast , 5 7 is".split()
+    ends = [". ", "! ", "? ", " ", "\n", ". And ", ". Then ", " etc. ", " 12. "]
+    responses = [s for s, *_ in CASE_CONTEXT] + [s for s, _ in CASE_CONTEXT_SAME] + _adversarial_texts(5, 150)
+    for _ in range(150):
         words = [rng.choice(vocab) for _ in range(rng.randint(0, 40))]
-        response = "".join(w + (rng.choice(ends) if rng.random() < 0.2 else " ") for w in words)
-        assert _same(degeneration.self_bleu([""], [response]), _nltk_paper_self_bleu(response)), response
+        responses.append("".join(w + (rng.choice(ends) if rng.random() < 0.25 else " ") for w in words))
+    for response in responses:
+        want, got = _paper_metrics(real_nltk, response), _ours(response)
+        for name in want:
+            assert _same(got[name], want[name]), (name, response, got[name], want[name])
+
+
+def test_case_context_changes_the_metrics() -> None:
+    """The measured effect on case-context inputs. Before: the splitter without the orthographic
+    data and sentence starters (the package's behaviour until issue 28)."""
+    repeated = CASE_CONTEXT[4][0]  # four sentences with the model, two without
+    assert degeneration.rep_n(repeated, 4) == pytest.approx(1 - 8 / 13)  # 16 tokens (before: 14, 1 - 7/11)
+    # three sentences with the model (before: one, not scorable); the third has 3 tokens and drops out:
+    # [the total is 12 .] vs [administrators said the total is 12 .]: all n-grams match, BP exp(1 - 7/5);
+    # the other way: 5/7, 4/6, 3/5, 2/4 = (1/7) ** (1/4), BP 1
+    once = CASE_CONTEXT[5][0]
+    assert degeneration.self_bleu_text(once) == pytest.approx((math.exp(-0.4) + (1 / 7) ** 0.25) / 2, abs=1e-12)
+    assert degeneration.response_tokens("Option A. But we chose B. Then we left.") == 12  # before: 10
 
 
 def test_rep_n_matches_an_independent_count() -> None:
@@ -307,6 +490,7 @@ def test_a_cell_where_nothing_is_scorable_reads_nan_not_zero() -> None:
 _CASES = {
     "rep_n": {"predictions": ["the answer is 5 the answer is 5 the answer is 5", "ok", "The cat. the CAT."]},
     "self_bleu": {"predictions": ["The dog ran home fast. The dog ran home slow.", "one", ""]},
+    "response_length": {"predictions": ["Take plan B. It is safer.", "", "He met J. Smith in 1. Then he left."]},
     "cot_steps": {"predictions": ["1 + 1 = 2. 2 * 3 = 7.", "no steps", "4 - 1 = 3"]},
     "final_answer": {"predictions": ["so 1,234", "The answer is 15."], "references": ["The answer is 1234.", "14"]},
     "bracket_closure": {
@@ -334,6 +518,9 @@ def _lm_eval_reference(name: str, case: dict) -> dict[str, float]:
     if name == "self_bleu":
         items = [degeneration.self_bleu([""], [x]) for x in p]
         return {"self_bleu": ms(items), "self_bleu_n": cs(items)}
+    if name == "response_length":
+        items = [degeneration.response_length([""], [x]) for x in p]
+        return {"response_length": ms(items), "response_length_n": cs(items)}
     if name == "cot_steps":
         pairs = [cot.cot_step_error([""], [x]) for x in p]
         steps = [cot.cot_steps([""], [x]) for x in p]

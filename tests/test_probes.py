@@ -164,6 +164,36 @@ def test_split_errors_name_the_bad_value() -> None:
         splits.draw_distinct(lambda r: {"x": r.randint(0, 2)}, lambda d: d["x"], 5, "s", max_tries=1000)
 
 
+def test_disjoint_splits_follow_their_settings() -> None:
+    """Test, few-shot and selection items from one settings object: sizes, disjointness, and the
+    same items for the same settings."""
+
+    def draw(rng: random.Random) -> dict[str, int]:
+        return {"x": rng.randint(0, 999)}
+
+    def key(d: dict[str, int]) -> int:
+        return d["x"]
+
+    ev = splits.SplitSettings(n=30, seed=1, eval_seed=1, fewshot_seed=2, n_fewshot=7)
+    evaluation = splits.disjoint_splits(draw, key, "t", ev, extra=lambda d: {"y": 2 * d["x"]})
+    assert (len(evaluation["test"]), len(evaluation["fewshot"])) == (30, 7)
+    assert all(d["y"] == 2 * d["x"] for d in evaluation["test"])
+    test = {d["x"] for d in evaluation["test"]}
+    assert test.isdisjoint(d["x"] for d in evaluation["fewshot"])
+    selection = splits.disjoint_splits(draw, key, "t", splits.SplitSettings(n=30, seed=9, eval_seed=1, fewshot_seed=2))
+    assert test.isdisjoint(d["x"] for d in selection["test"]) and len(selection["fewshot"]) == 10
+    again = splits.disjoint_splits(draw, key, "t", ev, extra=lambda d: {"y": 2 * d["x"]})
+    assert again["test"].to_list() == evaluation["test"].to_list()
+    with pytest.raises(ValueError, match="t: metadata n_fewshot must be a positive integer, got 0"):
+        splits.disjoint_splits(
+            draw, key, "t", splits.SplitSettings(n=3, seed=1, eval_seed=1, fewshot_seed=2, n_fewshot=0)
+        )
+    with pytest.raises(splits.SplitTooLarge, match="t-1: only 5 distinct items are left .of 5.; asked for 6"):
+        splits.disjoint_splits(
+            draw, key, "t", splits.SplitSettings(n=6, seed=1, eval_seed=1, fewshot_seed=2), capacity=5
+        )
+
+
 def test_first_digit_items() -> None:
     module = _task_module("arith_first_digit", "first_digit")
     ds = module.first_digit(n=100)

@@ -551,17 +551,19 @@ def test_card_help_lists_the_options() -> None:
 
 
 def test_card_of_a_selected_plan_shows_the_search_and_its_plot(work, tmp_path) -> None:
-    from lmeval_layerprune.search.select import select_layers
+    from lmeval_layerprune.methods.registry import get_method
+    from lmeval_layerprune.search.select import SelectionSettings, select_layers
 
     plan_path = tmp_path / "plan.json"
-    plan = select_layers(
-        str(work["parent"]), "ppl", 2, calib_samples=4, out=plan_path, plot=tmp_path / "plan.png", progress=False
-    )
+    settings = SelectionSettings(str(work["parent"]), "ppl", 2, calib_samples=4)
+    plan = select_layers(settings, out=plan_path, plot=tmp_path / "plan.png", progress=False)
     ckpt = materialize(str(work["parent"]), f"plan:{plan_path}", tmp_path / "ckpt", dtype="float32")
     card = ModelCard(str(build_card(ckpt, base_model=BASE_ID)))
     assert "layer-pruning-ppl" in card.data.tags
     body = card.text
     assert "greedy search on calibration perplexity" in body and "plan.json" in body
+    ppl = get_method("ppl")  # the card names the method with the registry's definition
+    assert ppl.definition and f"| the method's definition | {ppl.definition}" in body
     assert "![layer selection](layer_selection.png)" in body
     assert (ckpt / "layer_selection.png").read_bytes() == (tmp_path / "plan.png").read_bytes()
     rows = [
@@ -590,11 +592,11 @@ def _local_leaks(folder: Path, needles: list[str]) -> dict[str, list[str]]:
 
 
 def test_sliced_plan_checkpoint_uploads_the_layer_list_not_the_plan_path(work, tmp_path) -> None:
-    from lmeval_layerprune.search.select import select_layers
+    from lmeval_layerprune.search.select import SelectionSettings, select_layers
 
     plan_path = tmp_path / "j2" / "iter4.json"
     plan_path.parent.mkdir()
-    select_layers(str(work["parent"]), "last", 2, out=plan_path, progress=False)
+    select_layers(SelectionSettings(str(work["parent"]), "last", 2), out=plan_path, progress=False)
     ckpt = materialize(str(work["parent"]), f"plan:{plan_path}", tmp_path / "ckpt", dtype="float32")
     assert json.loads((ckpt / PLAN_FILE).read_text())["spec"].startswith("plan:")  # the local record keeps it
     out = tmp_path / "dry"
@@ -616,9 +618,9 @@ def test_healed_upload_holds_its_plan_the_heal_command_and_no_local_path(tmp_pat
     from test_selfgen import save_chat_tiny
 
     from lmeval_layerprune.core.layout import PLAN_FILE as PLAN_JSON
-    from lmeval_layerprune.heal.run import heal
+    from lmeval_layerprune.heal.run import HealSettings, heal
     from lmeval_layerprune.hub import PLAN_FILES
-    from lmeval_layerprune.search.select import select_layers
+    from lmeval_layerprune.search.select import SelectionSettings, select_layers
 
     root = tmp_path / "home"
     save_chat_tiny(root / "models" / "tiny-chat")
@@ -628,18 +630,20 @@ def test_healed_upload_holds_its_plan_the_heal_command_and_no_local_path(tmp_pat
     (root / "data").mkdir()
     (root / "data" / "mine.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     monkeypatch.chdir(root / "work")
-    select_layers("../models/tiny-chat", "last", 2, out="../j2/iter4.json", progress=False)
+    select_layers(SelectionSettings("../models/tiny-chat", "last", 2), out="../j2/iter4.json", progress=False)
     tiny = ["dtype=float32", "sft.per_device_train_batch_size=4", "sft.max_steps=2", "sft.max_length=64",
             "sft.gradient_checkpointing=false", "sft.warmup_steps=0", "lora.r=4"]  # fmt: skip
     heal(
-        "original-lora",
-        "../models/tiny-chat",
-        "healed",
-        drop="plan:../j2/iter4.json",
-        data="../data/mine.jsonl",
-        overrides=tiny,
-        progress=False,
-        min_examples=4,
+        HealSettings(
+            "original-lora",
+            "../models/tiny-chat",
+            "healed",
+            drop="plan:../j2/iter4.json",
+            data="../data/mine.jsonl",
+            overrides=tiny,
+            progress=False,
+            min_examples=4,
+        )
     )  # fmt: skip  (4 rows: below heal's default floor)
     healed = root / "work" / "healed"
     assert (healed / PLAN_JSON).is_file() and PLAN_JSON in PLAN_FILES
@@ -719,3 +723,38 @@ def test_selection_and_generation_flags_come_from_the_settings_dataclasses() -> 
         for f in dataclasses.fields(cls):
             if f.name != "model":
                 assert f"--{f.name.replace('_', '-')}" in proc_help, (cmd, f.name)
+
+
+def test_analyze_card_and_push_flags_come_from_their_settings() -> None:
+    """Every default of the generated flags is the dataclass's own, and every earlier flag spelling
+    still parses into the same settings."""
+    from lmeval_layerprune.cli import build_parser
+    from lmeval_layerprune.cli._shared import dataclass_from_args
+    from lmeval_layerprune.hub import CardSettings, PushSettings
+    from lmeval_layerprune.report.analyze import AnalyzeSettings
+
+    parser = build_parser()
+    args = parser.parse_args(["analyze", "m", "--out", "o"])
+    assert dataclass_from_args(AnalyzeSettings, args, metadata=None) == AnalyzeSettings(model="m", out="o")
+    argv = ["analyze", "m", "--out", "o", "--tasks", "a,b", "--views", "skip,lens", "--limit", "5"]
+    argv += ["--batch-size", "4", "--dtype", "bfloat16", "--drop", "last:2", "--healed", "h", "--device", "cpu"]
+    got = dataclass_from_args(AnalyzeSettings, parser.parse_args(argv), metadata=None)
+    assert got == AnalyzeSettings("m", "o", ("a", "b"), 5, "last:2", "h", ("skip", "lens"), None, None, "bfloat16",
+                                  "4", "cpu")  # fmt: skip
+    assert got.limit == 5 and isinstance(got.limit, int)  # an item count, as lm-eval reads it
+    card = parser.parse_args(["card", "d"])
+    assert dataclass_from_args(CardSettings, card, results=(), base_results=(), pruned_results=()) == CardSettings()
+    card = parser.parse_args(["card", "d", "--repo", "me/x", "--results", "r1", "r2", "--speedup", "1.2",
+                              "--base-model-relation", "adapter", "--license", "mit"])  # fmt: skip
+    assert (card.repo_id, card.results, card.speedup, card.base_model_relation, card.license) == (
+        "me/x", ["r1", "r2"], 1.2, "adapter", "mit",
+    )  # fmt: skip
+    push = parser.parse_args(["push", "d", "--repo", "a/b"])
+    assert dataclass_from_args(PushSettings, push) == PushSettings()
+    push = parser.parse_args(["push", "d", "--repo", "a/b", "--private", "--overwrite", "--message", "m",
+                              "--revision", "v2", "--base-model", "x/y"])  # fmt: skip
+    assert dataclass_from_args(PushSettings, push) == PushSettings(
+        private=True, overwrite=True, commit_message="m", revision="v2", base_model="x/y"
+    )
+    with pytest.raises(TypeError, match="unexpected arguments \\['colour'\\]"):
+        build_card("anywhere", colour="red")

@@ -10,22 +10,28 @@ import pytest
 import torch
 from conftest import tiny_model
 
+from lmeval_layerprune.core.journal import Journal
+from lmeval_layerprune.lmeval.hf import PrunedHFLM
 from lmeval_layerprune.methods.capture import load_calibration_texts
-from lmeval_layerprune.search.select import (
-    ItemTask,
-    Journal,
-    PerplexityObjective,
-    SelectionSettings,
+from lmeval_layerprune.search.greedy import (
+    GreedySettings,
     certainly_beaten,
     greedy_search,
     normalized,
     pick_best,
     retention_bounds,
-    select_layers,
 )
+from lmeval_layerprune.search.objectives import PerplexityObjective, TaskObjective
+from lmeval_layerprune.search.protocols import ItemObjective, ItemTask, Objective
+from lmeval_layerprune.search.select import SelectionSettings, select_layers
 
 
-class Counting:
+def search(objective, num_layers, n, journal, **options):
+    """The greedy loop with layer 0 protected and no progress bar (``options``: race, exhaustive)."""
+    return greedy_search(objective, num_layers, journal, GreedySettings(n, protect=(0,), progress=False, **options))
+
+
+class Counting(Objective):
     """A synthetic objective: layer i is worth weights[i]; removing it costs that much."""
 
     higher_is_better = True
@@ -42,14 +48,14 @@ class Counting:
 
 def test_greedy_picks_cheapest_with_ties_to_higher_index_and_protects() -> None:
     weights = [0.0, 0.3, 0.1, 0.1, 0.5, 0.2]
-    result = greedy_search(Counting(weights), 6, 3, [0], Journal(None, "k"), progress=False)
+    result = search(Counting(weights), 6, 3, Journal(None, "k"))
     # layer 0 is free but protected; 2 and 3 tie -> 3 first, then 2, then 5
     assert result["order"] == [3, 2, 5]
     assert result["drop"] == [2, 3, 5]
     assert result["baseline"] == {"t1": 1.0, "t2": 2.0}
     assert result["rounds"][0]["scores"]["3"] == pytest.approx(((1 - 0.1) / 1 + 1) / 2)
     with pytest.raises(ValueError, match="n=6 must be between"):
-        greedy_search(Counting(weights), 6, 6, [0], Journal(None, "k"), progress=False)
+        search(Counting(weights), 6, 6, Journal(None, "k"))
 
 
 def test_normalization() -> None:
@@ -63,24 +69,22 @@ def test_normalization() -> None:
 def test_resume_after_a_kill_gives_the_same_plan(tmp_path) -> None:
     weights = [0.0, 0.3, 0.1, 0.15, 0.5, 0.2, 0.05, 0.4]
     settings = SelectionSettings(model="m", n=4)
-    full = greedy_search(Counting(weights), 8, 4, [0], Journal(None, "x"), progress=False)
+    full = search(Counting(weights), 8, 4, Journal(None, "x"))
 
     path = tmp_path / "journal.jsonl"
     for kill_at in (0, 3, 9, 14):
         path.unlink(missing_ok=True)
         with pytest.raises(KeyboardInterrupt):
-            greedy_search(
-                Counting(weights, fail_after=kill_at), 8, 4, [0], Journal.open(path, settings), progress=False
-            )
+            search(Counting(weights, fail_after=kill_at), 8, 4, Journal.open(path, settings))
         with open(path, "a") as fh:
             fh.write('{"settings_key": "trunc')  # a write cut short by the kill
         # killed again after two more measurements, cut short again, then resumed to the end
         with pytest.raises(KeyboardInterrupt):
-            greedy_search(Counting(weights, fail_after=2), 8, 4, [0], Journal.open(path, settings), progress=False)
+            search(Counting(weights, fail_after=2), 8, 4, Journal.open(path, settings))
         with open(path, "a") as fh:
             fh.write('{"settings_')
         again = Counting(weights)
-        resumed = greedy_search(again, 8, 4, [0], Journal.open(path, settings), progress=False)
+        resumed = search(again, 8, 4, Journal.open(path, settings))
         assert resumed["drop"] == full["drop"] and resumed["rounds"] == full["rounds"]
         assert again.calls == 1 + 7 + 6 + 5 + 4 - kill_at - 2  # only what was not recorded yet
 
@@ -110,10 +114,9 @@ def test_perplexity_reuse_equals_full_recompute(model_type, tokenizer) -> None:
 
 
 def test_select_ppl_writes_a_usable_plan_and_plot(llama_dir, tmp_path) -> None:
-    from lmeval_layerprune.lmeval.hf import PrunedHFLM
-
     out = tmp_path / "plan.json"
-    plan = select_layers(str(llama_dir), "ppl", 2, out=out, plot=tmp_path / "plan.png", progress=False, calib_samples=4)
+    settings = SelectionSettings(str(llama_dir), "ppl", 2, calib_samples=4)
+    plan = select_layers(settings, out=out, plot=tmp_path / "plan.png", progress=False)
     saved = json.loads(out.read_text())
     assert saved["drop"] == plan["drop"] and len(plan["drop"]) == 2 and 0 not in plan["drop"]
     assert saved["num_layers"] == 6 and saved["method"] == "ppl" and len(saved["rounds"]) == 2
@@ -125,9 +128,8 @@ def test_select_ppl_writes_a_usable_plan_and_plot(llama_dir, tmp_path) -> None:
 
 @pytest.mark.parametrize("method", ["bi", "angular", "last"])
 def test_one_pass_methods_agree_with_drop_specs(llama_dir, tmp_path, method) -> None:
-    from lmeval_layerprune.lmeval.hf import PrunedHFLM
-
-    plan = select_layers(str(llama_dir), method, 2, out=tmp_path / "p.json", plot=tmp_path / "p.png", progress=False)
+    settings = SelectionSettings(str(llama_dir), method, 2)
+    plan = select_layers(settings, out=tmp_path / "p.json", plot=tmp_path / "p.png", progress=False)
     lm = PrunedHFLM(pretrained=str(llama_dir), drop=f"{method}:2")
     assert plan["drop"] == list(lm.drop)
     assert (tmp_path / "p.png").is_file()
@@ -143,14 +145,10 @@ def test_iterative_search_runs_lm_eval_on_a_disjoint_selection_split(llama_dir, 
     for name in ("arith_probe_add_1d", "arith_probe_sub_1d", "arith_probe_add_2d", "arith_probe_sub_2d"):
         selection, evaluation = docs(TaskManager(metadata={"seed": 777}), name), docs(TaskManager(), name)
         assert len(selection) == len(evaluation) > 0 and selection.isdisjoint(evaluation), name
-    plan = select_layers(
-        str(llama_dir), "iterative", 1, tasks=["arith_probe_add_1d"], limit=2, out=tmp_path / "p.json", progress=False
-    )
+    settings = SelectionSettings(str(llama_dir), "iterative", 1, tasks=["arith_probe_add_1d"], limit=2)
+    plan = select_layers(settings, out=tmp_path / "p.json", progress=False)
     assert len(plan["drop"]) == 1 and set(plan["baseline"]) == {"arith_probe_add_1d"}
     # every candidate sees the same items and few-shot examples: repeated measurements agree
-    from lmeval_layerprune.lmeval.hf import PrunedHFLM
-    from lmeval_layerprune.search.select import TaskObjective
-
     lm = PrunedHFLM(pretrained=str(llama_dir), dtype="float32")
     objective = TaskObjective(lm, ["arith_probe_add_1d"], 3, 777)
     first = objective([1])
@@ -175,20 +173,17 @@ class Noisy(Counting):
 def test_race_finds_the_exact_plan_with_fewer_evaluations(tmp_path) -> None:
     weights = [0.0, 0.31, 0.12, 0.15, 0.52, 0.21, 0.05, 0.43, 0.27, 0.09, 0.36, 0.18]
     exact_obj, race_obj = Noisy(weights), Noisy(weights)
-    exact = greedy_search(exact_obj, 12, 4, [0], Journal(None, "e"), progress=False)
-    raced = greedy_search(race_obj, 12, 4, [0], Journal(None, "r"), progress=False, race=True)
+    exact = search(exact_obj, 12, 4, Journal(None, "e"))
+    raced = search(race_obj, 12, 4, Journal(None, "r"), race=True)
     assert raced["drop"] == exact["drop"]
     assert race_obj.cost < 0.6 * exact_obj.cost
     assert sorted(set(raced["rounds"][0]["budget"].values())) == pytest.approx([1 / 9, 1 / 3, 1.0])
     # resuming a race from its journal repeats nothing
     path = tmp_path / "race.jsonl"
     settings = SelectionSettings(model="m", n=4)
-    greedy_search(Noisy(weights), 12, 4, [0], Journal.open(path, settings), progress=False, race=True)
+    search(Noisy(weights), 12, 4, Journal.open(path, settings), race=True)
     again = Noisy(weights)
-    assert (
-        greedy_search(again, 12, 4, [0], Journal.open(path, settings), progress=False, race=True)["drop"]
-        == exact["drop"]
-    )
+    assert search(again, 12, 4, Journal.open(path, settings), race=True)["drop"] == exact["drop"]
     assert again.calls == 0
 
 
@@ -228,9 +223,6 @@ metric_list:
 
 
 def test_loglikelihood_objective_reuses_hidden_states_with_identical_scores(llama_dir, tmp_path) -> None:
-    from lmeval_layerprune.lmeval.hf import PrunedHFLM
-    from lmeval_layerprune.search.select import TaskObjective
-
     for name, text in _LL_TASKS.items():
         (tmp_path / name).write_text(text)
     lm = PrunedHFLM(pretrained=str(llama_dir), dtype="float32", batch_size=4)
@@ -283,7 +275,7 @@ def _bit(*key) -> float:
     return int(hashlib.sha256(repr(key).encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
 
 
-class Streams:
+class Streams(ItemObjective):
     """Crafted per-item score streams: item i of task t is right with probability that falls
     with the weight of the removed layers; a task may be one the full model always fails."""
 
@@ -292,7 +284,10 @@ class Streams:
     def __init__(self, weights, seed, tasks, chunk_size, secondary=True, levels=1):
         self.weights, self.seed, self.item_tasks, self.chunk_size = weights, seed, tasks, chunk_size
         self.has_secondary, self.levels, self.items, self.calls = secondary, levels, 0, 0
-        self.num_chunks = max(-(-t.n // chunk_size) for t in tasks)
+
+    @property
+    def num_chunks(self):
+        return max(-(-t.n // self.chunk_size) for t in self.item_tasks)
 
     def value(self, drop, t, i):
         if t.name == "never":
@@ -330,7 +325,7 @@ def test_elimination_gives_the_exhaustive_plan_on_crafted_streams(seed) -> None:
                 runs = {}
                 for exhaustive in (True, False):
                     obj = Streams(weights, seed, tasks, chunk_size, secondary, levels)
-                    res = greedy_search(obj, 12, 4, [0], Journal(None, "s"), progress=False, exhaustive=exhaustive)
+                    res = search(obj, 12, 4, Journal(None, "s"), exhaustive=exhaustive)
                     runs[exhaustive] = (res, obj.items)
                 (ex, ex_items), (el, el_items) = runs[True], runs[False]
                 assert el["order"] == ex["order"], (tasks, secondary, chunk_size)
@@ -361,7 +356,7 @@ def test_elimination_gives_the_exhaustive_plan_on_crafted_streams(seed) -> None:
 def test_an_all_tied_search_reports_its_ties_and_breaks_them_by_the_secondary_score() -> None:
     tasks = [ItemTask("never", "acc", 3)]
     obj = Streams([0.0] * 6, 0, tasks, 2, secondary=True)
-    res = greedy_search(obj, 6, 2, [0], Journal(None, "t"), progress=False)
+    res = search(obj, 6, 2, Journal(None, "t"))
     r0 = res["rounds"][0]
     assert r0["ties"] == [1, 2, 3, 4, 5] and r0["tie_break"] == "secondary"
     assert r0["chosen"] == int(max(r0["secondary"], key=lambda c: (r0["secondary"][c], int(c))))
@@ -370,9 +365,9 @@ def test_an_all_tied_search_reports_its_ties_and_breaks_them_by_the_secondary_sc
     assert any("scores 0 on never" in w for w in res["warnings"])
     # without a secondary score the higher index wins; elimination knows it before measuring
     obj = Streams([0.0] * 6, 0, tasks, 2, secondary=False)
-    res = greedy_search(obj, 6, 2, [0], Journal(None, "t"), progress=False, exhaustive=True)
+    res = search(obj, 6, 2, Journal(None, "t"), exhaustive=True)
     assert res["order"] == [5, 4] and res["rounds"][0]["tie_break"] == "index"
-    res = greedy_search(obj, 6, 2, [0], Journal(None, "t"), progress=False)
+    res = search(obj, 6, 2, Journal(None, "t"))
     assert res["order"] == [5, 4] and {s["items"] for s in res["rounds"][0]["stopped"].values()} == {0}
 
 
@@ -380,7 +375,7 @@ def test_a_killed_eliminating_search_resumes_with_the_same_eliminations(tmp_path
     weights = [0.0, 0.31, 0.02, 0.05, 0.5, 0.03, 0.02, 0.4, 0.27, 0.01]
     tasks = [ItemTask("a", "acc", 8), ItemTask("b", "acc", 5)]
     settings = SelectionSettings(model="m", n=3)
-    full = greedy_search(Streams(weights, 3, tasks, 2), 10, 3, [0], Journal(None, "x"), progress=False)
+    full = search(Streams(weights, 3, tasks, 2), 10, 3, Journal(None, "x"))
     assert sum(len(r.get("stopped", {})) for r in full["rounds"]) > 0
 
     class Killed(Streams):
@@ -397,19 +392,12 @@ def test_a_killed_eliminating_search_resumes_with_the_same_eliminations(tmp_path
     for kill_at in (1, 7, 30):
         path.unlink(missing_ok=True)
         with pytest.raises(KeyboardInterrupt):
-            greedy_search(
-                Killed(weights, 3, tasks, 2, fail_after=kill_at),
-                10,
-                3,
-                [0],
-                Journal.open(path, settings),
-                progress=False,
-            )
+            search(Killed(weights, 3, tasks, 2, fail_after=kill_at), 10, 3, Journal.open(path, settings))
         again = Streams(weights, 3, tasks, 2)
-        resumed = greedy_search(again, 10, 3, [0], Journal.open(path, settings), progress=False)
+        resumed = search(again, 10, 3, Journal.open(path, settings))
         assert resumed["rounds"] == full["rounds"] and resumed["order"] == full["order"]
         fresh = Streams(weights, 3, tasks, 2)
-        greedy_search(fresh, 10, 3, [0], Journal(None, "y"), progress=False)
+        search(fresh, 10, 3, Journal(None, "y"))
         assert again.calls == fresh.calls - kill_at  # only what was not recorded yet
     ids = [json.loads(line)["id"] for line in path.read_text().splitlines()]
     assert len(ids) == len(set(ids)) and any(i.endswith("#stop") for i in ids)
@@ -464,9 +452,6 @@ def _write_item_tasks(folder):
 
 
 def test_item_scores_equal_lm_evals_own_scores(llama_dir, tmp_path) -> None:
-    from lmeval_layerprune.lmeval.hf import PrunedHFLM
-    from lmeval_layerprune.search.select import TaskObjective
-
     folder = _write_item_tasks(tmp_path)
     lm = PrunedHFLM(pretrained=str(llama_dir), dtype="float32", batch_size=10)
     obj = TaskObjective(lm, ["gen_parity", "ll_mc"], None, 777, include_path=folder, chunk_size=10)
@@ -486,17 +471,14 @@ def test_item_scores_equal_lm_evals_own_scores(llama_dir, tmp_path) -> None:
 @pytest.mark.slow
 def test_elimination_gives_the_exhaustive_plan_on_tiny_models(llama_dir, tmp_path) -> None:
     """Random models (seeds); a generative and a multiple-choice task together, then one alone."""
-    from lmeval_layerprune.lmeval.hf import PrunedHFLM
-    from lmeval_layerprune.search.select import TaskObjective
-
     folder = _write_item_tasks(tmp_path)
     lm = PrunedHFLM(pretrained=str(llama_dir), dtype="float32", batch_size=4)
     for tasks, seeds in ((["gen_parity", "ll_mc"], (0, 1)), (["ll_mc"], (2,))):
         obj = TaskObjective(lm, tasks, 6, 777, include_path=folder, chunk_size=2)
         for seed in seeds:
             lm.model.load_state_dict(tiny_model("llama", seed=seed).state_dict())
-            ex = greedy_search(obj, 6, 2, [0], Journal(None, "e"), progress=False, exhaustive=True)
-            el = greedy_search(obj, 6, 2, [0], Journal(None, "l"), progress=False)
+            ex = search(obj, 6, 2, Journal(None, "e"), exhaustive=True)
+            el = search(obj, 6, 2, Journal(None, "l"))
             assert el["order"] == ex["order"], (seed, tasks)
             assert ex["search"]["mode"] == "exhaustive" and el["search"]["mode"] == "exact-elimination"
             for a, b in zip(ex["rounds"], el["rounds"], strict=True):

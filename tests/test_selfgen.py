@@ -110,6 +110,53 @@ def _load_task_module(folder: str, name: str):
     return module
 
 
+def _probe_strings(min_brackets: int) -> set[str]:
+    """The word problems, first-digit problems and bracket prefixes (of at least ``min_brackets``) of the probes."""
+    cot = _load_task_module("arith_word_cot", "word_problems")
+    first = _load_task_module("arith_first_digit", "first_digit")
+    parens = _load_task_module("paren_probe", "parens")
+    found = {d["question"] for split in cot.word_problems(n=200).values() for d in split}
+    found |= {d["problem"] for split in first.first_digit(n=200).values() for d in split}
+    prefixes = {d["prefix"] for split in parens.make_dataset(n=200).values() for d in split}
+    return found | {p for p in prefixes if sum(c in "()[]{}" for c in p) >= min_brackets}
+
+
+def _humaneval() -> list[dict]:
+    import gzip
+
+    he = _load_task_module("humaneval_brackets", "humaneval")
+    with gzip.open(he.humaneval_path(), "rt") as fh:
+        return [json.loads(x) for x in fh if x.strip()]
+
+
+def test_corpus_is_plain_text_that_holds_no_probe_item():
+    """The bundled CPT corpus: enough plain text for the demo budget, disjoint from every probe item."""
+    from lmeval_layerprune.heal.corpus import corpus_documents
+    from lmeval_layerprune.heal.recipe import load_recipe
+    from lmeval_layerprune.heal.sources import load_texts
+    from lmeval_layerprune.resources import default_calibration_path
+
+    docs = corpus_documents()
+    assert docs == load_texts("corpus") and len(docs) >= 50 and len(set(docs)) == len(docs)
+    assert all(d.split("\n\n")[0] and len(d.split()) > 100 for d in docs)  # a title, then an essay
+    text = "\n".join(docs)
+    # no digit, no bracket, no code: no arithmetic expression, no bracket sequence, no program can appear
+    assert not re.search(r"[0-9()\[\]{}<>=_`#\\]", text)
+    probe_strings = _probe_strings(min_brackets=1) | _probe_texts()
+    assert len(probe_strings) > 400 and not [p for p in probe_strings if p in text]
+    # no HumanEval prompt: none of its docstring lines is in the corpus, no corpus sentence is in a prompt
+    humaneval = _humaneval()
+    lines = {ln.strip() for h in humaneval for ln in h["prompt"].splitlines() if len(ln.strip()) >= 25}
+    assert len(lines) > 300 and not [ln for ln in lines if ln in text]
+    sentences = [x.strip() for d in docs for x in re.split(r"(?<=[.!?])\s+", d) if len(x.split()) >= 6]
+    assert len(sentences) > 300 and not [x for x in sentences if any(x in h["prompt"] for h in humaneval)]
+    # and none of it is the calibration text that bi/angular score layers on
+    calibration = default_calibration_path().read_text()
+    assert not [x for x in sentences if x in calibration]
+    # large enough for the demo budget in one pass: every word is at least one token
+    assert sum(len(d.split()) for d in docs) > load_recipe("demo-cpt-lora").budget.tokens
+
+
 def test_mixed_prompts_teach_arithmetic_and_code_but_hold_no_probe_item():
     items = mixed_prompts()
     assert items == mixed_prompts() and len(items) >= 500
@@ -141,22 +188,11 @@ def test_mixed_prompts_teach_arithmetic_and_code_but_hold_no_probe_item():
     for t in texts:
         pairs |= {(int(a), int(b)) for a, b in re.findall(r"(\d+) [-+*] (\d+)", t)}
     assert all(len(str(a)) != len(str(b)) for a, b in pairs)
-    cot = _load_task_module("arith_word_cot", "word_problems")
-    first = _load_task_module("arith_first_digit", "first_digit")
-    parens = _load_task_module("paren_probe", "parens")
-    probe_strings = {d["question"] for split in cot.word_problems(n=200).values() for d in split}
-    probe_strings |= {d["problem"] for split in first.first_digit(n=200).values() for d in split}
-    # (a one- or two-bracket prefix such as "(" is in any code: bracket prefixes count from three brackets)
-    prefixes = {d["prefix"] for split in parens.make_dataset(n=200).values() for d in split}
-    probe_strings |= {p for p in prefixes if sum(c in "()[]{}" for c in p) >= 3}
+    probe_strings = _probe_strings(min_brackets=3)
     assert len(probe_strings) > 300
     assert not [t for t in texts if any(p in t for p in probe_strings)]
     # and no HumanEval problem: none of its function names, none of its prompts
-    import gzip
-
-    he = _load_task_module("humaneval_brackets", "humaneval")
-    with gzip.open(he.humaneval_path(), "rt") as fh:
-        humaneval = [json.loads(x) for x in fh if x.strip()]
+    humaneval = _humaneval()
     names = {h["entry_point"] for h in humaneval}
     defined = {m for t in texts for m in re.findall(r"(?:def|function) (\w+)", t)}
     assert defined and not (defined & names)
@@ -310,22 +346,25 @@ def test_selfgen_resumes_after_sigkill_with_every_prompt_exactly_once(chat_dir, 
 
 
 def test_selfgen_refuses_a_file_of_other_prompts_or_settings(chat_dir, tmp_path):
-    from lmeval_layerprune.heal.selfgen import GenerationSettings, Prompt, generate_responses
+    from lmeval_layerprune.heal.selfgen import GenerationSettings, Prompt, SelfgenSettings, generate_responses
 
     out = tmp_path / "r.jsonl"
     gen = GenerationSettings(max_new_tokens=2, temperature=0)
     prompts = load_prompts("bundled", n=2)
-    summary = generate_responses(str(chat_dir), prompts, out, generation=gen, source="bundled", progress=False)
+    summary = generate_responses(
+        SelfgenSettings(str(chat_dir), out, generation=gen, source="bundled", progress=False), prompts
+    )
     assert summary["total"] == 2 and summary["generated"] == 2
     with pytest.raises(
         SelfGenError, match=r"other settings \(generation.max_new_tokens: 2 -> 3; generation.temperature: 0 -> 0.9\)"
     ):
         generate_responses(
-            str(chat_dir), prompts, out, generation=GenerationSettings(max_new_tokens=3), source="bundled"
+            SelfgenSettings(str(chat_dir), out, generation=GenerationSettings(max_new_tokens=3), source="bundled"),
+            prompts,
         )
     other = [Prompt(prompts[0].id, [{"role": "user", "content": "something else"}])]
     with pytest.raises(SelfGenError, match="different prompt"):
-        generate_responses(str(chat_dir), other, out, generation=gen, source="bundled")
+        generate_responses(SelfgenSettings(str(chat_dir), out, generation=gen, source="bundled"), other)
     assert len(read_records(out)) == 2
 
 

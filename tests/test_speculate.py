@@ -14,8 +14,8 @@ from conftest import REPO, tiny_model, tiny_tokenizer
 from lm_eval.api.instance import Instance
 
 from lmeval_layerprune.core.slicing import prune_model
-from lmeval_layerprune.errors import DropSpecError
-from lmeval_layerprune.lmeval.draft import build_drafter, resolve_draft, shared_storage
+from lmeval_layerprune.errors import DraftError, DropSpecError
+from lmeval_layerprune.lmeval.draft import DEFAULT_DRAFT_TOKENS, build_drafter, resolve_draft, shared_storage
 from lmeval_layerprune.lmeval.hf import PrunedHFLM
 from lmeval_layerprune.methods.resolve import resolve_indices
 from lmeval_layerprune.speed.speculate import (
@@ -25,6 +25,7 @@ from lmeval_layerprune.speed.speculate import (
     simulate_acceptance,
     token_agreement,
 )
+from lmeval_layerprune.speed.speculate_run import SpeculateSettings
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -228,3 +229,33 @@ def test_draft_of_a_peft_model_uses_the_adapters() -> None:
     got, stats = assisted_generate(wrapped, drafter, ids, 10, tok)
     assert got == greedy_generate(wrapped, ids, 10, tok)[0]
     assert stats.steps >= 1 and stats.accepted == stats.new_tokens - stats.steps
+
+
+def test_speculate_flags_keep_their_names_and_defaults() -> None:
+    """The flags generated from SpeculateSettings: every old name (both spellings), default and exclusion."""
+    from lmeval_layerprune.cli import build_parser
+    from lmeval_layerprune.cli._shared import dataclass_from_args
+
+    parser = build_parser("speculate")
+
+    def parse(*argv: str) -> SpeculateSettings:
+        return dataclass_from_args(SpeculateSettings, parser.parse_args(["speculate", *argv]))
+
+    plain = parse("m", "--draft", "last:2", "1+4")
+    assert plain.drafts == ("last:2", "1+4") and plain.tasks is None and plain.prompts is None
+    defaults = (8, 64, DEFAULT_DRAFT_TOKENS, 1, "float32")
+    assert (plain.limit, plain.max_new_tokens, plain.draft_tokens, plain.rounds, plain.dtype) == defaults
+    assert (plain.search, plain.include_path, plain.device, plain.threads, plain.calib, plain.out) == (None,) * 6
+    for dash in (True, False):
+        flags = ["--include-path", "inc", "--max-new-tokens", "8", "--draft-tokens", "2"]
+        flags = flags if dash else ["--" + f[2:].replace("-", "_") if f.startswith("--") else f for f in flags]
+        rest = "--limit 3 --rounds 2 --dtype bfloat16 --device cpu --threads 1 --calib c --out o".split()
+        given = parse("m", "--search", "2", "--tasks", "a,b", *flags, *rest)
+        assert given == SpeculateSettings(
+            "m", (), ("a", "b"), None, "inc", 3, 8, 2, 2, 2, "bfloat16", "cpu", 1, "c", "o"
+        )
+    assert parse("m", "--draft", "3", "--prompts", "p.jsonl").prompts == "p.jsonl"
+    with pytest.raises(SystemExit):
+        parser.parse_args(["speculate", "m", "--draft", "3", "--tasks", "a", "--prompts", "p"])  # exclusive
+    with pytest.raises(DraftError, match="at least one --draft spec or --search N"):
+        parse("m")

@@ -282,7 +282,7 @@ def test_token_agreement_per_cell_equals_a_separately_pruned_model(llama_dir: Pa
     as top-1; checked against a model loaded with only the kept layers, fed the same parent text."""
     from lmeval_layerprune.checkpoint.load import load_pruned_model
     from lmeval_layerprune.core.layout import TOKEN_AGREEMENT_FILE
-    from lmeval_layerprune.report.build import write_report
+    from lmeval_layerprune.report.write import write_report
     from lmeval_layerprune.speed.speculate import greedy_generate, source_prompts
 
     out = tmp_path / "ta"
@@ -328,7 +328,7 @@ def test_two_recipes_heal_each_cell_twice_on_the_same_prompts(tmp_path: Path) ->
     model = save_chat_tiny(tmp_path / "tiny-chat")
     out = tmp_path / "recovery"
     recipes = "demo-selfgen-lora,demo-original-lora"
-    overrides = (*TINY, "data=mixed", "selfgen.n=12", "sft.max_steps=2", "sft.save_steps=2")
+    overrides = (*TINY, "data=mixed", "selfgen.n=12", "budget.tokens=300", "sft.save_steps=2")
     settings = _settings(
         model, methods=("last",), ratios=(0.0, 0.5), tasks=TASKS[:1], limit=4,
         recipe=recipes, heal_cells=(("last", 0.5),), heal_overrides=overrides,
@@ -346,8 +346,8 @@ def test_two_recipes_heal_each_cell_twice_on_the_same_prompts(tmp_path: Path) ->
         assert plan.recovery["method"] == method and plan.recovery["data"] == "mixed"
         assert (ckpt / RECIPE_FILE).is_file()
         examples[method] = plan.recovery["settings"]["examples"]
-        assert plan.recovery["steps"] == 2
-    assert examples["selfgen"] == examples["original"] == 12  # the same prompts, the same budget
+        assert plan.recovery["training_tokens"] == 300
+    assert examples["selfgen"] == examples["original"] == 12  # the same prompts, the same token budget
     report = build_report(load_runs([out]), iters=200)
     healed = {r.healed: r for r in report.recovery}
     assert set(healed) == names - {"base", "last-0.5"}

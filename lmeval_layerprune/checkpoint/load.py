@@ -8,9 +8,10 @@ import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
 from lmeval_layerprune.core.arch import arch_for
+from lmeval_layerprune.core.collapse import apply_plan
 from lmeval_layerprune.core.embedded import base_model_name, resolve_pretrained
 from lmeval_layerprune.core.plan import PruningPlan
-from lmeval_layerprune.core.slicing import load_only_kept_layers, prune_model, pruned_config
+from lmeval_layerprune.core.slicing import load_only_kept_layers, pruned_config
 from lmeval_layerprune.methods.capture import Calibration
 from lmeval_layerprune.methods.resolve import needs_model, parse_spec, resolve_drop
 
@@ -55,7 +56,7 @@ def load_pruned_model(
             calibration=calibration,
             base_model=base_name,
         )
-        return prune_model(model, plan.on_parent(parent).drop, plan)
+        return apply_plan(model, plan.on_parent(parent).drop, plan)
     plan = resolve_drop(config, spec, base_model=base_name)
     drop_idx = plan.on_parent(parent).drop
     with load_only_kept_layers(config, drop_idx):

@@ -43,13 +43,25 @@ from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 from lmeval_layerprune import __version__
 from lmeval_layerprune.checkpoint.load import load_pruned_model
 from lmeval_layerprune.core.arch import arch_for, num_layers, sliced_config_values, text_config_of
+from lmeval_layerprune.core.collapse import apply_plan, is_merge, merge_slices, merge_targets
 from lmeval_layerprune.core.embedded import base_model_name, resolve_pretrained
-from lmeval_layerprune.core.fsutil import atomic_dir
-from lmeval_layerprune.core.guard import check_weights, guard_output, replace_atomically
-from lmeval_layerprune.core.layout import CACHE_COMPLETE, MERGEKIT_FILE, PLAN_ATTR, PLAN_FILE
+from lmeval_layerprune.core.fsutil import atomic_dir, space_error
+from lmeval_layerprune.core.guard import check_weights, guard_output, is_generated_card, replace_atomically
+from lmeval_layerprune.core.interrupt import keeping
+from lmeval_layerprune.core.layout import (
+    BENCH_FILE,
+    BENCH_PLOT,
+    CACHE_COMPLETE,
+    LEGACY_PLAN_FILES,
+    MERGEKIT_FILE,
+    PLAN_ATTR,
+    PLAN_FILE,
+    SELECTION_PLOT,
+)
 from lmeval_layerprune.core.plan import PruningPlan
-from lmeval_layerprune.core.slicing import keep_from_drop, prune_model
-from lmeval_layerprune.errors import LayerPruneError, VerificationError
+from lmeval_layerprune.core.slicing import keep_from_drop
+from lmeval_layerprune.core.written import foreign_entries, read_written, record_folder
+from lmeval_layerprune.errors import DiskFullError, LayerPruneError, OutputError, VerificationError
 from lmeval_layerprune.methods.capture import Calibration
 from lmeval_layerprune.methods.resolve import needs_model, parse_spec, resolve_drop
 
@@ -72,8 +84,14 @@ def kept_ranges(keep: Sequence[int]) -> list[tuple[int, int]]:
     return [(a, b) for a, b in ranges]
 
 
-def mergekit_config(model: str, keep: Sequence[int], dtype: str) -> dict[str, Any]:
-    """The passthrough merge that keeps only ``keep`` (original indices)."""
+def mergekit_config(
+    model: str, keep: Sequence[int], dtype: str, targets: dict[int, list[int]] | None = None
+) -> dict[str, Any]:
+    """The passthrough merge that keeps only ``keep`` (original indices); with ``targets`` (a layer
+    collapse: kept layer -> removed layers merged into it), the task-arithmetic merge that folds them in."""
+    if targets:
+        return {"slices": merge_slices(model, keep, targets), "merge_method": "task_arithmetic",
+                "base_model": model, "dtype": dtype}  # fmt: skip
     return {
         "slices": [{"sources": [{"model": model, "layer_range": [a, b]}]} for a, b in kept_ranges(keep)],
         "merge_method": "passthrough",
@@ -195,6 +213,8 @@ def materialize(
         ``out``, holding the checkpoint, ``mergekit.yaml`` and ``layer_pruning.json``.
     """
     out = Path(out).expanduser()
+    if out.is_symlink():
+        guard_output(out, what="output folder")  # refused, naming where it points: a link is never followed
     occupied = out.exists() and (not out.is_dir() or any(out.iterdir()))
     if occupied and not overwrite:
         raise FileExistsError(f"{out} already exists and is not empty (pass overwrite=True / --overwrite)")
@@ -203,7 +223,9 @@ def materialize(
     # never over an input; --overwrite only over a checkpoint this tool wrote (it is replaced atomically)
     calib = calibration.path if calibration is not None else None
     guard_output(out, inputs=[src, calib, _plan_path(drop)], overwrite=overwrite, owned=OWNED_MARKERS,
-                 what="output folder")  # fmt: skip
+                 what="output folder", folder=True)  # fmt: skip
+    if occupied:
+        check_only_ours(out)
     check_weights(src)
     full_config = AutoConfig.from_pretrained(src)
     arch_for(full_config)
@@ -222,30 +244,85 @@ def materialize(
             # score the full model, then slice that same model in memory: it is loaded once
             full = AutoModelForCausalLM.from_pretrained(src, dtype=torch_dtype)
             plan = resolve_drop(str(src), spec, model=full, calibration=calibration, base_model=name or str(src))
-            reference = prune_model(full, plan.on_parent(parent).drop, plan)
+            reference = apply_plan(full, plan.on_parent(parent).drop, plan)
         else:
             plan = resolve_drop(full_config, spec, base_model=name or str(src))
     local_drop = plan.on_parent(parent).drop  # indices of the source's layers (the source may be pruned)
     if not local_drop:
         raise ValueError(f"the plan removes nothing from {src} (layers {list(plan.drop)}); nothing to materialize")
-    if reference is None:
+    if reference is None and is_merge(plan):  # a collapse: the removed layers' weights are merged in
+        reference = apply_plan(AutoModelForCausalLM.from_pretrained(src, dtype=torch_dtype), list(local_drop), plan)
+    elif reference is None:
         # the in-memory slice is the reference we verify against (only the kept layers are read)
         reference = load_pruned_model(str(src), list(local_drop), dtype=torch_dtype)
     reference = reference.eval()
     drop_idx = list(plan.drop)
     keep = keep_from_drop(num_layers(full_config), local_drop)
-    merge_cfg = mergekit_config(str(src), keep, dtype)
-    model_type = full_config.model_type
+    targets = merge_targets(num_layers(full_config), local_drop) if is_merge(plan) else None
+    merge_cfg = mergekit_config(str(src), keep, dtype, targets)
     plan.extra.update({"dtype": dtype, "tool": f"lmeval-layerprune {__version__}"})
+
+    with keeping(f"nothing was written: {out} is as it was (a checkpoint is published only once complete)"):
+        try:
+            _write_checkpoint(out, src, full_config, plan, reference, keep, merge_cfg, replace=occupied)
+        except DiskFullError as e:
+            needed = _estimate_bytes(src, len(keep), num_layers(full_config), dtype)
+            raise space_error(out, e, needed=needed) from e
+    logger.info("materialized %s without layers %s to %s (%s)", name, drop_idx, out, plan.extra["writer"])
+    return out
+
+
+#: what older versions (and the other commands) wrote into a checkpoint folder before the manifest of
+#: written files existed; with a manifest only the files of the other commands count
+CHECKPOINT_FILES = ("config.json", "generation_config.json", "*.safetensors", "model.safetensors.index.json",
+                    "pytorch_model*.bin", "tokenizer.json", "tokenizer_config.json", "tokenizer.model",
+                    "special_tokens_map.json", "added_tokens.json", "vocab.json", "vocab.txt", "merges.txt",
+                    "chat_template.jinja", "chat_template.json", MERGEKIT_FILE, PLAN_FILE, *LEGACY_PLAN_FILES,
+                    CACHE_COMPLETE)  # fmt: skip
+OTHER_COMMANDS_FILES = (BENCH_FILE, BENCH_PLOT, SELECTION_PLOT)
+
+
+def check_only_ours(out: Path) -> None:
+    """Refuse ``--overwrite`` over a checkpoint folder that holds files this tool did not write.
+
+    The user's notes, an ``eval/`` folder of results, a hand-written README: they would be lost with the
+    old checkpoint, so the message names them (nothing is moved or deleted).
+    """
+    known = OTHER_COMMANDS_FILES if read_written(out) else (*CHECKPOINT_FILES, *OTHER_COMMANDS_FILES)
+    foreign = foreign_entries(out, known=known, owned=is_generated_card)
+    if foreign:
+        shown = ", ".join(foreign[:8]) + (f" and {len(foreign) - 8} more" if len(foreign) > 8 else "")
+        raise OutputError(
+            f"--out {out} holds what this tool did not write ({shown}); --overwrite replaces only lmeval-prune's "
+            "own checkpoint and would lose them with it: move them out of the folder (or name another --out)"
+        )
+
+
+def _estimate_bytes(src: Path, kept: int, total: int, dtype: str) -> int | None:
+    """About how many bytes the sliced checkpoint takes (the source's weights, scaled by layers and dtype)."""
+    try:
+        size = sum(p.stat().st_size for p in src.glob("*.safetensors"))
+        src_dtype = config_dtype(json.loads((src / "config.json").read_text()))
+    except (OSError, ValueError):
+        return None
+    width = {"float32": 4, "bfloat16": 2, "float16": 2}
+    return int(size * kept / max(total, 1) * width[dtype] / width.get(src_dtype, 4)) or None
+
+
+def _write_checkpoint(out: Path, src: Path, full_config: Any, plan: PruningPlan, reference: Any,
+                      keep: Sequence[int], merge_cfg: dict[str, Any], *, replace: bool) -> None:  # fmt: skip
+    """Write, verify and publish the checkpoint: through mergekit, or from the verified in-memory slice."""
+    model_type = full_config.model_type
 
     def writing(target: Path) -> Any:
         # an occupied --out is swapped for the new checkpoint in one rename, after it is complete and verified
-        return _replacing(target) if occupied else atomic_dir(target)
+        return _replacing(target) if replace else atomic_dir(target)
 
     def finish(tmp: Path, writer: str) -> None:
         _write_mergekit_yaml(tmp / MERGEKIT_FILE, merge_cfg, model_type, writer)
         plan.save(tmp / PLAN_FILE)
         verify_checkpoint(tmp, reference)
+        record_folder(tmp)  # what --overwrite may replace later: these files, while unchanged
 
     try:
         unknown = _mergekit_unknown(full_config)
@@ -259,6 +336,8 @@ def materialize(
             cfg[PLAN_ATTR] = plan.to_dict()
             cfg_path.write_text(json.dumps(cfg, indent=2) + "\n")
             finish(tmp, "mergekit")
+    except DiskFullError:
+        raise  # no room: the fallback would run out of it too
     except Exception as e:  # mergekit crashed or wrote a checkpoint that fails verification
         logger.warning(
             "mergekit could not slice %s correctly (%s); writing the verified in-memory slice instead", model_type, e
@@ -269,8 +348,6 @@ def materialize(
             reference.save_pretrained(tmp)
             AutoTokenizer.from_pretrained(src).save_pretrained(tmp)
             finish(tmp, "transformers")
-    logger.info("materialized %s without layers %s to %s (%s)", name, drop_idx, out, plan.extra["writer"])
-    return out
 
 
 @contextlib.contextmanager
@@ -308,6 +385,12 @@ def _write_mergekit_yaml(path: Path, config: dict[str, Any], model_type: str, wr
         head = (
             f"# mergekit 0.1.5 could not slice {model_type!r} correctly (see 'mergekit_error' in the plan);\n"
             "# lmeval-layerprune wrote this checkpoint from its verified in-memory slice instead.\n"
-            "# The passthrough merge it corresponds to:\n"
+            "# The merge it corresponds to:\n"
+        )
+    if config.get("merge_method") == "task_arithmetic":
+        head += (
+            "# Layer collapse (LaCo): each kept layer t takes theta_t + sum_k (theta_k - theta_t) over the removed\n"
+            "# layers k after it; 'MODEL/.', 'MODEL/./.', ... are the same folder under other names (mergekit keys a\n"
+            "# slice's inputs by model, so each removed layer needs its own reference).\n"
         )
     path.write_text(head + yaml.safe_dump(config, sort_keys=False))

@@ -10,13 +10,20 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
+import signal
 import sys
 import textwrap
+import threading
+import traceback
+from pathlib import Path
 from typing import Any
 
 from lmeval_layerprune import __version__
 from lmeval_layerprune.cli._shared import FlagParser
-from lmeval_layerprune.errors import LayerPruneError
+from lmeval_layerprune.core.fsutil import space_errno, space_error
+from lmeval_layerprune.core.interrupt import clear_notes, kept_note
+from lmeval_layerprune.errors import DiskFullError, LayerPruneError, Terminated
 
 #: command -> (module under lmeval_layerprune/cli/, one line for ``lmeval-prune --help``)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -50,7 +57,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "slice": ("slice", "write a standalone checkpoint with layers removed (mergekit passthrough, verified)"),
     "selfgen": ("selfgen", "have the unpruned parent answer a set of prompts (self-generated responses), resumable"),
     "heal": ("heal", "finetune a pruned model with a recovery recipe (TRL + PEFT) and save a standalone checkpoint"),
-    "recipes": ("heal", "list the bundled recovery recipes"),
+    "recipes": ("recipes", "list the bundled recovery recipes"),
     "bench": ("bench", "measure what pruning buys: speed and memory of each --drop variant beside the parent"),
     "speculate": (
         "speculate",
@@ -102,6 +109,11 @@ def build_parser(command: str | None = "*") -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument(
+        "--debug",
+        action="store_true",
+        help="print the Python traceback of an error or an interrupt (also: LMEVAL_PRUNE_DEBUG=1)",
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     wanted = {m for name, (m, _) in COMMANDS.items() if command in ("*", name)}
     loaded: set[str] = set()
@@ -115,19 +127,101 @@ def build_parser(command: str | None = "*") -> argparse.ArgumentParser:
     return parser
 
 
+#: what an interrupted command keeps and how it resumes, until the command says more precisely
+#: (:mod:`lmeval_layerprune.core.interrupt`); ``{out}`` and ``{journal}`` are the command's flags
+_KEPT: dict[str, tuple[str, str]] = {
+    "sweep": ("finished cells are kept in {out}", "rerun the same command to resume"),
+    "select": ("the measurements so far are kept in {journal}", "rerun the same command to resume"),
+    "selfgen": ("the responses so far are kept in {out}", "rerun the same command to resume"),
+    "heal": ("the work done so far is kept in {out}", "rerun the same command to resume"),
+}
+_SIGNALS = {signal.SIGINT: ("SIGINT", 130), signal.SIGTERM: ("SIGTERM", 143)}
+
+
+def _debug(argv: list[str]) -> bool:
+    return os.environ.get("LMEVAL_PRUNE_DEBUG", "") not in ("", "0") or "--debug" in argv
+
+
+def _default_note(command: str | None, args: argparse.Namespace | None) -> tuple[str | None, str | None]:
+    if command not in _KEPT or args is None:
+        return None, None
+    kept, resume = _KEPT[command]
+    out = getattr(args, "out", None)
+    journal = getattr(args, "journal", None) or (f"{out}.journal.jsonl" if out else None)
+    if "{journal}" in kept and not (journal and Path(journal).exists()):
+        return None, resume
+    if "{out}" in kept and not (out and Path(out).exists()):
+        return None, resume
+    return kept.format(out=out, journal=journal), resume
+
+
+def _interrupted(signum: int, command: str | None, args: argparse.Namespace | None, debug: bool) -> int:
+    """One line: which signal, what was kept, how to resume; the exit code 130 (SIGINT) or 143 (SIGTERM)."""
+    for s in _SIGNALS:  # a second Ctrl-C while the line is printed changes nothing
+        signal.signal(s, signal.SIG_IGN)
+    name, code = _SIGNALS[signum]
+    kept, resume = kept_note()
+    if kept is None and resume is None:
+        kept, resume = _default_note(command, args)
+    line = f"lmeval-prune: {command + ' ' if command else ''}interrupted ({name})"
+    line += f": {kept}" if kept else ""
+    line += f"; {resume}" if resume else ""
+    if debug:
+        traceback.print_exc()
+    print(line, file=sys.stderr, flush=True)
+    return code
+
+
+def _raise_terminated(signum: int, frame: Any) -> None:
+    raise Terminated(signum)
+
+
+def _failed(e: BaseException, args: argparse.Namespace | None, debug: bool) -> int:
+    """One ``lmeval-prune: error:`` line (a full disk or a file-size limit named as such); exit code 2."""
+    if space_errno(e) is not None and not isinstance(e, DiskFullError):
+        where = getattr(e, "filename", None) or getattr(args, "out", None) or "the output"
+        e = space_error(where, e, atomic=False)
+    if debug:
+        traceback.print_exc()
+    print(f"lmeval-prune: error: {e}", file=sys.stderr)
+    return 2
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run one command. Bad input, a full disk: one error line, exit code 2. ``SIGINT`` / ``SIGTERM``: one
+    line saying what was kept and how to resume, exit code 130 / 143. ``LMEVAL_PRUNE_DEBUG=1`` or
+    ``--debug`` adds the traceback."""
     argv = list(sys.argv[1:] if argv is None else argv)
     command = next((a for a in argv if not a.startswith("-")), None)
-    if command == "eval":  # lm_eval's arguments, handed over unparsed
-        eval_cli = importlib.import_module(f"{__name__}.eval")
-        return eval_cli.run(argv[argv.index("eval") + 1 :])
-    parser = build_parser(command if command in COMMANDS else None)
-    args = parser.parse_args(argv)
-    if not hasattr(args, "func"):
-        parser.print_help()
-        return 0
+    command = command if command in COMMANDS else None
+    end = argv.index("eval") if command == "eval" else len(argv)  # lm_eval's own arguments stay as they are
+    debug = _debug(argv[:end])
+    argv = [a for a in argv[:end] if a != "--debug"] + argv[end:]
+    args: argparse.Namespace | None = None
+    clear_notes()
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = {s: signal.getsignal(s) for s in _SIGNALS} if main_thread else {}
+    if main_thread:
+        signal.signal(signal.SIGTERM, _raise_terminated)
     try:
+        if command == "eval":  # lm_eval's arguments, handed over unparsed
+            eval_cli = importlib.import_module(f"{__name__}.eval")
+            return eval_cli.run(argv[argv.index("eval") + 1 :])
+        parser = build_parser(command)
+        args = parser.parse_args(argv)
+        if not hasattr(args, "func"):
+            parser.print_help()
+            return 0
         return args.func(args)
+    except KeyboardInterrupt as e:  # SIGINT, and SIGTERM as Terminated
+        return _interrupted(signal.SIGTERM if isinstance(e, Terminated) else signal.SIGINT, command, args, debug)
     except (LayerPruneError, OSError, ValueError, ImportError) as e:
-        print(f"lmeval-prune: error: {e}", file=sys.stderr)
-        return 2
+        return _failed(e, args, debug)
+    except Exception as e:
+        if space_errno(e) is None:
+            raise
+        return _failed(e, args, debug)  # e.g. safetensors' SafetensorError under a file-size limit
+    finally:
+        clear_notes()
+        for s, handler in previous.items():
+            signal.signal(s, handler if handler is not None else signal.SIG_DFL)

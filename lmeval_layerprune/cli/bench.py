@@ -1,4 +1,6 @@
-"""``lmeval-prune bench``: speed and memory of pruned variants beside their parent, in one run."""
+"""``lmeval-prune bench``: speed and memory of pruned variants beside their parent, in one run. The flags are
+generated from :class:`~lmeval_layerprune.speed.bench.BenchSettings` and
+:class:`~lmeval_layerprune.speed.bench_result.BenchWorkload`; ``--drop`` takes several specs after one flag."""
 
 from __future__ import annotations
 
@@ -6,15 +8,27 @@ import argparse
 import sys
 import textwrap
 
+from lmeval_layerprune.cli._shared import add_dataclass_flags, dataclass_from_args
+from lmeval_layerprune.core.layout import BENCH_FILE, BENCH_PLOT
+from lmeval_layerprune.errors import BackendUnavailable
+from lmeval_layerprune.speed.bench import BACKENDS, BenchSettings, run_bench
+from lmeval_layerprune.speed.bench_output import format_bench
+from lmeval_layerprune.speed.bench_result import BenchWorkload
 
-def _sizes(text: str) -> list[int]:
-    try:
-        sizes = [int(s) for s in text.split(",") if s.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"--batch-sizes takes integers like 1,8; got {text!r}") from None
-    if not sizes or any(s < 1 for s in sizes):
-        raise argparse.ArgumentTypeError(f"--batch-sizes takes positive integers, got {text!r}")
-    return sizes
+HELP = {
+    "model": "checkpoint directory, Hub id, or 'embedded'",
+    "batch_sizes": "comma-separated",
+    "prompt_len": "prompt tokens per sequence",
+    "new_tokens": "greedy decode steps",
+    "rounds": "measured rounds, medians reported",
+    "warmup": "warm-up rounds, not reported",
+    "backend": "hf, or vllm (GPU throughput)",
+    "dtype": "float32, bfloat16 or float16",
+    "device": "device (default: cuda if available, else cpu)",
+    "threads": "torch CPU threads (default: torch's)",
+    "calib": "calibration file for specs that score hidden states (bi:, angular:, ...)",
+    "out": f"folder for {BENCH_FILE} and {BENCH_PLOT}",
+}
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -24,7 +38,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "second copy) in interleaved rounds after warm-up, greedy, fixed seeds: decode and prefill tokens/s, time "
         "to first token, memory (weights + KV cache at the given lengths), KV-cache bytes per token, parameters "
         "(total and without embeddings). Every figure is also a gain against the parent, beside the ideal L/(L-k). "
-        "Prints a table; --out gets layer_pruning_bench.json and a PNG.",
+        f"Prints a table; --out gets {BENCH_FILE} and a PNG.",
         epilog=textwrap.dedent(
             """\
             examples:
@@ -34,47 +48,35 @@ def register(sub: argparse._SubParsersAction) -> None:
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("model", help="checkpoint directory, Hub id, or 'embedded'")
-    p.add_argument("--drop", nargs="+", required=True, metavar="SPEC", help="drop specs, e.g. last:25%% 20-25 bi:8")
-    p.add_argument("--batch-sizes", type=_sizes, default=[1, 8], help="comma-separated (default: 1,8)")
-    p.add_argument("--prompt-len", type=int, default=128, help="prompt tokens per sequence (default: 128)")
-    p.add_argument("--new-tokens", type=int, default=32, help="greedy decode steps (default: 32)")
-    p.add_argument("--rounds", type=int, default=5, help="measured rounds, medians reported (default: 5)")
-    p.add_argument("--warmup", type=int, default=1, help="warm-up rounds, not reported (default: 1)")
-    p.add_argument("--backend", choices=["hf", "vllm"], default="hf", help="hf (default) or vllm (GPU throughput)")
-    p.add_argument("--dtype", default="float32", help="float32 (default), bfloat16 or float16")
-    p.add_argument("--device", default=None, help="device (default: cuda if available, else cpu)")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
-    p.add_argument("--calib", default=None, help="calibration file for bi:/angular: specs")
-    p.add_argument("--out", default=None, help="folder for layer_pruning_bench.json and layer_pruning_bench.png")
+    add_dataclass_flags(
+        p,
+        BenchSettings,
+        help=HELP,
+        choices={"backend": BACKENDS},
+        exclude=("drops", "workload", "progress"),
+        positional=("model",),
+    )
+    # several specs after one flag, as before (not a comma-separated list)
+    p.add_argument(
+        "--drop", dest="drops", nargs="+", required=True, metavar="SPEC", help="drop specs, e.g. last:25%% 20-25 bi:8"
+    )
+    add_dataclass_flags(p, BenchWorkload, help=HELP, exclude=("seed",))
     p.set_defaults(func=_cmd)
 
 
-def _cmd(args: argparse.Namespace) -> int:
-    from lmeval_layerprune.core.layout import BENCH_FILE, BENCH_PLOT
-    from lmeval_layerprune.errors import BackendUnavailable
-    from lmeval_layerprune.speed.bench import format_bench, run_bench
+def settings_of(args: argparse.Namespace) -> BenchSettings:
+    """The :class:`BenchSettings` the parsed flags describe."""
+    return dataclass_from_args(BenchSettings, args, workload=dataclass_from_args(BenchWorkload, args))
 
+
+def _cmd(args: argparse.Namespace) -> int:
+    settings = settings_of(args)
     try:
-        record = run_bench(
-            args.model,
-            args.drop,
-            batch_sizes=args.batch_sizes,
-            prompt_len=args.prompt_len,
-            new_tokens=args.new_tokens,
-            rounds=args.rounds,
-            warmup=args.warmup,
-            backend=args.backend,
-            dtype=args.dtype,
-            device=args.device,
-            threads=args.threads,
-            calib=args.calib,
-            out=args.out,
-        )
+        record = run_bench(settings)
     except BackendUnavailable as e:
         print(f"lmeval-prune bench: {e}", file=sys.stderr)
         return 0
     print(format_bench(record))
-    if args.out:
-        print(f"wrote {args.out}/{BENCH_FILE} and {args.out}/{BENCH_PLOT}")
+    if settings.out:
+        print(f"wrote {settings.out}/{BENCH_FILE} and {settings.out}/{BENCH_PLOT}")
     return 0

@@ -1,21 +1,37 @@
-"""``lmeval-prune card``: write a checkpoint's Hub model card (README.md)."""
+"""``lmeval-prune card``: write a checkpoint's Hub model card (README.md). Most flags are generated
+from :class:`lmeval_layerprune.hub.card.CardSettings`."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 
+from lmeval_layerprune.cli._shared import add_dataclass_flags, dataclass_from_args
+from lmeval_layerprune.hub import RELATIONS, CardSettings, render, validate_repo
+
+HELP = {
+    "base_model": "Hub id of the unpruned parent (when the checkpoint records a path)",
+    "license": "license id when the parent's card does not say (e.g. apache-2.0)",
+    "base_model_relation": "default: finetune if healed, else merge",
+    "bench": "a `lmeval-prune bench` result (file or folder) whose measured speed and memory the card shows "
+    "(default: DIR/layer_pruning_bench.json when present)",
+    "speedup": "override: a speed-up over the parent (e.g. 1.22)",
+    "speedup_note": "how the speed-up was measured",
+    "plot": "PNG of the layer selection (copied into DIR)",
+}
+#: the fields every command that writes a card names the parent's facts with (card, push)
+SOURCE_FIELDS = ("base_model", "license")
+#: fields with hand-made flags (nargs lists, --repo) or none (Python-only settings)
+_MANUAL = ("results", "base_results", "pruned_results", "repo_id", "size_rows", "strict")
+
 
 def add_card_source_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--base-model", default=None, help="Hub id of the unpruned parent (when the checkpoint records a path)"
-    )
-    p.add_argument("--license", default=None, help="license id when the parent's card does not say (e.g. apache-2.0)")
+    """``--base-model`` and ``--license`` (card, push)."""
+    exclude = [f for f in CardSettings.__dataclass_fields__ if f not in SOURCE_FIELDS]
+    add_dataclass_flags(p, CardSettings, help=HELP, exclude=exclude)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from lmeval_layerprune.hub import RELATIONS
-
     p = sub.add_parser(
         "card",
         description="Render the model card of the pruned (or healed) checkpoint in DIR into DIR/README.md: "
@@ -30,42 +46,24 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--pruned-results", nargs="+", default=[], help="healed checkpoints: results of the pruned model before healing"
     )
-    p.add_argument("--repo", default=None, help="the Hub repository the card is for (NAMESPACE/NAME)")
-    add_card_source_args(p)
     p.add_argument(
-        "--base-model-relation", choices=RELATIONS, default=None, help="default: finetune if healed, else merge"
-    )
-    p.add_argument(
-        "--bench",
+        "--repo",
+        dest="repo_id",
+        metavar="REPO",
         default=None,
-        help="a `lmeval-prune bench` result (file or folder) whose measured speed and memory the card shows "
-        "(default: DIR/layer_pruning_bench.json when present)",
+        help="the Hub repository the card is for (NAMESPACE/NAME)",
     )
-    p.add_argument("--speedup", type=float, default=None, help="override: a speed-up over the parent (e.g. 1.22)")
-    p.add_argument("--speedup-note", default=None, help="how the speed-up was measured")
-    p.add_argument("--plot", default=None, help="PNG of the layer selection (copied into DIR)")
+    add_dataclass_flags(p, CardSettings, help=HELP, exclude=_MANUAL, choices={"base_model_relation": RELATIONS})
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from lmeval_layerprune.hub import render, validate_repo
-
-    if args.repo:
-        validate_repo(args.repo)
-    result = render(
-        args.dir,
-        results=args.results,
-        base_results=args.base_results,
-        pruned_results=args.pruned_results,
-        repo_id=args.repo,
-        base_model=args.base_model,
-        license=args.license,
-        base_model_relation=args.base_model_relation,
-        speedup=args.speedup,
-        speedup_note=args.speedup_note,
-        bench=args.bench,
-        plot=args.plot,
+    if args.repo_id:
+        validate_repo(args.repo_id)
+    settings = dataclass_from_args(
+        CardSettings, args, results=args.results, base_results=args.base_results, pruned_results=args.pruned_results
     )
+    result = render(args.dir, settings)
     path = result.save(args.dir)
     for w in result.warnings:
         print(f"lmeval-prune: warning: {w}", file=sys.stderr)

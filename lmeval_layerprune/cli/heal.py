@@ -1,11 +1,23 @@
-"""``lmeval-prune heal`` and ``lmeval-prune recipes``: recovery finetuning of a pruned model."""
+"""``lmeval-prune heal``: recovery finetuning of a pruned model.
+
+The flags are generated from :class:`~lmeval_layerprune.heal.check.HealSettings` (``--recipe``,
+``--base``, ``--out``, ``--drop``, ``--data``, ``--keep-adapter``, ``--keep-checkpoints``,
+``--overwrite``, ``--no-verify``, ``--min-examples``), plus the most used ``SFTConfig`` fields, each
+the override ``sft.KEY=VALUE``.
+"""
 
 from __future__ import annotations
 
 import argparse
 
+from accelerate import PartialState
+
 from lmeval_layerprune.cli._hub import add_push_to_hub_arguments, check_push_to_hub, push_after
-from lmeval_layerprune.heal.run import DEFAULT_MIN_EXAMPLES
+from lmeval_layerprune.cli._shared import add_dataclass_flags, dataclass_from_args
+from lmeval_layerprune.core.plan import PruningPlan
+from lmeval_layerprune.heal.run import HealSettings, eval_command, heal
+from lmeval_layerprune.speed.bench import bench_checkpoint
+from lmeval_layerprune.speed.bench_result import load_bench
 
 #: TRL ``SFTConfig`` fields with a flag of their own (``--max-steps 20`` is ``sft.max_steps=20``),
 #: spelled as TRL's CLI spells them; every other field is a ``sft.KEY=VALUE`` override.
@@ -30,31 +42,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Build MODEL without the layers named by --drop, train it with RECIPE (a bundled name or a "
         "YAML file), merge the LoRA adapter (or keep it), and save a checkpoint whose config records the plan and "
         "the recipe. Rerunning the same command after an interruption resumes from the last checkpoint. "
-        "Overrides: SECTION.KEY=VALUE, e.g. sft.max_steps=20 lora.r=8 data=bundled.",
+        "Overrides: SECTION.KEY=VALUE, e.g. sft.max_steps=20 lora.r=8 data=bundled budget.tokens=8192.",
         epilog="recipes: lmeval-prune recipes; multi-GPU: accelerate launch --config_file CONFIG "
         "-m lmeval_layerprune.cli heal ... (see recovery/README.md)",
     )
-    p.add_argument("--recipe", required=True, help="bundled recipe name (see 'lmeval-prune recipes') or a .yaml path")
-    p.add_argument("--base", required=True, help="the unpruned parent: checkpoint directory, Hub id, or 'embedded'")
-    p.add_argument("--drop", default=None, help="drop spec (default: the recipe's), e.g. last:25%%, 20-25, plan:PATH")
-    p.add_argument("--out", required=True, help="output folder (the healed checkpoint; also holds checkpoints)")
-    p.add_argument(
-        "--data", default=None, help="prompt source ('bundled', 'mixed', a file, a Hub id) or a selfgen JSONL"
-    )
-    p.add_argument("--keep-adapter", action="store_true", help="save the LoRA adapter instead of merging it")
-    p.add_argument("--keep-checkpoints", action="store_true", help="keep OUT/checkpoints after success")
-    p.add_argument(
-        "--overwrite",
-        action="store_true",
-        help="replace an earlier heal run in OUT (only a heal run) instead of resuming",
-    )
-    p.add_argument("--no-verify", action="store_true", help="skip reloading the result and comparing logits")
-    p.add_argument(
-        "--min-examples",
-        type=int,
-        default=DEFAULT_MIN_EXAMPLES,
-        help=f"refuse to train on fewer examples than this after filtering (default: {DEFAULT_MIN_EXAMPLES}; 0: none)",
-    )
+    add_dataclass_flags(p, HealSettings, exclude=("overrides", "progress", "callbacks"))
     p.add_argument(
         "--bench",
         action="store_true",
@@ -68,12 +60,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_push_to_hub_arguments(p)
     p.set_defaults(func=run_heal)
 
-    p = sub.add_parser(
-        "recipes",
-    )
-    p.add_argument("--path", action="store_true", help="print the folder of bundled recipes and accelerate configs")
-    p.set_defaults(func=run_recipes)
-
 
 def overrides(args: argparse.Namespace) -> list[str]:
     """The positional overrides plus one ``sft.KEY=VALUE`` per SFT flag given."""
@@ -84,51 +70,22 @@ def overrides(args: argparse.Namespace) -> list[str]:
 
 
 def run_heal(args: argparse.Namespace) -> int:
-    from lmeval_layerprune.core.plan import PruningPlan
-    from lmeval_layerprune.heal.run import eval_command, heal
-
     check_push_to_hub(args)  # a bad repo id or a missing token fails before any training
-    out = heal(
-        args.recipe,
-        args.base,
-        args.out,
-        drop=args.drop,
-        data=args.data,
-        overrides=overrides(args),
-        keep_adapter=args.keep_adapter,
-        keep_checkpoints=args.keep_checkpoints,
-        overwrite=args.overwrite,
-        verify=not args.no_verify,
-        min_examples=args.min_examples,
-    )
-    from accelerate import PartialState
-
+    settings = dataclass_from_args(HealSettings, args, overrides=overrides(args))
+    out = heal(settings)
     if not PartialState().is_main_process:
         return 0
     plan = PruningPlan.load(out)
     r = plan.recovery or {}
+    cost = ""
+    if r.get("trainable_parameters") is not None:
+        cost = f", {r['trainable_parameters']:,} trainable parameters, {r['training_tokens']:,} tokens"
     print(
-        f"healed checkpoint: {out} (recipe {r['recipe']}, {r['finetune']}, {r['steps']} steps; "
+        f"healed checkpoint: {out} (recipe {r['recipe']}, {r['finetune']}, {r['steps']} steps{cost}; "
         f"layers {list(plan.drop)} of {plan.num_layers} removed)"
     )
     print(f"evaluate it: {eval_command(out, args.base, args.drop or plan.spec or '', args.keep_adapter)}")
     if args.bench:
-        from lmeval_layerprune.speed.bench import bench_checkpoint, load_bench
-
         print(load_bench(bench_checkpoint(out, parent=args.base)).summary())
     push_after(args, out)
-    return 0
-
-
-def run_recipes(args: argparse.Namespace) -> int:
-    from lmeval_layerprune.heal.recipe import list_recipes, recipes_dir
-
-    if args.path:
-        print(recipes_dir())
-        return 0
-    recipes = list_recipes()
-    width = max(map(len, recipes), default=10)
-    for name, desc in recipes.items():
-        print(f"{name:<{width}}  {desc}")
-    print(f"\n(folder: {recipes_dir()}; accelerate configs in {recipes_dir() / 'accelerate'})")
     return 0

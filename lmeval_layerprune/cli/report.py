@@ -6,10 +6,13 @@ import argparse
 import textwrap
 from typing import Any
 
+from lmeval_layerprune.core.layout import PLOT_FILE, REPORT_FILE
+from lmeval_layerprune.errors import ReportError
+from lmeval_layerprune.report.stats import DEFAULT_BOOTSTRAP, DEFAULT_SEED, MIN_BOOTSTRAP
+from lmeval_layerprune.report.write import write_report
+
 
 def register(sub: Any) -> None:
-    from lmeval_layerprune.report.build import DEFAULT_BOOTSTRAP, DEFAULT_SEED
-
     p = sub.add_parser(
         "report",
         description="Read lm-eval results (a sweep folder, or folders and results_*.json files of plain lm_eval "
@@ -18,7 +21,8 @@ def register(sub: Any) -> None:
         "bootstrap 95% interval over the items both scored (lm-eval's stderr when samples are absent); "
         "retention per task type (loglikelihood / multiple choice vs generate_until) against the fraction of "
         "layers removed, one line per method; and a summary: the largest ratio that keeps 90% retention, and "
-        "whether the classification/generation gap is significant.",
+        "whether the classification/generation gap is significant (two-sided bootstrap p-value from the same "
+        "resamples, never shown finer than they resolve: 'p < 2/B' when none crosses 0).",
         epilog=textwrap.dedent(
             """\
             examples:
@@ -32,7 +36,10 @@ def register(sub: Any) -> None:
     p.add_argument("runs", nargs="+", help="results files or folders (searched recursively)")
     p.add_argument("--out", default=None, help="output folder (default: the first input folder)")
     p.add_argument(
-        "--bootstrap", type=int, default=DEFAULT_BOOTSTRAP, help=f"bootstrap resamples (default: {DEFAULT_BOOTSTRAP})"
+        "--bootstrap",
+        type=int,
+        default=DEFAULT_BOOTSTRAP,
+        help=f"bootstrap resamples (default: {DEFAULT_BOOTSTRAP}; p-values resolve 2/B)",
     )
     p.add_argument("--seed", type=int, default=DEFAULT_SEED, help=f"bootstrap seed (default: {DEFAULT_SEED})")
     p.add_argument("--metric", default=None, help="metric to report for every task (default: each task's primary)")
@@ -54,12 +61,10 @@ def register(sub: Any) -> None:
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
-    from lmeval_layerprune.core.layout import PLOT_FILE, REPORT_FILE
-    from lmeval_layerprune.errors import ReportError
-    from lmeval_layerprune.report.build import write_report
-
-    if args.bootstrap < 100:
-        raise ReportError(f"--bootstrap {args.bootstrap} is too few resamples for a 95% interval (use >= 100)")
+    if args.bootstrap < MIN_BOOTSTRAP:
+        raise ReportError(
+            f"--bootstrap {args.bootstrap} is too few resamples for a 95% interval (use >= {MIN_BOOTSTRAP})"
+        )
     report, out = write_report(
         args.runs,
         args.out,

@@ -1,26 +1,34 @@
 """``lmeval-prune select``: choose which layers to remove. The flags that determine the result are
-generated from :class:`lmeval_layerprune.search.select.SelectionSettings`."""
+generated from :class:`lmeval_layerprune.search.select.SelectionSettings`; the others (where to write,
+how to search) do not change the journal."""
 
 from __future__ import annotations
 
 import argparse
-import inspect
 import sys
 
 from lmeval_layerprune.cli._shared import add_dataclass_flags, dataclass_from_args
+from lmeval_layerprune.core.spec import format_indices
+from lmeval_layerprune.methods.registry import KINDS, method_names
+from lmeval_layerprune.search.select import SelectionSettings, describe_round, select_layers
+
+
+def _methods_by_kind() -> str:
+    """``greedy: iterative, ppl; per-layer: bi, ...`` from the registry."""
+    parts = [f"{kind}: {', '.join(method_names(kind))}" for kind in KINDS if method_names(kind)]
+    return "; ".join(parts) + " (`lmeval-prune methods` describes them)"
+
 
 HELP = {
     "model": "checkpoint directory, Hub id, or 'embedded'",
-    "method": "iterative: greedy on lm-eval tasks; ppl: greedy on calibration perplexity; bi / angular / last: "
-    "one-pass metrics",
     "n": "how many layers to remove",
     "tasks": "lm-eval tasks/groups for iterative, comma-separated",
     "include_path": "folder of extra lm-eval task YAMLs for --tasks (as lm_eval's --include_path)",
     "limit": "items per task for iterative",
     "protect": "greedy methods: comma-separated layers never removed ('' for none)",
     "selection_seed": "generator seed of the selection split",
-    "calib": "calibration file for ppl/bi/angular (default: bundled text)",
-    "calib_samples": "calibration texts for ppl/bi/angular",
+    "calib": "calibration file for ppl and the methods that score hidden states (default: bundled text)",
+    "calib_samples": "calibration texts for ppl and the methods that score hidden states",
     "dtype": "dtype to run the model in",
     "batch_size": "lm-eval batch size",
     "chunk_size": "iterative: items per task scored at a time, the early stop's granularity",
@@ -28,17 +36,20 @@ HELP = {
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from lmeval_layerprune.methods.registry import method_names
-    from lmeval_layerprune.search.select import SelectionSettings
-
     p = sub.add_parser(
         "select",
         description="Choose N layers to remove from MODEL and write a plan JSON usable as drop=plan:PATH. "
         "iterative: greedy search scored by lm-eval tasks on a selection split (a different generator seed); "
-        "ppl: greedy search on calibration perplexity; bi / angular / last: one-pass metrics. "
+        "ppl: greedy search on calibration perplexity; the other methods choose in one pass. "
         "Greedy searches are resumable: rerun the same command after an interruption.",
     )
-    add_dataclass_flags(p, SelectionSettings, help=HELP, choices={"method": method_names()}, positional=("model",))
+    add_dataclass_flags(
+        p,
+        SelectionSettings,
+        help={**HELP, "method": _methods_by_kind()},
+        choices={"method": method_names()},
+        positional=("model",),
+    )
     p.add_argument("--device", default=None, help="device (default: cuda if available, else cpu)")
     p.add_argument("--out", default="plan.json", help="plan JSON to write (default: plan.json)")
     p.add_argument("--journal", default=None, help="resumable journal (default: <out>.journal.jsonl)")
@@ -59,16 +70,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import dataclasses
-
-    from lmeval_layerprune.core.spec import format_indices
-    from lmeval_layerprune.search.select import SelectionSettings, describe_round, select_layers
-
     settings = dataclass_from_args(SelectionSettings, args)
-    accepted = inspect.signature(select_layers).parameters
-    kwargs = {k: v for k, v in dataclasses.asdict(settings).items() if k in accepted}
     plan = select_layers(
-        **kwargs,
+        settings,
         device=args.device,
         out=args.out,
         journal=args.journal,

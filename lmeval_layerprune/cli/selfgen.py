@@ -1,12 +1,21 @@
 """``lmeval-prune selfgen``: the unpruned parent answers a prompt set (self-generated responses).
-Sampling and filter flags are generated from :class:`~lmeval_layerprune.heal.selfgen.GenerationSettings`
-and :class:`~lmeval_layerprune.heal.selfgen.FilterSettings`."""
+Sampling and filter flags are generated from :class:`~lmeval_layerprune.heal.settings.GenerationSettings`
+and :class:`~lmeval_layerprune.heal.settings.FilterSettings`; the run is a
+:class:`~lmeval_layerprune.heal.settings.SelfgenSettings`."""
 
 from __future__ import annotations
 
 import argparse
 
 from lmeval_layerprune.cli._shared import add_dataclass_flags, dataclass_from_args
+from lmeval_layerprune.heal.prompts import BUNDLED_NAME
+from lmeval_layerprune.heal.selfgen import (
+    FilterSettings,
+    GenerationSettings,
+    SelfgenSettings,
+    generate_responses,
+    load_prompts,
+)
 
 HELP = {
     "max_new_tokens": "most tokens generated per response",
@@ -23,9 +32,6 @@ HELP = {
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from lmeval_layerprune.heal.prompts import BUNDLED_NAME
-    from lmeval_layerprune.heal.selfgen import FilterSettings, GenerationSettings
-
     p = sub.add_parser(
         "selfgen",
         description="Generate responses with TEACHER's chat template for every prompt of SOURCE and append them "
@@ -56,13 +62,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from lmeval_layerprune.heal.selfgen import FilterSettings, GenerationSettings, generate_responses, load_prompts
-
     prompts = load_prompts(args.prompts, columns=args.columns, split=args.split, n=args.n, system=args.system)
-    summary = generate_responses(
-        args.teacher,
-        prompts,
-        args.out,
+    settings = SelfgenSettings(
+        teacher=args.teacher,
+        out=args.out,
         generation=dataclass_from_args(GenerationSettings, args),
         filters=dataclass_from_args(FilterSettings, args),
         source=args.prompts,
@@ -70,6 +73,7 @@ def run(args: argparse.Namespace) -> int:
         dtype=args.dtype,
         device=args.device,
     )
+    summary = generate_responses(settings, prompts)
     filtered = ", ".join(f"{k} {v}" for k, v in sorted(summary["filtered"].items())) or "none"
     print(
         f"{summary['out']}: {summary['total']} prompts ({summary['generated']} generated now, backend "

@@ -10,7 +10,8 @@ from lmeval_layerprune.cli._hub import add_push_to_hub_arguments, check_push_to_
 from lmeval_layerprune.core.layout import MERGEKIT_FILE
 from lmeval_layerprune.core.plan import PruningPlan
 from lmeval_layerprune.methods.capture import Calibration
-from lmeval_layerprune.speed.bench import bench_checkpoint, load_bench
+from lmeval_layerprune.speed.bench import bench_checkpoint
+from lmeval_layerprune.speed.bench_result import load_bench
 
 
 def register(sub: Any) -> None:

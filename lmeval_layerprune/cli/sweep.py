@@ -40,7 +40,8 @@ def register(sub: Any) -> None:
               lmeval-prune sweep embedded --methods last --ratios 0,0.2 --recipe demo-selfgen-lora \\
                   --heal last:0.2 --tasks arith_probe_add_1d --metadata '{"n": 200}' --out runs/healed
               lmeval-prune sweep embedded --methods last --ratios 0,0.2 --heal last:0.2 \\
-                  --recipe demo-selfgen-lora,demo-original-lora --heal-override data=mixed --out runs/recovery
+                  --recipe demo-selfgen-lora,demo-original-lora --heal-override data=mixed \\
+                  --heal-override budget.tokens=4096 --out runs/recovery
               lmeval-prune sweep embedded --methods last,angular --ratios 0,0.1,0.2 --limit 50 \\
                   --executor ray --workers 2 --out runs/ray     # two workers, each holding the model
               lmeval-prune report runs/smollm2          # tables, intervals and plots of the grid

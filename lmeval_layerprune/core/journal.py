@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from lmeval_layerprune.core.fsutil import check_writable_in_place, open_append, translate_space_errors
 from lmeval_layerprune.core.guard import replace_atomically
 from lmeval_layerprune.errors import CorruptFileError, JournalError
 
@@ -123,6 +124,7 @@ def repair_torn_tail(path: str | Path) -> int:
     path = Path(path)
     if not path.exists():
         return 0
+    check_writable_in_place(path)
     size = path.stat().st_size
     with open(path, "r+b") as fh:
         # the last newline: read backwards in blocks
@@ -150,13 +152,17 @@ def torn_fragment(path: str | Path, limit: int = 64) -> bytes:
 
 
 def append_jsonl(path: str | Path, records: Iterable[dict[str, Any]]) -> None:
-    """Append ``records`` in one ``write``, then ``fsync`` (a kill leaves at most a torn last line)."""
+    """Append ``records`` in one ``write``, then ``fsync`` (a kill leaves at most a torn last line).
+
+    Never through a symbolic link, never into a file with other hard links; a full disk leaves at most
+    a torn last line (ignored by readers, cut by the next proven writer) and raises ``DiskFullError``.
+    """
     text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
     if not text:
         return
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a", encoding="utf-8") as fh:
+    with translate_space_errors(path), os.fdopen(open_append(path), "a", encoding="utf-8") as fh:
         fh.write(text)
         fh.flush()
         os.fsync(fh.fileno())

@@ -18,6 +18,11 @@ PLAN_FILE = "layer_pruning.json"
 #: older plan file names, still read
 LEGACY_PLAN_FILES = ("layer_pruning_plan.json",)
 
+# ------------------------------------------------------------ what we wrote
+#: the hidden manifest of the files this tool wrote into a folder (name -> sha256, or size and mtime):
+#: what ``--overwrite`` may replace there (:mod:`lmeval_layerprune.core.written`)
+WRITTEN_MANIFEST = ".lmeval-prune-written.json"
+
 # ---------------------------------------------------------------- checkpoints
 #: the mergekit configuration a materialized checkpoint was written with
 MERGEKIT_FILE = "mergekit.yaml"

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -38,7 +37,9 @@ from typing import Any
 
 from lmeval_layerprune.core.arch import arch_for
 from lmeval_layerprune.core.arch import num_layers as arch_num_layers
+from lmeval_layerprune.core.guard import owned_json
 from lmeval_layerprune.core.layout import CONFIG_KEY, LEGACY_PLAN_FILES, PLAN_FILE
+from lmeval_layerprune.core.output import write_output
 from lmeval_layerprune.core.spec import DropSpec, format_indices
 from lmeval_layerprune.errors import PlanError
 
@@ -187,22 +188,22 @@ class PruningPlan:
             return None
         return cls.from_dict(rec, source=f"the config's {CONFIG_KEY!r} record")
 
-    def save(self, path: str | Path, *, folder: bool | None = None) -> Path:
+    def save(self, path: str | Path, *, folder: bool | None = None, overwrite: bool = True) -> Path:
         """Write the plan to ``path`` and return the file written.
 
         ``path`` is a folder (``PLAN_FILE`` is written inside) or a file. ``folder=None`` decides
         by the path: an existing folder, or a name without the ``.json`` suffix, is a folder.
+        The file is written by :func:`~lmeval_layerprune.core.output.write_output`: atomically, never
+        through a link, replacing only a plan this tool wrote (``overwrite``; default: yes) and never
+        a file of the user's of that name.
         """
         p = Path(path).expanduser()
         if folder is None:
             folder = p.is_dir() or p.suffix != ".json"
         if folder:
             p = p / PLAN_FILE
-        p.parent.mkdir(parents=True, exist_ok=True)
-        tmp = p.with_name(f".{p.name}.tmp-{os.getpid()}")
-        tmp.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
-        os.replace(tmp, p)
-        return p
+        text = json.dumps(self.to_dict(), indent=2) + "\n"
+        return write_output(p, text, overwrite=overwrite, what="plan file", owned=owned_json("drop", "num_layers"))
 
     @classmethod
     def load(cls, path: str | Path, *, num_layers: int | None = None) -> PruningPlan:

@@ -9,6 +9,9 @@ lm-eval's Python argument parser splits on them):
   method: ``last`` (the reverse-order baseline), ``bi`` (ShortGPT's block influence),
   ``angular`` (Gromov et al.'s angular distance), ... (``lmeval-prune methods`` lists them;
   :mod:`lmeval_layerprune.methods.registry` holds them).
+* ``METHOD:20-25`` (any list of indices and ranges): a method that transforms the layers it is
+  given instead of only removing them, e.g. ``collapse:20-25`` (the layers are merged into the
+  layer before them, LaCo); a single layer is ``collapse:7-7`` (``collapse:7`` counts 7 layers).
 * ``plan:PATH``: a plan JSON written by the selection tools (it carries ``drop``), or a folder
   holding one (a pruned checkpoint); ``plan:PATH@K``: the first K layers of that plan's greedy
   ``order`` (a plan from ``lmeval-prune select --method iterative|ppl``).
@@ -79,7 +82,7 @@ class DropSpec:
             text = "+".join(tokens)
         elif isinstance(spec, str):
             text = spec.strip()
-            if text.lower().startswith("plan:"):  # a path may contain '+'
+            if _METHOD.match(text):  # a plan path or a method's layer list may contain '+'
                 return cls._parse_method(text)
             if text.startswith("[") and text.endswith("]"):
                 inner = text[1:-1].replace(",", "+").replace(" ", "").replace("'", "").replace('"', "")
@@ -101,22 +104,7 @@ class DropSpec:
                 raise _bad(spec, f"'{method_tokens[0]}' cannot be combined with other parts")
             return cls._parse_method(tokens[0])
 
-        parts = []
-        for tok in tokens:
-            if tok == "":
-                raise _bad(spec, "empty part (check for a stray '+')")
-            if _INDEX.match(tok):
-                parts.append((int(tok), int(tok)))
-                continue
-            m = _RANGE.match(tok)
-            if m:
-                lo, hi = int(m.group(1)), int(m.group(2))
-                if lo > hi:
-                    raise _bad(tok, f"reversed range (did you mean '{hi}-{lo}'?)")
-                parts.append((lo, hi))
-                continue
-            raise _bad(tok, "not a layer index, an inclusive range 'A-B', or a method 'name:N'")
-        return cls(text=text, parts=tuple(parts))
+        return cls(text=text, parts=_parse_parts(spec, tokens))
 
     @classmethod
     def _parse_method(cls, tok: str) -> DropSpec:
@@ -131,6 +119,8 @@ class DropSpec:
             if m and m.group(1) and not Path(arg).expanduser().exists():
                 arg, k = m.group(1), int(m.group(2))
             return cls(text=tok, method="plan", path=arg, k=k)
+        if "-" in arg or "+" in arg:  # METHOD:20-25: a method applied to the layers named (e.g. collapse)
+            return cls(text=tok, method=method, parts=_parse_parts(tok, [t.strip() for t in arg.split("+")]))
         if arg.endswith("%"):
             try:
                 frac = float(arg[:-1]) / 100.0
@@ -162,9 +152,10 @@ class DropSpec:
         return n
 
     def indices(self, num_layers: int) -> tuple[int, ...]:
-        """The sorted indices an explicit spec (``7``, ``20-25``, ...) names, checked against ``num_layers``."""
-        if self.method is not None:
-            raise ValueError(f"drop spec {self.text!r} names a method, not indices; resolve it against a model")
+        """The sorted indices an explicit spec (``7``, ``20-25``, ``collapse:20-25``) names, checked against
+        ``num_layers``."""
+        if not self.parts:
+            raise ValueError(f"drop spec {self.text!r} names no layers; resolve it against a model")
         drop = tuple(sorted({i for lo, hi in self.parts for i in range(lo, hi + 1)}))
         _check_indices(self.text, drop, num_layers)
         if drop and len(drop) >= num_layers:
@@ -177,6 +168,25 @@ class DropSpec:
         if n >= num_layers:
             raise _bad(self.text, "it removes every layer", num_layers)
         return n
+
+
+def _parse_parts(spec: object, tokens: Sequence[str]) -> tuple[tuple[int, int], ...]:
+    parts = []
+    for tok in tokens:
+        if tok == "":
+            raise _bad(spec, "empty part (check for a stray '+')")
+        if _INDEX.match(tok):
+            parts.append((int(tok), int(tok)))
+            continue
+        m = _RANGE.match(tok)
+        if m:
+            lo, hi = int(m.group(1)), int(m.group(2))
+            if lo > hi:
+                raise _bad(tok, f"reversed range (did you mean '{hi}-{lo}'?)")
+            parts.append((lo, hi))
+            continue
+        raise _bad(tok, "not a layer index, an inclusive range 'A-B', or a method 'name:N'")
+    return tuple(parts)
 
 
 def _check_indices(text: str, drop: Sequence[int], num_layers: int) -> tuple[int, ...]:

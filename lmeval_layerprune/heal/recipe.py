@@ -4,9 +4,11 @@
 ::
 
     description: one line
-    method: selfgen            # selfgen | original | kd
-    data: bundled              # prompt source, or a selfgen JSONL (overridden by --data)
-    columns: null              # column mapping for the source (see selfgen.parse_columns)
+    method: selfgen            # selfgen | original | kd | cpt
+    data: bundled              # prompt source, a selfgen JSONL, or (cpt) a text source (overridden by --data)
+    columns: null              # column mapping for the source (see sources.parse_columns)
+    split: train               # split of a Hub dataset
+    subset: null               # config name of a Hub dataset (e.g. wikitext-103-raw-v1)
     teacher: null              # model that answers / distils; null = the unpruned parent (--base)
     drop: last:25%             # default drop spec (overridden by --drop)
     dtype: float32             # dtype the student is trained in (and the merged checkpoint saved in)
@@ -15,6 +17,8 @@
     lora: {r: 64, lora_alpha: 16, target_modules: all-linear, ...}    # LoraConfig fields; null = full finetune
     quantization: {load_in_4bit: true, bnb_4bit_quant_type: nf4}     # BitsAndBytesConfig fields (QLoRA)
     kd: {temperature: 2.0, alpha: 1.0}                                # method kd only
+    train: {layers: last:2, lm_head: true, norm: true}                # partial finetune (lora: null)
+    budget: {tokens: 8192}                                            # train on exactly this many tokens
 
 Unknown keys are errors that list the valid names; values are checked against the field types of
 those configs (and ours) before any training, naming the key, the value and the expected type
@@ -38,16 +42,19 @@ from typing import Any
 
 import yaml
 
-from lmeval_layerprune.errors import RecipeError
+from lmeval_layerprune.core.spec import DropSpec
+from lmeval_layerprune.errors import DropSpecError, RecipeError
+from lmeval_layerprune.heal.settings import FilterSettings, GenerationSettings
 from lmeval_layerprune.resources import bundled_dir
 
-METHODS = ("selfgen", "original", "kd")
+METHODS = ("selfgen", "original", "kd", "cpt")
 TOP_LEVEL = (
     "description",
     "method",
     "data",
     "columns",
     "split",
+    "subset",
     "teacher",
     "drop",
     "dtype",
@@ -56,9 +63,17 @@ TOP_LEVEL = (
     "lora",
     "quantization",
     "kd",
+    "train",
+    "budget",
 )
-#: SFTConfig fields that heal sets itself.
-RESERVED_SFT = ("output_dir", "resume_from_checkpoint")
+#: SFTConfig fields that heal sets itself, and why.
+RESERVED_SFT = {
+    "output_dir": "from --out",
+    "resume_from_checkpoint": "a rerun resumes from the newest checkpoint",
+    "include_num_input_tokens_seen": "it counts the training tokens",
+}
+#: The forms ``train.layers`` takes (the drop grammar's, counted on the pruned model).
+TRAIN_LAYER_FORMS = "'last:2', 'last:10%', '26-27', '0+27', a list like [26, 27], or 'none'"
 
 
 @dataclass
@@ -70,15 +85,42 @@ class KDSettings:
     alpha: float = 1.0
 
 
+@dataclass
+class TrainSection:
+    """Which weights a partial finetune updates (``lora: null``); everything else stays frozen.
+
+    ``layers`` is a spec in the drop grammar's terms counted on the *pruned* model (``last:2``: its
+    last two layers); ``lm_head``, ``norm`` (the final norm) and ``embeddings`` add those. On a model
+    with tied embeddings, ``lm_head`` and ``embeddings`` are one matrix: either trains both.
+    """
+
+    layers: str | None = None
+    lm_head: bool = False
+    norm: bool = False
+    embeddings: bool = False
+
+
+@dataclass
+class Budget:
+    """Train on exactly ``tokens`` input tokens (non-padding tokens of the training sequences).
+
+    The training set becomes the first ``tokens`` tokens of the data (repeated when it holds fewer),
+    trained in one pass; ``sft.max_steps`` and ``sft.num_train_epochs`` are not used. Recipes compared
+    in one sweep must share it, so each heal sees the same number of tokens.
+    """
+
+    tokens: int
+
+
 def _hint(bad: str, valid: list[str]) -> str:
     close = difflib.get_close_matches(bad, valid, n=1)
     return f" (did you mean {close[0]!r}?)" if close else ""
 
 
-def _check_keys(section: str, given: dict[str, Any], valid: list[str], reserved: tuple[str, ...] = ()) -> None:
+def _check_keys(section: str, given: dict[str, Any], valid: list[str], reserved: dict[str, str] | None = None) -> None:
     for key in given:
-        if key in reserved:
-            raise RecipeError(f"recipe key {section}.{key} is set by heal itself (from --out); remove it")
+        if reserved and key in reserved:
+            raise RecipeError(f"recipe key {section}.{key} is set by heal itself ({reserved[key]}); remove it")
         if key not in valid:
             raise RecipeError(
                 f"unknown recipe key {section}.{key}{_hint(key, valid)}; "
@@ -241,8 +283,6 @@ def quantization_fields() -> list[str]:
 
 def selfgen_fields() -> list[str]:
     """Keys of a recipe's ``selfgen`` section."""
-    from lmeval_layerprune.heal.selfgen import FilterSettings, GenerationSettings
-
     return [
         "n",
         *(f.name for f in dataclasses.fields(GenerationSettings)),
@@ -263,10 +303,14 @@ class Recipe:
     quantization: dict[str, Any] | None = None
     kd: KDSettings = field(default_factory=KDSettings)
     selfgen: dict[str, Any] = field(default_factory=dict)
+    train: TrainSection | None = None
+    budget: Budget | None = None
 
     @property
     def finetune(self) -> str:
-        """``qlora``, ``lora`` or ``full``."""
+        """``qlora``, ``lora``, ``partial`` (the weights ``train`` names) or ``full``."""
+        if self.train is not None:
+            return "partial"
         if self.lora is None:
             return "full"
         return "qlora" if self.quantization else "lora"
@@ -345,6 +389,85 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str] | tuple[str, ...])
     return out
 
 
+def _sections(raw: dict[str, Any], name: str) -> dict[str, dict[str, Any] | None]:
+    sections: dict[str, dict[str, Any] | None] = {}
+    for key in ("sft", "lora", "quantization", "kd", "selfgen", "train", "budget"):
+        value = raw.get(key)
+        if value is not None and not isinstance(value, dict):
+            raise RecipeError(f"recipe {name!r}: {key} must be a mapping (or null), got {value!r}")
+        sections[key] = value
+    return sections
+
+
+def _validate_kd(kd_raw: dict[str, Any], method: str, name: str) -> KDSettings:
+    _check_keys("kd", kd_raw, [f.name for f in dataclasses.fields(KDSettings)])
+    kd_raw = check_types("kd", kd_raw, _field_types(KDSettings), name)
+    kd = KDSettings(**kd_raw)
+    if not kd.temperature > 0 or not 0 <= kd.alpha <= 1:
+        raise RecipeError(f"recipe {name!r}: kd.temperature must be > 0 and kd.alpha in [0, 1], got {kd}")
+    if kd_raw and method != "kd":
+        raise RecipeError(f"recipe {name!r}: a kd section needs method: kd (method is {method!r})")
+    return kd
+
+
+def _validate_selfgen(sg: dict[str, Any], name: str) -> dict[str, Any]:
+    _check_keys("selfgen", sg, selfgen_fields())
+    sg = check_types(
+        "selfgen", sg, {"n": int, **_field_types(GenerationSettings), **_field_types(FilterSettings)}, name
+    )
+    for key, low in (("n", 1), ("max_new_tokens", 1), ("batch_size", 1)):
+        if key in sg and sg[key] is not None and sg[key] < low:
+            raise RecipeError(f"recipe {name!r}: selfgen.{key} = {sg[key]!r} must be at least {low}")
+    return sg
+
+
+def _validate_train(train: dict[str, Any] | None, lora: Any, name: str) -> TrainSection | None:
+    """The ``train`` section: which weights a partial finetune updates (the layers as a spec text)."""
+    if train is None:
+        return None
+    _check_keys("train", train, [f.name for f in dataclasses.fields(TrainSection)])
+    layers = train.get("layers")
+    types_ = {"layers": str | int | list[int] | None, "lm_head": bool, "norm": bool, "embeddings": bool}
+    train = check_types("train", train, types_, name)
+    if layers is not None:
+        try:
+            parsed = DropSpec.parse(layers)
+        except DropSpecError as e:
+            raise RecipeError(
+                f"recipe {name!r}: train.layers = {layers!r} is not a layer spec ({str(e).split('. Valid')[0]}); "
+                f"valid forms, counted on the pruned model: {TRAIN_LAYER_FORMS}"
+            ) from None
+        train["layers"] = None if parsed.is_noop else parsed.text
+    section = TrainSection(**train)
+    if not (section.layers or section.lm_head or section.norm or section.embeddings):
+        raise RecipeError(
+            f"recipe {name!r}: train selects no weight; set train.layers ({TRAIN_LAYER_FORMS}) "
+            "and/or train.lm_head / train.norm / train.embeddings: true"
+        )
+    if lora is not None:
+        raise RecipeError(
+            f"recipe {name!r}: train names the weights of a partial full finetune and needs lora: null "
+            "(a lora section trains adapters instead); override with lora=null"
+        )
+    return section
+
+
+def _validate_budget(budget: dict[str, Any] | None, sft: dict[str, Any], name: str) -> Budget | None:
+    if budget is None:
+        return None
+    _check_keys("budget", budget, [f.name for f in dataclasses.fields(Budget)])
+    budget = check_types("budget", budget, {"tokens": int}, name)
+    tokens = budget.get("tokens")
+    if tokens is None or tokens < 1:
+        raise RecipeError(
+            f"recipe {name!r}: budget.tokens = {tokens!r} must be a whole number of tokens >= 1 "
+            "(e.g. budget: {tokens: 8192}); budget: null trains by sft.max_steps instead"
+        )
+    if sft.get("dataloader_drop_last"):
+        raise RecipeError(f"recipe {name!r}: budget.tokens needs sft.dataloader_drop_last: false (it drops tokens)")
+    return Budget(tokens=tokens)
+
+
 def validate(raw: dict[str, Any], name: str = "<recipe>", path: Path | None = None) -> Recipe:
     """Check every key and value of a recipe mapping and build a :class:`Recipe`."""
     if not isinstance(raw, dict):
@@ -358,12 +481,7 @@ def validate(raw: dict[str, Any], name: str = "<recipe>", path: Path | None = No
     method = raw.get("method") or "selfgen"
     if method not in METHODS:
         raise RecipeError(f"recipe {name!r}: unknown method {method!r}; valid: {', '.join(METHODS)}")
-    sections: dict[str, dict[str, Any] | None] = {}
-    for key in ("sft", "lora", "quantization", "kd", "selfgen"):
-        value = raw.get(key)
-        if value is not None and not isinstance(value, dict):
-            raise RecipeError(f"recipe {name!r}: {key} must be a mapping (or null), got {value!r}")
-        sections[key] = value
+    sections = _sections(raw, name)
     sft = dict(sections["sft"] or {})
     _check_keys("sft", sft, sft_fields(), RESERVED_SFT)
     from trl import SFTConfig
@@ -385,30 +503,17 @@ def validate(raw: dict[str, Any], name: str = "<recipe>", path: Path | None = No
             raise RecipeError(
                 f"recipe {name!r}: quantization (QLoRA) needs a lora section; a 4-bit base cannot be fully finetuned"
             )
-    kd_raw = dict(sections["kd"] or {})
-    _check_keys("kd", kd_raw, [f.name for f in dataclasses.fields(KDSettings)])
-    kd_raw = check_types("kd", kd_raw, _field_types(KDSettings), name)
-    kd = KDSettings(**kd_raw)
-    if not kd.temperature > 0 or not 0 <= kd.alpha <= 1:
-        raise RecipeError(f"recipe {name!r}: kd.temperature must be > 0 and kd.alpha in [0, 1], got {kd}")
-    if kd_raw and method != "kd":
-        raise RecipeError(f"recipe {name!r}: a kd section needs method: kd (method is {method!r})")
-    sg = dict(sections["selfgen"] or {})
-    _check_keys("selfgen", sg, selfgen_fields())
-    from lmeval_layerprune.heal.selfgen import FilterSettings, GenerationSettings
-
-    sg = check_types(
-        "selfgen", sg, {"n": int, **_field_types(GenerationSettings), **_field_types(FilterSettings)}, name
-    )
-    for key, low in (("n", 1), ("max_new_tokens", 1), ("batch_size", 1)):
-        if key in sg and sg[key] is not None and sg[key] < low:
-            raise RecipeError(f"recipe {name!r}: selfgen.{key} = {sg[key]!r} must be at least {low}")
+    kd = _validate_kd(dict(sections["kd"] or {}), method, name)
+    sg = _validate_selfgen(dict(sections["selfgen"] or {}), name)
+    train = _validate_train(None if sections["train"] is None else dict(sections["train"]), lora, name)
+    budget = _validate_budget(None if sections["budget"] is None else dict(sections["budget"]), sft, name)
     dtype = raw.get("dtype")
     if dtype is not None and dtype not in ("float32", "bfloat16", "float16"):
         raise RecipeError(f"recipe {name!r}: dtype {dtype!r} is not one of float32, bfloat16, float16")
     return Recipe(
-        name=name, raw=raw, path=path, method=method, sft=sft, lora=lora, quantization=quant, kd=kd, selfgen=sg
-    )
+        name=name, raw=raw, path=path, method=method, sft=sft, lora=lora, quantization=quant, kd=kd, selfgen=sg,
+        train=train, budget=budget,
+    )  # fmt: skip
 
 
 def load_recipe(recipe: str, overrides: list[str] | tuple[str, ...] = ()) -> Recipe:

@@ -10,7 +10,16 @@
 huggingface_hub is imported inside the functions that need it.
 """
 
-from lmeval_layerprune.hub.card import RELATIONS, CardResult, build_card, eval_results, load_eval, render, write_card
+from lmeval_layerprune.hub.card import (
+    RELATIONS,
+    CardResult,
+    CardSettings,
+    build_card,
+    eval_results,
+    load_eval,
+    render,
+    write_card,
+)
 from lmeval_layerprune.hub.facts import (
     PLAN_FILES,
     Identity,
@@ -26,6 +35,7 @@ from lmeval_layerprune.hub.push import (
     UPLOAD_FILES,
     UPLOAD_PATTERNS,
     PushResult,
+    PushSettings,
     describe_manifest,
     get_token,
     human_size,
@@ -41,9 +51,11 @@ __all__ = [
     "UPLOAD_FILES",
     "UPLOAD_PATTERNS",
     "CardResult",
+    "CardSettings",
     "Identity",
     "Portable",
     "PushResult",
+    "PushSettings",
     "build_card",
     "describe_manifest",
     "eval_results",

@@ -14,7 +14,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lmeval_layerprune.core.layout import CARD_FILE, LEGACY_PLAN_FILES, MERGEKIT_FILE, PLAN_ATTR, PLAN_FILE
+from lmeval_layerprune.core.arch import ARCHITECTURES, ArchInfo
+from lmeval_layerprune.core.embedded import EMBEDDED_REPO, embedded_model_dir, gguf_path
+from lmeval_layerprune.core.layout import (
+    CARD_FILE,
+    EMBEDDED_COMPLETE,
+    LEGACY_PLAN_FILES,
+    MERGEKIT_FILE,
+    PLAN_ATTR,
+    PLAN_FILE,
+)
 from lmeval_layerprune.errors import PublishError
 
 #: every name a plan file has had (the current one first); all are read and uploaded
@@ -72,8 +81,6 @@ def parameter_counts(folder: Path) -> tuple[int, dict[str, int]] | None:
 
 def estimated_parent_params(folder: Path, counted: dict[str, int], n_dropped: int) -> int:
     """This model's count plus ``n_dropped`` layers of the mean size of a kept layer."""
-    from lmeval_layerprune.core.arch import ARCHITECTURES, ArchInfo
-
     cfg = json.loads((folder / "config.json").read_text())
     prefix = ARCHITECTURES.get(cfg.get("model_type") or "", ArchInfo()).layers + "."
     layer_re = re.compile(re.escape(prefix) + r"(\d+)\.")
@@ -105,8 +112,6 @@ def mergekit_sources(folder: Path) -> list[str]:
 def parent_dir(plan: dict[str, Any], folder: Path) -> Path | None:
     """The parent's local checkout, when there is one: the recorded base path, the mergekit
     source, or the converted embedded model."""
-    from lmeval_layerprune.core.embedded import EMBEDDED_REPO, embedded_model_dir
-
     for c in [str(plan.get("base_model") or ""), *mergekit_sources(folder)]:
         if c and is_local_path(c) and Path(c).expanduser().is_dir():
             return Path(c).expanduser()
@@ -195,10 +200,7 @@ def resolve_license(
         if meta.get("license"):
             extra = {k: meta[k] for k in ("license_name", "license_link") if meta.get(k)}
             return str(meta["license"]), extra, source
-    from lmeval_layerprune.core.embedded import EMBEDDED_REPO, gguf_path
-    from lmeval_layerprune.core.layout import EMBEDDED_COMPLETE as _COMPLETE
-
-    if base_model == EMBEDDED_REPO or (parent is not None and (parent / _COMPLETE).is_file()):
+    if base_model == EMBEDDED_REPO or (parent is not None and (parent / EMBEDDED_COMPLETE).is_file()):
         with contextlib.suppress(Exception):
             gg = gguf_path()
             value = gguf_metadata(gg, "general.license")

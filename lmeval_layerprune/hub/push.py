@@ -18,13 +18,16 @@ import contextlib
 import re
 import shutil
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from dataclasses import fields as dataclass_fields
 from fnmatch import fnmatch
 from pathlib import Path
 from typing import Any
 
 from lmeval_layerprune import __version__
-from lmeval_layerprune.core.layout import CARD_FILE, MERGEKIT_FILE, RECIPE_FILE
+from lmeval_layerprune.core.fsutil import atomic_dir
+from lmeval_layerprune.core.guard import guard_output
+from lmeval_layerprune.core.layout import BENCH_FILE, CARD_FILE, MERGEKIT_FILE, RECIPE_FILE
 from lmeval_layerprune.core.spec import format_indices
 from lmeval_layerprune.errors import PublishError
 from lmeval_layerprune.hub.card import write_card
@@ -35,7 +38,7 @@ DRY_RUN_SUFFIX = "-hub-upload"
 #: Files a checkpoint needs, by exact name; plus the patterns in :data:`UPLOAD_PATTERNS`.
 UPLOAD_FILES = (
     CARD_FILE,
-    "layer_pruning_bench.json",  # bench.BENCH_FILE: the measured speed and memory the card reports
+    BENCH_FILE,  # the measured speed and memory the card reports
     "config.json",
     "generation_config.json",
     "model.safetensors.index.json",
@@ -269,8 +272,6 @@ def validate_repo(repo_id: str) -> None:
 
 
 def _write_dry_run(out: Path, manifest: Sequence[tuple[str, Path | bytes]]) -> None:
-    from lmeval_layerprune.core.fsutil import atomic_dir
-
     if out.exists() and any(out.iterdir()):
         raise PublishError(f"dry-run folder {out} already exists and is not empty; remove it or name another")
     if out.exists():
@@ -283,20 +284,51 @@ def _write_dry_run(out: Path, manifest: Sequence[tuple[str, Path | bytes]]) -> N
                 shutil.copyfile(src, tmp / name)
 
 
+@dataclass
+class PushSettings:
+    """How :func:`push` uploads (the ``push`` command's flags).
+
+    Attributes:
+        private: create the repository private (only when it is created).
+        revision: push to this branch (created when missing).
+        create_pr: open a pull request instead of committing directly.
+        overwrite: replace a model already in the repository.
+        dry_run: a local folder: write exactly the files that would be uploaded there, list
+            them, and contact nothing.
+        endpoint: the Hub URL (default: ``HF_ENDPOINT`` or https://huggingface.co).
+        commit_message: default: "Upload PARENT without layers ... (lmeval-layerprune)".
+        base_model: the parent's Hub id when the checkpoint records a local path.
+        license: the license, when the parent's card does not say.
+    """
+
+    private: bool = False
+    revision: str | None = None
+    create_pr: bool = False
+    overwrite: bool = False
+    dry_run: str | Path | None = None
+    endpoint: str | None = None
+    commit_message: str | None = None
+    base_model: str | None = None
+    license: str | None = None
+
+
+def push_settings(settings: PushSettings | None = None, **fields: Any) -> PushSettings:
+    """``settings`` (default: all defaults) with ``fields`` replacing its values; an unknown field
+    name is a :class:`TypeError` naming it."""
+    known = {f.name for f in dataclass_fields(PushSettings)}
+    unknown = sorted(set(fields) - known)
+    if unknown:
+        raise TypeError(f"unexpected arguments {unknown}; push settings are: {', '.join(sorted(known))}")
+    return replace(settings or PushSettings(), **fields)
+
+
 def push(
     folder: str | Path,
     repo_id: str,
+    settings: PushSettings | None = None,
     *,
-    private: bool = False,
-    revision: str | None = None,
-    create_pr: bool = False,
-    overwrite: bool = False,
-    dry_run: str | Path | None = None,
-    endpoint: str | None = None,
-    commit_message: str | None = None,
-    base_model: str | None = None,
-    license: str | None = None,
     echo: Any = print,
+    **fields: Any,
 ) -> PushResult:
     """Upload the checkpoint in ``folder`` to the Hub repository ``repo_id`` in one commit.
 
@@ -307,40 +339,45 @@ def push(
     old model that the new one does not have are deleted in the same commit, so shards never mix.
 
     Args:
-        dry_run: a local folder: write exactly the files that would be uploaded there, list
-            them, and contact nothing.
-        endpoint: the Hub URL (default: ``HF_ENDPOINT`` or https://huggingface.co).
+        settings: :class:`PushSettings`; ``fields`` give its fields one by one instead of (or over) it
+            (``push(folder, repo, dry_run="out/")``).
         echo: where progress lines go (``print`` by default).
 
     Raises:
         PublishError: missing token, parent id or license, a refused overwrite, or a Hub failure.
     """
-    from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi, constants
-
+    s = push_settings(settings, **fields)
     folder = Path(folder).expanduser()
     validate_repo(repo_id)
     if not folder.is_dir():
         raise PublishError(f"checkpoint folder {str(folder)!r} does not exist")
-    if dry_run is not None:  # before anything is written: never into or over the checkpoint folder
-        from lmeval_layerprune.core.guard import guard_output
-
-        guard_output(Path(dry_run).expanduser(), inputs=[folder], what="dry-run folder", flag="--dry-run")
+    if s.dry_run is not None:  # before anything is written: never into or over the checkpoint folder
+        guard_output(Path(s.dry_run).expanduser(), inputs=[folder], what="dry-run folder", flag="--dry-run")
     if not (folder / CARD_FILE).is_file():
         echo(f"no {CARD_FILE} in {folder}: writing the model card first")
-        write_card(folder, repo_id=repo_id, base_model=base_model, license=license, strict=True)
-    manifest = upload_manifest(folder, base_model, repo_id)
+        write_card(folder, repo_id=repo_id, base_model=s.base_model, license=s.license, strict=True)
+    manifest = upload_manifest(folder, s.base_model, repo_id)
     listing = describe_manifest(manifest)
 
-    if dry_run is not None:
-        out = Path(dry_run).expanduser()
+    if s.dry_run is not None:
+        out = Path(s.dry_run).expanduser()
         _write_dry_run(out, manifest)
         echo(f"dry run: these files would be uploaded to {repo_id} (copied to {out}):\n{listing}")
         return PushResult(repo_id=repo_id, files=[n for n, _ in manifest], dry_run_dir=out)
+    return _commit(folder, repo_id, s, manifest, echo)
 
-    token = get_token()
+
+def _commit(
+    folder: Path, repo_id: str, s: PushSettings, manifest: list[tuple[str, Path | bytes]], echo: Any
+) -> PushResult:
+    """Create the repository and branch when missing, refuse to replace a model unless told, commit."""
+    from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi, constants
     from huggingface_hub.errors import RepositoryNotFoundError, RevisionNotFoundError
 
-    endpoint = (endpoint or constants.ENDPOINT).rstrip("/")
+    listing = describe_manifest(manifest)
+    token = get_token()
+    private, revision, create_pr = s.private, s.revision, s.create_pr
+    endpoint = (s.endpoint or constants.ENDPOINT).rstrip("/")
     api = HfApi(endpoint=endpoint, token=token, library_name="lmeval-layerprune", library_version=__version__)
     result = PushResult(repo_id=repo_id, files=[n for n, _ in manifest])
 
@@ -370,7 +407,7 @@ def push(
             echo(f"created branch {revision}")
             remote = [s.rfilename for s in api.model_info(repo_id, revision=revision).siblings or []]
     existing_model = sorted(f for f in remote if _matches(f, MODEL_FILE_PATTERNS))
-    if existing_model and not (revision or create_pr or overwrite):
+    if existing_model and not (revision or create_pr or s.overwrite):
         raise PublishError(
             f"{repo_id} already holds a model ({', '.join(existing_model[:4])}"
             f"{', ...' if len(existing_model) > 4 else ''}); refusing to replace it. Pass --revision BRANCH to push "
@@ -387,8 +424,8 @@ def push(
     where = f"a pull request against {target}" if create_pr else f"{repo_id}@{target}"
     echo(f"uploading to {where}:\n{listing}" + (f"\n  deleting the old model's {', '.join(stale)}" if stale else ""))
     plan = read_plan(folder)
-    parent = identify(folder, plan, base_model).base_model
-    message = commit_message or (
+    parent = identify(folder, plan, s.base_model).base_model
+    message = s.commit_message or (
         f"Upload {parent} without layers {format_indices(plan['drop'])}"
         + (" (healed)" if plan.get("recovery") else "")
         + " (lmeval-layerprune)"

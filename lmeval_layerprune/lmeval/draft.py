@@ -26,7 +26,7 @@ from lmeval_layerprune.core.plan import PruningPlan
 from lmeval_layerprune.core.slicing import keep_from_drop, pruned_config
 from lmeval_layerprune.errors import DraftError, DropSpecError
 from lmeval_layerprune.methods.capture import Calibration
-from lmeval_layerprune.methods.resolve import needs_model, parse_spec, resolve_drop
+from lmeval_layerprune.methods.resolve import merges, needs_model, parse_spec, resolve_drop
 
 #: draft tokens proposed per verification step (a constant schedule: see :func:`draft_generation_settings`)
 DEFAULT_DRAFT_TOKENS = 4
@@ -198,6 +198,11 @@ def resolve_draft(
         parsed = parse_spec(spec)
         if parsed.is_noop:
             raise DropSpecError(f"invalid draft spec {spec!r}: it skips no layer (a draft must skip at least one)")
+        if merges(parsed):
+            raise DraftError(
+                f"draft spec {parsed.text!r} merges layers, which would change the verifier's own weights; a draft "
+                "skips layers: give indices, a count (last:4) or a scoring method (angular:4)"
+            )
         if needs_model(parsed) and tokenizer is None:
             raise DraftError(f"draft spec {parsed.text!r} needs a tokenizer to score the layers")
         plan = resolve_drop(target, parsed, model=target, tokenizer=tokenizer, calibration=calibration)

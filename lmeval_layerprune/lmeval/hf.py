@@ -42,6 +42,7 @@ from lm_eval.models.huggingface import HFLM, stop_sequences_criteria
 
 from lmeval_layerprune.checkpoint.cache import cache_dtype, cached_checkpoint
 from lmeval_layerprune.core.arch import arch_for, num_layers
+from lmeval_layerprune.core.collapse import apply_plan
 from lmeval_layerprune.core.embedded import base_model_name, resolve_pretrained
 from lmeval_layerprune.core.guard import check_weights
 from lmeval_layerprune.core.layout import RESULTS_KEY
@@ -51,7 +52,7 @@ from lmeval_layerprune.core.spec import DropSpec
 from lmeval_layerprune.errors import DropSpecError, LayerPruneError, ModelArgError
 from lmeval_layerprune.lmeval.draft import DEFAULT_DRAFT_TOKENS, build_drafter, resolve_draft
 from lmeval_layerprune.methods.capture import DEFAULT_CALIB_SAMPLES, Calibration
-from lmeval_layerprune.methods.resolve import needs_model, parse_spec, resolve_drop
+from lmeval_layerprune.methods.resolve import merges, needs_model, parse_spec, resolve_drop
 
 logger = logging.getLogger(__name__)
 
@@ -117,7 +118,7 @@ class PrunedHFLM(HFLM):
             # A model instance: HFLM took it as is; slice it in place now.
             arch_for(self._model.config)
             self.drop = self._resolve(self._model)
-            prune_model(self._model, self.drop, self.plan)
+            apply_plan(self._model, self.drop, self.plan)
             self._config = self._model.config
         if self.plan is None:  # nothing removed here: record what the checkpoint itself says (if pruned)
             self.plan = _plan_of_unpruned(self._model.config if hasattr(self, "_model") else self._config, pretrained)
@@ -216,6 +217,18 @@ class PrunedHFLM(HFLM):
             super()._create_model(pretrained, **kwargs)
             return
         arch_for(self._config)  # unsupported architectures fail before any weight is read
+        if merges(self._drop_spec):
+            # Layer collapse needs the removed layers' weights: load the whole model, merge, then slice in memory.
+            if kwargs.get("peft") or kwargs.get("delta"):
+                raise ModelArgError(
+                    f"drop={self._drop_spec.text} merges layers; peft=/delta= adapters cannot be applied to a merged "
+                    "model here (materialize it with `lmeval-prune slice`, then load the adapter on that checkpoint)"
+                )
+            super()._create_model(pretrained, **kwargs)
+            self.drop = self._resolve(self._model)
+            apply_plan(self._model, self.drop, self.plan)
+            self._config = self._model.config
+            return
         if needs_model(self._drop_spec):
             # Score on the full model (no adapters), then load again with only the kept layers.
             super()._create_model(pretrained, **{**kwargs, "peft": None, "delta": None})

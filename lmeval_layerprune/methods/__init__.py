@@ -4,4 +4,4 @@ Importing this package registers the built-in methods (one module each). See
 :mod:`~lmeval_layerprune.methods.registry` for how to add one.
 """
 
-from lmeval_layerprune.methods import angular, block_influence, greedy, last  # noqa: F401  (register the built-ins)
+from lmeval_layerprune.methods import angular, block_influence, collapse, greedy, last  # noqa: F401  (register the built-ins)

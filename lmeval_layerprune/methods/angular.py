@@ -7,17 +7,10 @@ every token instead, a steadier variant that is not the cited method.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
-import torch
-
-from lmeval_layerprune.methods.capture import cosine_last_token, cosine_per_token
 from lmeval_layerprune.methods.registry import BoundaryStates, LayerMethod, register_method
-
-
-def _angle(cos: torch.Tensor) -> float:
-    return float((torch.arccos(cos.clamp(-1.0, 1.0)) / math.pi).mean())
+from lmeval_layerprune.methods.similarity import cosine_last_token, cosine_per_token, mean_angle
 
 
 def angular_distances(states: Sequence[BoundaryStates], block: int, *, last_token: bool = True) -> list[float]:
@@ -25,7 +18,7 @@ def angular_distances(states: Sequence[BoundaryStates], block: int, *, last_toke
     (Gromov et al.) or averaged over every token (``last_token=False``)."""
     n = len(states[0]) - 1
     cosine = cosine_last_token if last_token else cosine_per_token
-    return [_angle(cosine(states, start, start + block)) for start in range(n - block + 1)]
+    return [mean_angle(cosine(states, start, start + block)) for start in range(n - block + 1)]
 
 
 @register_method

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from lmeval_layerprune.methods.capture import cosine_per_token
 from lmeval_layerprune.methods.registry import BoundaryStates, LayerMethod, register_method
+from lmeval_layerprune.methods.similarity import cosine_per_token
 
 
 def block_influence(states: Sequence[BoundaryStates]) -> list[float]:

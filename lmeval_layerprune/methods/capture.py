@@ -116,13 +116,3 @@ def calibration_states(model: torch.nn.Module, tokenizer: Any, calibration: Cali
         return layer_boundary_states(model, tokenizer, texts, calibration.max_tokens)
     finally:
         model.train(was_training)
-
-
-def cosine_per_token(states: Sequence[Sequence[torch.Tensor]], a: int, b: int) -> torch.Tensor:
-    """Cosine similarity between boundary ``a`` and boundary ``b``, for every token of every text."""
-    return torch.cat([torch.nn.functional.cosine_similarity(s[a], s[b], dim=-1) for s in states])
-
-
-def cosine_last_token(states: Sequence[Sequence[torch.Tensor]], a: int, b: int) -> torch.Tensor:
-    """Cosine similarity between boundary ``a`` and boundary ``b`` at each text's last token."""
-    return torch.stack([torch.nn.functional.cosine_similarity(s[a][-1], s[b][-1], dim=-1) for s in states])

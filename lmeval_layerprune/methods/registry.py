@@ -42,6 +42,7 @@ logger = logging.getLogger(__name__)
 
 Kind = Literal["position", "per-layer", "block", "greedy"]
 KINDS: tuple[str, ...] = ("position", "per-layer", "block", "greedy")
+TRANSFORMS: tuple[str, ...] = ("drop", "merge")
 ENTRY_POINT_GROUP = "lmeval_layerprune.methods"
 #: one text's states: ``states[i]`` enters layer ``i``; ``states[-1]`` leaves the last layer ``[tokens, hidden]``
 BoundaryStates = Sequence[Sequence["Tensor"]]
@@ -64,14 +65,21 @@ class LayerMethod:
     definition: ClassVar[str] = ""
     #: ``greedy`` methods: the objective the search optimises (``tasks`` or ``perplexity``)
     objective: ClassVar[str | None] = None
-    #: what the chosen layers undergo: removed (``drop``) or folded into their block's first layer
-    #: (``merge``, e.g. layer collapse); the plan records it
+    #: what the chosen layers undergo: removed (``drop``) or merged into the kept layer before them
+    #: (``merge``: layer collapse, :mod:`lmeval_layerprune.core.collapse`); the plan records it
     transform: ClassVar[str] = "drop"
+    #: also accepts the layers themselves (``NAME:20-25``), not only a count
+    takes_layers: ClassVar[bool] = False
 
     @property
     def needs_states(self) -> bool:
         """True when choosing needs hidden states computed on the model (calibration text)."""
         return self.kind in ("per-layer", "block")
+
+    @property
+    def needs_weights(self) -> bool:
+        """True when the result needs the removed layers' weights (a merge), not only the kept ones."""
+        return self.transform != "drop"
 
     def scores(self, states: Sequence[BoundaryStates], count: int) -> list[float]:
         """``per-layer``: one score per layer; ``block``: one per block start (``num_layers - count + 1``).
@@ -127,6 +135,8 @@ def register_method(cls: type[LayerMethod]) -> type[LayerMethod]:
         raise ValueError(f"{cls.__name__}.kind must be one of {', '.join(KINDS)}, got {getattr(cls, 'kind', None)!r}")
     if not getattr(cls, "description", ""):
         raise ValueError(f"{cls.__name__} needs a one-line description")
+    if getattr(cls, "transform", "drop") not in TRANSFORMS:
+        raise ValueError(f"{cls.__name__}.transform must be one of {', '.join(TRANSFORMS)}")
     if cls.kind == "greedy" and not cls.objective:
         raise ValueError(f"{cls.__name__} is greedy and needs an objective ('tasks' or 'perplexity')")
     old = _METHODS.get(name)

@@ -17,6 +17,7 @@ from typing import Any
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
 from lmeval_layerprune.core.arch import num_layers as arch_num_layers
+from lmeval_layerprune.core.collapse import MERGE, merge_targets
 from lmeval_layerprune.core.embedded import base_model_name, resolve_pretrained
 from lmeval_layerprune.core.plan import PruningPlan, file_sha256, plan_for, plan_of_spec, read_plan_record
 from lmeval_layerprune.core.spec import VALID_FORMS, DropSpec
@@ -48,6 +49,12 @@ def parse_spec(spec: SpecLike) -> DropSpec:
             ) from None
         if method.kind == "greedy":
             raise not_one_pass(method, parsed.count if parsed.count is not None else "K")
+        if parsed.parts and not method.takes_layers:
+            layers = parsed.text.split(":", 1)[1]
+            raise DropSpecError(
+                f"invalid drop spec {parsed.text!r}: {method.name} chooses the layers itself; give a count "
+                f"({method.name}:8) or a share ({method.name}:25%), or the layers alone ({layers})"
+            )
     return parsed
 
 
@@ -59,9 +66,16 @@ def method_of(spec: DropSpec) -> LayerMethod | None:
 
 
 def needs_model(spec: SpecLike) -> bool:
-    """True when resolving ``spec`` reads hidden states of the loaded model (not only its config)."""
+    """True when ``spec`` needs the loaded model, not only its config: hidden states to score, or the
+    removed layers' weights to merge (then only the kept layers cannot be loaded alone)."""
     method = method_of(parse_spec(spec))
-    return method is not None and method.needs_states
+    return method is not None and (method.needs_states or method.needs_weights)
+
+
+def merges(spec: SpecLike) -> bool:
+    """True when ``spec``'s method merges the removed layers into kept ones (layer collapse)."""
+    method = method_of(parse_spec(spec))
+    return method is not None and method.needs_weights
 
 
 def choose_layers(
@@ -93,7 +107,7 @@ def resolve_indices(spec: SpecLike, num_layers: int, scores: Sequence[float] | N
     if parsed.method == "plan":
         return plan_of_spec(parsed, num_layers).drop
     method = method_of(parsed)
-    if method is None:
+    if method is None or parsed.parts:
         return parsed.indices(num_layers)
     count = parsed.check_count(num_layers)
     if method.needs_states and scores is None:
@@ -173,7 +187,7 @@ def resolve_drop(
         if parsed.path is not None and Path(parsed.path).expanduser().is_file():
             extra["plan_file_sha256"] = file_sha256(Path(parsed.path).expanduser())
         fields.update(order=src.order, scores=src.scores, selection=src.selection, extra=extra)
-    elif method is None:
+    elif method is None or parsed.parts:
         local = parsed.indices(n)
     else:
         count = parsed.check_count(n)
@@ -184,9 +198,14 @@ def resolve_drop(
         local, scores = choose_layers(method, n, count, states)
         if scores is not None:
             fields["scores"] = scores
-        if method.transform != "drop":
-            fields.setdefault("extra", {})["transform"] = method.transform
-    return plan_for(config, local, base_model=name, **fields)
+    plan = plan_for(config, local, base_model=name, **fields)
+    if method is not None and method.transform == MERGE:
+        parent = PruningPlan.from_config(config)
+        index = parent.kept if parent is not None else tuple(range(n))  # local -> parent indices
+        targets = merge_targets(n, local)
+        plan.extra["transform"] = MERGE
+        plan.extra["merged_into"] = {str(index[t]): [index[k] for k in runs] for t, runs in targets.items()}
+    return plan
 
 
 def _scoring_model(

@@ -46,6 +46,13 @@ def self_bleu(predictions: Sequence[str], order: int = degeneration.SELF_BLEU_OR
     return {"self_bleu": mean_scorable(items), "self_bleu_n": count_scorable(items)}
 
 
+def response_length(predictions: Sequence[str]) -> dict[str, float]:
+    """``response_length`` (mean NLTK word tokens per response, the paper's "Avg Tokens"; every
+    response counts) and ``response_length_n`` (how many responses)."""
+    items = [degeneration.response_length([""], [p]) for p in predictions]
+    return {"response_length": mean_scorable(items), "response_length_n": count_scorable(items)}
+
+
 def cot_steps(predictions: Sequence[str]) -> dict[str, float]:
     """``cot_step_error`` (wrong / written ``a op b = c`` steps, pooled), ``cot_step_error_n``
     (responses with at least one step) and ``cot_steps`` (mean steps per response)."""
@@ -108,6 +115,7 @@ def _same_length(a: Sequence[Any], b: Sequence[Any], what: str = "references") -
 COMPUTE = {
     "rep_n": rep_n,
     "self_bleu": self_bleu,
+    "response_length": response_length,
     "cot_steps": cot_steps,
     "final_answer": final_answer,
     "bracket_closure": bracket_closure,

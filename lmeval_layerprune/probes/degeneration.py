@@ -1,8 +1,9 @@
-"""Text-degeneration metrics for generations: repetition rate and intra-response Self-BLEU.
+"""Text-degeneration metrics for generations: repetition rate, intra-response Self-BLEU and length.
 
-Both follow the paper's analysis script (``analysis/calc_self_bleu.py`` in
+All three follow the paper's analysis script (``analysis/calc_self_bleu.py`` in
 safal312/on-the-limits-of-layer-pruning), including which responses it leaves out; tokens and
-sentences are NLTK's, computed without downloads (:mod:`lmeval_layerprune.probes.text`).
+sentences are NLTK 3.9.2's with NLTK's English Punkt model, computed without downloads and
+independently of the installed NLTK (:mod:`lmeval_layerprune.probes.text`).
 
 * ``rep_n`` (Welleck et al., 2019, "seq-rep-n"): the response is lower-cased and split into
   NLTK word tokens; ``1 - |unique n-grams| / |n-grams|``. 0 for a response without a repeated
@@ -15,6 +16,9 @@ sentences are NLTK's, computed without downloads (:mod:`lmeval_layerprune.probes
   epsilon 0.1) against the *other* sentences of at least 4 tokens as references, and the scores
   are averaged; 0..1, high when the response keeps saying the same thing. A response without
   two sentences of at least 4 tokens is **not scorable** (``nan``).
+* ``response_length`` (the paper's "Avg Tokens"): the number of NLTK word tokens of the response
+  as written (*not* lower-cased, so Punkt's case context decides where a period becomes a token
+  of its own); every response counts, an empty one as 0. Aggregate with ``mean``.
 
 Not-scorable responses are missing, not zero: aggregate with
 :func:`lmeval_layerprune.probes.scoring.mean_scorable` and report the number of scorable
@@ -57,6 +61,15 @@ def tokens(text: str) -> list[str]:
     return word_tokens(text.lower())
 
 
+def response_tokens(text: str) -> int:
+    """The paper's response length: ``len(nltk.word_tokenize(text))`` of the text as written.
+
+    >>> response_tokens("He met J. Smith in 1. Then he left.")
+    11
+    """
+    return len(word_tokens(text))
+
+
 def ngram_repetition(seq: Sequence[Any], n: int) -> float:
     """``1 - |unique n-grams| / |n-grams|`` of any sequence (words, token ids); 0 when shorter than ``n``.
 
@@ -83,7 +96,7 @@ def _tokens_cached(text: str) -> tuple[str, ...]:
 
 
 def sentences(text: str) -> list[str]:
-    """Sentences of ``text`` (Punkt with NLTK's English parameters; see :mod:`.text`). The
+    """Sentences of ``text`` (Punkt with NLTK's English model; see :mod:`.text`). The
     metrics split the *lower-cased* text, as the paper does."""
     return split_sentences(text)
 
@@ -169,6 +182,11 @@ def rep_4(references: Sequence[str], predictions: Sequence[str]) -> float:
 def self_bleu(references: Sequence[str], predictions: Sequence[str]) -> float:
     """lm-eval metric: intra-response Self-BLEU-4 (``nan``: fewer than two sentences of 4+ tokens)."""
     return self_bleu_text(predictions[0])
+
+
+def response_length(references: Sequence[str], predictions: Sequence[str]) -> float:
+    """lm-eval metric: the response's length in NLTK word tokens (aggregate with ``mean``)."""
+    return float(response_tokens(predictions[0]))
 
 
 def rep_2_n(references: Sequence[str], predictions: Sequence[str]) -> float:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable, Hashable
+from dataclasses import dataclass
 from typing import Any
 
 import datasets
@@ -60,26 +61,38 @@ def draw_distinct(
     return out
 
 
+@dataclass(frozen=True)
+class SplitSettings:
+    """Which items a generated task draws, from its metadata: ``n`` test items from the stream of
+    ``seed``, ``n_fewshot`` few-shot items from ``fewshot_seed``; ``eval_seed`` names the published
+    evaluation split (any other ``seed`` avoids its items)."""
+
+    n: int
+    seed: int
+    eval_seed: int
+    fewshot_seed: int
+    n_fewshot: int = 10
+
+
 def disjoint_splits(
     draw: Draw,
     key: Key,
     tag: str,
+    settings: SplitSettings,
     *,
-    n: int,
-    seed: int,
-    eval_seed: int,
-    fewshot_seed: int,
-    n_fewshot: int = 10,
     capacity: int | None = None,
     extra: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
 ) -> datasets.DatasetDict:
-    """A ``DatasetDict`` with ``test`` (``n`` items from ``seed``) and ``fewshot`` (from ``fewshot_seed``).
+    """A ``DatasetDict`` with ``test`` (``settings.n`` items from ``settings.seed``) and ``fewshot``
+    (``settings.n_fewshot`` items from ``settings.fewshot_seed``).
 
     The stream of a split is named ``f"{tag}-{seed}"``; when ``seed != eval_seed`` the evaluation
     items (``n`` from ``eval_seed``) are excluded first, and the few-shot items avoid both.
-    ``extra(doc)`` adds derived fields (e.g. multiple-choice options) to every document.
+    ``capacity`` (how many distinct keys exist) turns an impossible request into an immediate
+    error; ``extra(doc)`` adds derived fields (e.g. multiple-choice options) to every document.
     """
-    for name, value in (("n", n), ("n_fewshot", n_fewshot)):
+    n, seed, eval_seed = settings.n, settings.seed, settings.eval_seed
+    for name, value in (("n", n), ("n_fewshot", settings.n_fewshot)):
         if not isinstance(value, int) or value < 1:
             raise ValueError(f"{tag}: metadata {name} must be a positive integer, got {value!r}")
     taken: set[Hashable] = set()
@@ -87,7 +100,12 @@ def disjoint_splits(
         taken = {key(d) for d in draw_distinct(draw, key, n, f"{tag}-{eval_seed}", capacity=capacity)}
     test = draw_distinct(draw, key, n, f"{tag}-{seed}", avoid=taken, capacity=capacity)
     fewshot = draw_distinct(
-        draw, key, n_fewshot, f"{tag}-{fewshot_seed}", avoid=taken | {key(d) for d in test}, capacity=capacity
+        draw,
+        key,
+        settings.n_fewshot,
+        f"{tag}-{settings.fewshot_seed}",
+        avoid=taken | {key(d) for d in test},
+        capacity=capacity,
     )
     if extra is not None:
         test = [{**d, **extra(d)} for d in test]

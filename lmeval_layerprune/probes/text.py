@@ -1,99 +1,127 @@
-"""Sentence splitting and word tokens as the paper's analysis computes them, without downloads.
+"""Sentences and word tokens as the paper's analysis computes them, pinned and without downloads.
 
 The paper's degeneration script (``analysis/calc_self_bleu.py`` in
-safal312/on-the-limits-of-layer-pruning) lower-cases a response, splits it with
-``nltk.sent_tokenize`` (the Punkt model for English, a download) and tokenizes each sentence
-with ``nltk.word_tokenize`` (which splits sentences with the same model again, then applies
-NLTK's improved Treebank tokenizer to each).
+safal312/on-the-limits-of-layer-pruning) splits a response with ``nltk.sent_tokenize`` (Punkt with
+NLTK's English model) and tokenizes it with ``nltk.word_tokenize`` (Punkt sentences again, then
+NLTK's improved Treebank tokenizer, ``NLTKWordTokenizer``, on each sentence). Both changed between
+NLTK releases (3.10 splits en and em dashes off words and treats curly quotes as closing
+punctuation), and the model is a download, so this module carries both, pinned to NLTK
+:data:`~lmeval_layerprune.probes.punkt.NLTK_VERSION`:
 
-Here the Punkt *algorithm* comes from NLTK itself (``nltk.tokenize.punkt``, no model file) and
-the *parameters* are the ones of the English model that matter for lower-cased text:
+* sentences: :mod:`lmeval_layerprune.probes.punkt` (the algorithm, and the English model shipped
+  with the package, orthographic context included);
+* word tokens: :func:`treebank_tokens`, the regular expressions of ``NLTKWordTokenizer.tokenize``
+  of that release (``nltk/tokenize/destructive.py``, Apache-2.0, Copyright (C) 2001-2025 NLTK
+  Project), applied in the same order.
 
-* its abbreviation list (:data:`PUNKT_ENGLISH_ABBREVIATIONS`: a token ending in one of these
-  plus ``.`` does not end a sentence) and its collocations (:data:`PUNKT_ENGLISH_COLLOCATIONS`),
-  copied from NLTK's ``punkt_tab/english`` data;
-* no orthographic context and no sentence starters. Both only act on the case of the word after
-  a period. After lower-casing every word starts lower-case, and Punkt's orthographic rule then
-  says "not a sentence start" after a number or an initial both for an empty context and for
-  every word the English model has seen capitalised; they differ only for words the English
-  model saw lower-case at a sentence start and never capitalised (none in the sample checked).
-  Sentence starters only apply to capitalised words, which lower-cased text has none of.
+Nothing here reads the installed NLTK; ``tests/test_probe_metrics.py`` checks equality with NLTK
+:data:`~lmeval_layerprune.probes.punkt.NLTK_VERSION` itself.
 
-So on lower-cased text this splitter gives Punkt's English splits up to that corner.
-A consequence of the paper's order (lower-case, then split) that we keep for comparability:
-a period after a *number* followed by a word does not end a sentence
-(``"... = 14. the answer is 14."`` is one sentence), while one after a word does.
+The metrics lower-case a response before splitting it (the paper's order). Punkt then treats a
+period after a *number* or a single letter followed by a lower-case word as no sentence break
+unless the English model saw that word lower-case at a sentence start and never capitalised
+(``"... = 14. the answer is 14."`` is one sentence); a period after a word does break.
 """
 
 from __future__ import annotations
 
-from functools import lru_cache
-from typing import Any
+import re
 
-#: The abbreviation types of NLTK's English Punkt model (``punkt_tab/english/abbrev_types.txt``),
-#: lower-case and without the final period. (Its one entry containing spaces can never match a
-#: token and is left out.)
-PUNKT_ENGLISH_ABBREVIATIONS: frozenset[str] = frozenset(
+from lmeval_layerprune.probes.punkt import english_splitter
+
+# ------------------------------------------------------------------ NLTKWordTokenizer (3.9.2)
+
+_STARTING_QUOTES = [
+    (re.compile("([«“‘„]|[`]+)", re.U), r" \1 "),
+    (re.compile(r"^\""), r"``"),
+    (re.compile(r"(``)"), r" \1 "),
+    (re.compile(r"([ \(\[{<])(\"|\'{2})"), r"\1 `` "),
+    (re.compile(r"(?i)(\')(?!re|ve|ll|m|t|s|d|n)(\w)\b", re.U), r"\1 \2"),
+]
+_ENDING_QUOTES = [
+    (re.compile("([»”’])", re.U), r" \1 "),
+    (re.compile(r"''"), " '' "),
+    (re.compile(r'"'), " '' "),
+    (re.compile(r"\s+"), " "),
+    (re.compile(r"([^' ])('[sS]|'[mM]|'[dD]|') "), r"\1 \2 "),
+    (re.compile(r"([^' ])('ll|'LL|'re|'RE|'ve|'VE|n't|N'T) "), r"\1 \2 "),
+]
+_PUNCTUATION = [
+    (re.compile(r'([^\.])(\.)([\]\)}>"\'' "»”’ " r"]*)\s*$", re.U), r"\1 \2 \3 "),
+    (re.compile(r"([:,])([^\d])"), r" \1 \2"),
+    (re.compile(r"([:,])$"), r" \1 "),
+    (re.compile(r"\.{2,}", re.U), r" \g<0> "),
+    (re.compile(r"[;@#$%&]"), r" \g<0> "),
+    (re.compile(r'([^\.])(\.)([\]\)}>"\']*)\s*$'), r"\1 \2\3 "),  # the final period
+    (re.compile(r"[?!]"), r" \g<0> "),
+    (re.compile(r"([^'])' "), r"\1 ' "),
+    (re.compile(r"[*]", re.U), r" \g<0> "),
+]
+_PARENS_BRACKETS = (re.compile(r"[\]\[\(\)\{\}\<\>]"), r" \g<0> ")
+_DOUBLE_DASHES = (re.compile(r"--"), r" -- ")
+# Robert MacIntyre's contractions, as NLTK lists them
+_CONTRACTIONS = [
+    re.compile(pattern)
+    for pattern in (
+        r"(?i)\b(can)(?#X)(not)\b",
+        r"(?i)\b(d)(?#X)('ye)\b",
+        r"(?i)\b(gim)(?#X)(me)\b",
+        r"(?i)\b(gon)(?#X)(na)\b",
+        r"(?i)\b(got)(?#X)(ta)\b",
+        r"(?i)\b(lem)(?#X)(me)\b",
+        r"(?i)\b(more)(?#X)('n)\b",
+        r"(?i)\b(wan)(?#X)(na)(?=\s)",
+        r"(?i) ('t)(?#X)(is)\b",
+        r"(?i) ('t)(?#X)(was)\b",
+    )
+]
+
+
+def treebank_tokens(sentence: str) -> list[str]:
+    """``NLTKWordTokenizer().tokenize(sentence)`` of NLTK 3.9.2 (one sentence; only its final
+    period is split off).
+
+    >>> treebank_tokens("They'll pay $3.88 (roughly), don't they?")
+    ['They', "'ll", 'pay', '$', '3.88', '(', 'roughly', ')', ',', 'do', "n't", 'they', '?']
     """
-    ct m.j t a.c n.h ms p.a.m dr pa p.m u.k st dec u.s.a lt g.k adm p h.m ga tenn yr sen n.c j.j d.h
-    s.g inc vs s.p.a a.t n feb sr jan s.a.y n.y col g.f c.o.m.b d ft va r.k e.f chg r.i a.g minn a.h
-    k n.j m l.f f.j gen i.m.s s.a aug j.p okla m.d.c ltd oct s vt r.a j.c ariz w.w b.v ore h w.r e.h
-    mrs cie corp w n.v a.d r.j ok e.m w.c ill nov u.s prof conn u.s.s.r mg f.g ph.d g calif messrs
-    h.f wash tues sw bros u.n l wis mr sep d.c ave e.l co s.s reps c r.t h.c r wed a.s v fla jr r.h
-    c.v m.b.a rep a.a e c.i.t l.a b.f j.b d.w j.k ala f w.va sept mich n.m j.r l.p s.c colo fri a.m
-    g.d kan maj ky a.m.e n.d t.j cos nev
-    """.split()
-)
-
-#: The collocations of NLTK's English Punkt model (``punkt_tab/english/collocations.tab``):
-#: (word before the period, word after) pairs across which a period is no sentence break.
-PUNKT_ENGLISH_COLLOCATIONS: frozenset[tuple[str, str]] = frozenset(
-    tuple(pair.split("/"))  # type: ignore[misc]
-    for pair in """
-    ##number##/international ##number##/rj ##number##/commodities ##number##/cooper b/stewart
-    ##number##/genentech ##number##/wedgestone i/toussie ##number##/pepper j/fialka o/ludcke
-    ##number##/insider ##number##/aes i/magnin ##number##/credit ##number##/corrections
-    ##number##/financing ##number##/henley ##number##/business ##number##/pay-fone b/wigton
-    b/edelman b/levine ##number##/leisure b/smith j/walter ##number##/pegasus ##number##/dividend
-    j/aron ##number##/review ##number##/abreast ##number##/who ##number##/letters ##number##/colgate
-    ##number##/cbot ##number##/notable ##number##/zimmer
-    """.split()
-)
+    text = sentence
+    for regexp, substitution in _STARTING_QUOTES:
+        text = regexp.sub(substitution, text)
+    for regexp, substitution in _PUNCTUATION:
+        text = regexp.sub(substitution, text)
+    for regexp, substitution in (_PARENS_BRACKETS, _DOUBLE_DASHES):
+        text = regexp.sub(substitution, text)
+    text = f" {text} "
+    for regexp, substitution in _ENDING_QUOTES:
+        text = regexp.sub(substitution, text)
+    for regexp in _CONTRACTIONS:
+        text = regexp.sub(r" \1 \2 ", text)
+    return text.split()
 
 
-@lru_cache(maxsize=1)
-def _punkt() -> Any:
-    from nltk.tokenize.punkt import PunktParameters, PunktSentenceTokenizer
-
-    params = PunktParameters()
-    params.abbrev_types = set(PUNKT_ENGLISH_ABBREVIATIONS)
-    params.collocations = set(PUNKT_ENGLISH_COLLOCATIONS)
-    return PunktSentenceTokenizer(params)
-
-
-@lru_cache(maxsize=1)
-def _treebank() -> Any:
-    from nltk.tokenize import NLTKWordTokenizer
-
-    return NLTKWordTokenizer()
+# ------------------------------------------------------------------ the paper's two calls
 
 
 def split_sentences(text: str) -> list[str]:
-    """Sentences of ``text`` as Punkt splits them (``nltk.sent_tokenize`` with the English
-    parameters above; no download). Line breaks alone do not end a sentence; empty text has none.
+    """``nltk.sent_tokenize(text)`` (NLTK 3.9.2, English model; no download). Line breaks alone do
+    not end a sentence; empty text has none.
 
     >>> split_sentences("the cat sat. the dog ran! 12 + 7 = 19. the answer is 19.")
     ['the cat sat.', 'the dog ran!', '12 + 7 = 19. the answer is 19.']
+    >>> split_sentences("He came in 1. Then he left.")
+    ['He came in 1.', 'Then he left.']
     """
-    return [s for s in _punkt().tokenize(text) if s.strip()]
+    return english_splitter().split(text)
 
 
 def word_tokens(text: str) -> list[str]:
-    """``nltk.word_tokenize(text)`` without a download: Punkt sentences, then NLTK's improved
-    Treebank tokenizer on each (a sentence-final period becomes its own token, others stay).
+    """``nltk.word_tokenize(text)`` (NLTK 3.9.2; no download): Punkt sentences, then the Treebank
+    tokenizer on each (a sentence-final period becomes its own token, others stay on their word).
 
     >>> word_tokens("don't stop. it is 5.5 now")
     ['do', "n't", 'stop', '.', 'it', 'is', '5.5', 'now']
     """
-    tok = _treebank()
-    return [t for sent in split_sentences(text) for t in tok.tokenize(sent)]
+    return [tok for sent in split_sentences(text) for tok in treebank_tokens(sent)]
+
+
+__all__ = ["split_sentences", "treebank_tokens", "word_tokens"]

@@ -21,16 +21,23 @@ import csv
 import logging
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from lmeval_layerprune.core.arch import arch_for
 from lmeval_layerprune.core.arch import num_layers as arch_num_layers
+from lmeval_layerprune.core.plan import PruningPlan
+from lmeval_layerprune.core.slicing import layer_subset
 from lmeval_layerprune.errors import AnalyzeError
+from lmeval_layerprune.lmeval.hf import PrunedHFLM
+from lmeval_layerprune.lmeval.plugin import register
 from lmeval_layerprune.methods.angular import angular_distances
 from lmeval_layerprune.methods.block_influence import block_influence
 from lmeval_layerprune.methods.capture import Calibration, calibration_states
+from lmeval_layerprune.report.plots import pyplot
 
 logger = logging.getLogger(__name__)
 
@@ -49,16 +56,7 @@ def _write_csv(path: Path, rows: list[dict[str, Any]]) -> Path:
     return path
 
 
-def _plt() -> Any:
-    from lmeval_layerprune.report.build import _plt as plt
-
-    return plt()
-
-
 def _load(model: str, drop: str | None = None, **kw: Any) -> Any:
-    from lmeval_layerprune.lmeval.hf import PrunedHFLM
-    from lmeval_layerprune.lmeval.plugin import register
-
     register()
     return PrunedHFLM(pretrained=model, drop=drop, **kw)
 
@@ -68,8 +66,6 @@ def _kept(lm: Any) -> list[int]:
     plan = getattr(lm, "plan", None)
     if plan is not None and plan.drop:
         return list(plan.kept)
-    from lmeval_layerprune.core.plan import PruningPlan
-
     recorded = PruningPlan.from_config(lm.model.config)
     return list(recorded.kept) if recorded is not None else list(range(arch_num_layers(lm.model.config)))
 
@@ -98,8 +94,6 @@ def skip_profile(
     from lm_eval import simple_evaluate
     from lm_eval.tasks import TaskManager
     from tqdm.auto import tqdm
-
-    from lmeval_layerprune.core.slicing import layer_subset
 
     manager = TaskManager(metadata=metadata or None)
     unknown = [t for t in tasks if t not in manager.all_tasks]
@@ -139,7 +133,7 @@ def skip_profile(
 
 
 def plot_skip_profile(rows: list[dict[str, Any]], path: Path) -> Path:
-    plt = _plt()
+    plt = pyplot()
     tasks = list(dict.fromkeys(r["task"] for r in rows))
     fig, axes = plt.subplots(len(tasks), 2, figsize=(11, 2.8 * len(tasks)), squeeze=False)
     for (ax_m, ax_d), task in zip(axes, tasks, strict=True):
@@ -187,7 +181,7 @@ def layer_profiles(
 
 
 def plot_profiles(rows: list[dict[str, Any]], path: Path) -> Path:
-    plt = _plt()
+    plt = pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
     for key, ax in zip(("block_influence", "angular_distance"), axes, strict=True):
         for name in dict.fromkeys(r["model"] for r in rows):
@@ -207,13 +201,11 @@ def plot_profiles(rows: list[dict[str, Any]], path: Path) -> Path:
 
 def lens_prompts(limit: int | None, metadata: dict | None = None) -> list[tuple[str, list[str], int]]:
     """(context, the ten choices, gold index) of the first-digit probe, as lm-eval builds them."""
+    from lm_eval.defaults import DEFAULT_OTHER_SEED
     from lm_eval.tasks import TaskManager, get_task_dict
-
-    from lmeval_layerprune.lmeval.plugin import register
 
     register()
     task = get_task_dict([LENS_TASK], TaskManager(metadata=metadata or None))[LENS_TASK]
-    from lm_eval.defaults import DEFAULT_OTHER_SEED
 
     task.set_fewshot_seed(seed=DEFAULT_OTHER_SEED)
     task.build_all_requests(limit=limit, rank=0, world_size=1)
@@ -239,8 +231,6 @@ def _final_norm(model: Any) -> Any:
 def logit_lens(lm: Any, prompts: Sequence[tuple[str, list[str], int]]) -> list[list[bool]]:
     """Per item, per depth (0 = embeddings, ..., L = last layer), whether the right digit is the
     top token among the ten choices' first differing tokens."""
-    from lmeval_layerprune.core.arch import arch_for
-
     model, tok = lm.model, lm.tokenizer
     layers = model.get_submodule(arch_for(model.config).layers)
     norm, head = _final_norm(model), model.get_output_embeddings()
@@ -289,7 +279,7 @@ def lens_rows(name: str, kept: Sequence[int], hits: list[list[bool]]) -> list[di
 
 
 def plot_lens(rows: list[dict[str, Any]], path: Path) -> Path:
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 4))
     for name in dict.fromkeys(r["model"] for r in rows):
         mine = [r for r in rows if r["model"] == name]
@@ -309,50 +299,67 @@ def plot_lens(rows: list[dict[str, Any]], path: Path) -> Path:
 # --------------------------------------------------------------------- entry
 
 
-def analyze(
-    model: str,
-    out: str | Path,
-    *,
-    tasks: Sequence[str] = (LENS_TASK,),
-    limit: float | None = None,
-    drop: str | None = None,
-    healed: str | None = None,
-    views: Sequence[str] = VIEWS,
-    metadata: dict | None = None,
-    calib: str | None = None,
-    dtype: str = "float32",
-    batch_size: str = "8",
-    device: str | None = None,
-    progress: bool = True,
-) -> dict[str, Path]:
-    """Write the requested views into ``out``; returns view -> CSV path (PNG beside it)."""
-    bad = [v for v in views if v not in VIEWS]
-    if bad:
-        raise AnalyzeError(f"unknown view(s) {', '.join(bad)}; valid: {', '.join(VIEWS)}")
-    out = Path(out)
+@dataclass
+class AnalyzeSettings:
+    """What ``lmeval-prune analyze`` computes; its flags are generated from these fields."""
+
+    model: str
+    out: str
+    tasks: tuple[str, ...] = (LENS_TASK,)
+    limit: float | None = None
+    drop: str | None = None
+    healed: str | None = None
+    views: tuple[str, ...] = VIEWS
+    metadata: dict | None = field(default=None, metadata={"help": "task metadata as JSON (as lm_eval --metadata)"})
+    calib: str | None = None
+    dtype: str = "float32"
+    batch_size: str = "8"
+    device: str | None = None
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        self.tasks, self.views = tuple(self.tasks), tuple(self.views)
+        bad = [v for v in self.views if v not in VIEWS]
+        if bad:
+            raise AnalyzeError(f"unknown view(s) {', '.join(bad)}; valid: {', '.join(VIEWS)}")
+        if self.limit is not None and self.limit >= 1:
+            self.limit = int(self.limit)  # an item count, as lm-eval reads it (a fraction below 1)
+
+
+def _logit_lens_rows(models: dict[str, Any], settings: AnalyzeSettings) -> list[dict[str, Any]]:
+    limit = settings.limit
+    prompts = lens_prompts(int(limit) if limit and limit >= 1 else None, settings.metadata)
+    rows = []
+    for name, lm in models.items():
+        hits = logit_lens(lm, prompts)
+        if hits:
+            rows.extend(lens_rows(name, _kept(lm), hits))
+    return rows
+
+
+def analyze(settings: AnalyzeSettings) -> dict[str, Path]:
+    """Write the requested views into ``settings.out``; returns view -> CSV path (PNG beside it)."""
+    out = Path(settings.out)
     out.mkdir(parents=True, exist_ok=True)
-    kw = {"dtype": dtype, "batch_size": batch_size, "device": device}
-    models = {"base": _load(model, **kw)}
-    if drop:
-        models[f"pruned ({drop})"] = _load(model, drop, **kw)
-    if healed:
-        models["healed"] = _load(healed, **kw)
+    kw = {"dtype": settings.dtype, "batch_size": settings.batch_size, "device": settings.device}
+    models = {"base": _load(settings.model, **kw)}
+    if settings.drop:
+        models[f"pruned ({settings.drop})"] = _load(settings.model, settings.drop, **kw)
+    if settings.healed:
+        models["healed"] = _load(settings.healed, **kw)
     written: dict[str, Path] = {}
-    if "skip" in views:
-        rows = skip_profile(models["base"], tasks, limit=limit, metadata=metadata, progress=progress)
+    if "skip" in settings.views:
+        rows = skip_profile(
+            models["base"], settings.tasks, limit=settings.limit, metadata=settings.metadata, progress=settings.progress
+        )
         written["skip"] = _write_csv(out / "skip_profile.csv", rows)
         plot_skip_profile(rows, out / "skip_profile.png")
-    if "profiles" in views:
-        rows = layer_profiles(models, calib=calib)
+    if "profiles" in settings.views:
+        rows = layer_profiles(models, calib=settings.calib)
         written["profiles"] = _write_csv(out / "layer_profiles.csv", rows)
         plot_profiles(rows, out / "layer_profiles.png")
-    if "lens" in views:
-        prompts = lens_prompts(int(limit) if limit and limit >= 1 else None, metadata)
-        rows = []
-        for name, lm in models.items():
-            hits = logit_lens(lm, prompts)
-            if hits:
-                rows.extend(lens_rows(name, _kept(lm), hits))
+    if "lens" in settings.views:
+        rows = _logit_lens_rows(models, settings)
         if rows:
             written["lens"] = _write_csv(out / "logit_lens.csv", rows)
             plot_lens(rows, out / "logit_lens.png")
@@ -360,6 +367,6 @@ def analyze(
             logger.warning(
                 "logit lens skipped: %s's tokenizer does not split the ten digit answers into one shared prefix and "
                 "one differing next token, so the next-token probe is not defined for it",
-                model,
+                settings.model,
             )
     return written

@@ -1,13 +1,11 @@
-"""A pruned model as its parent's draft (self-speculative decoding), and token agreement.
+"""A pruned model as its parent's draft (self-speculative decoding): decoding, token agreement, the
+simulated acceptance, the greedy choice of layers to skip, and prompts to draft for.
 
-The drafter is the *same* model with some layers skipped: :func:`build_drafter` returns a second
-``*ForCausalLM`` object whose embedding, final norm, head, rotary tables and kept decoder layers
-are the verifier's own modules (no parameter is copied: :func:`shared_storage` checks the storage
-pointers). Each kept layer is wrapped in :class:`_DraftLayer`, which gives the layer its draft
-index (``layer_idx``) for the duration of its forward, so the drafter keeps its own, shorter KV
-cache while the verifier keeps its full one. transformers' assisted generation
-(``generate(assistant_model=drafter)``) drafts with it and verifies with the full model, so the
-greedy output is the full model's greedy output.
+The drafter (:func:`lmeval_layerprune.lmeval.draft.build_drafter`) is the *same* model with some layers
+skipped: its embedding, final norm, head, rotary tables and kept decoder layers are the verifier's own
+modules (no parameter is copied), and it keeps its own, shorter KV cache. transformers' assisted
+generation (``generate(assistant_model=drafter)``, :func:`assisted_generate`) drafts with it and
+verifies with the full model, so the greedy output is the full model's greedy output.
 
 Greedy acceptance is a function of teacher-forced agreement: every accepted draft token is a token
 of the verifier's greedy output, so when the drafter proposes position ``t`` it has seen exactly the
@@ -15,7 +13,9 @@ verifier's greedy prefix, and it proposes the verifier's token iff its top-1 pre
 prefix agrees. :func:`token_agreement` measures that agreement with one forward per response;
 :func:`simulate_acceptance` turns it into verification steps and accepted tokens for a draft
 length (exact for the constant draft length that :func:`assisted_generate` uses), which is how
-``--search`` scores candidates without generating.
+:func:`search_draft` (``speculate --search``) scores candidates without generating, on ``select``'s
+greedy loop (:mod:`lmeval_layerprune.search.greedy`). The command itself is
+:mod:`lmeval_layerprune.speed.speculate_run`.
 """
 
 from __future__ import annotations
@@ -25,24 +25,21 @@ import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
 import torch
+from lm_eval.tasks import TaskManager, get_task_dict
+from tqdm.auto import tqdm
 
 from lmeval_layerprune.core.arch import num_layers as arch_num_layers
-from lmeval_layerprune.core.layout import SPECULATE_FILE, SPECULATE_PLOT
+from lmeval_layerprune.core.journal import Journal
 from lmeval_layerprune.core.slicing import layer_subset
-from lmeval_layerprune.core.spec import format_indices
 from lmeval_layerprune.errors import DraftError
-from lmeval_layerprune.lmeval.draft import (
-    DEFAULT_DRAFT_TOKENS,
-    base_causal_lm,
-    build_drafter,
-    resolve_draft,
-    shared_storage,
-)
-from lmeval_layerprune.methods.capture import Calibration
+from lmeval_layerprune.heal.selfgen import encode_prompt, ensure_chat_template, load_prompts
+from lmeval_layerprune.lmeval.draft import base_causal_lm
+from lmeval_layerprune.lmeval.plugin import register as register_plugin
+from lmeval_layerprune.search.greedy import GreedySettings, greedy_search
+from lmeval_layerprune.search.protocols import Objective
 
 logger = logging.getLogger(__name__)
 
@@ -235,8 +232,6 @@ def token_agreement(
         :class:`TokenAgreement` (``.agreement`` is the float to report); one teacher-forced forward
         per response.
     """
-    from tqdm.auto import tqdm
-
     prompt_ids = [_as_ids(tokenizer, p) for p in prompts]
     if responses is None:
         gen_model = parent if parent is not None else model
@@ -307,11 +302,7 @@ def task_prompts(
     tokenizer: Any, tasks: Sequence[str], limit: int | None = None, include_path: str | None = None
 ) -> list[list[int]]:
     """Token ids of the ``generate_until`` contexts of lm-eval ``tasks`` (as ``pruned-hf`` would encode them)."""
-    from lm_eval.tasks import TaskManager, get_task_dict
-
-    from lmeval_layerprune.lmeval.plugin import register
-
-    register()
+    register_plugin()
     manager = TaskManager(include_path=include_path)
     unknown = [t for t in tasks if t not in manager.all_tasks]
     if unknown:
@@ -339,8 +330,6 @@ def task_prompts(
 
 def source_prompts(tokenizer: Any, source: str, limit: int | None = None) -> list[list[int]]:
     """Token ids of chat-templated prompts from a ``selfgen`` prompt source (``bundled``, a file, a Hub id)."""
-    from lmeval_layerprune.heal.selfgen import encode_prompt, ensure_chat_template, load_prompts
-
     ensure_chat_template(tokenizer)
     return [encode_prompt(tokenizer, p.messages) for p in load_prompts(source, n=limit)]
 
@@ -348,20 +337,7 @@ def source_prompts(tokenizer: Any, source: str, limit: int | None = None) -> lis
 # ------------------------------------------------------------------ search
 
 
-class _MemoryJournal:
-    """What :func:`lmeval_layerprune.search.select.greedy_search` needs of a journal, in memory."""
-
-    def __init__(self) -> None:
-        self.records: dict[str, dict[str, float]] = {}
-
-    def get(self, rec_id: str) -> dict[str, float] | None:
-        return self.records.get(rec_id)
-
-    def add(self, rec_id: str, raw: dict[str, float], **_extra: Any) -> None:
-        self.records[rec_id] = raw
-
-
-class AcceptanceObjective:
+class AcceptanceObjective(Objective):
     """Greedy-search objective: verified tokens per step of a draft skipping ``drop``, simulated exactly
     from teacher-forced agreement with the model's own greedy responses (one forward per response)."""
 
@@ -390,255 +366,14 @@ class AcceptanceObjective:
 
 
 def search_draft(
-    model: torch.nn.Module,
-    tokenizer: Any,
-    prompts: Sequence[Sequence[int]],
-    responses: Sequence[Sequence[int]],
-    n: int,
-    *,
-    draft_tokens: int = DEFAULT_DRAFT_TOKENS,
-    max_new_tokens: int = 64,
-    protect: Sequence[int] = (),
-    progress: bool = True,
+    objective: AcceptanceObjective, n: int, *, protect: Sequence[int] = (), progress: bool = True
 ) -> dict[str, Any]:
-    """Greedily choose ``n`` layers to skip for drafting, maximising simulated tokens per verification step.
+    """Greedily choose ``n`` layers to skip for drafting, maximising ``objective`` (simulated tokens per
+    verification step).
 
-    Reuses ``select``'s greedy loop (:func:`lmeval_layerprune.search.select.greedy_search`) with
-    :class:`AcceptanceObjective`; returns its record (``drop``, ``order``, ``rounds``, ...).
+    Runs ``select``'s greedy loop (:func:`lmeval_layerprune.search.greedy.greedy_search`) with a journal in
+    memory; returns its record (``drop``, ``order``, ``rounds``, ...). ``protect``: layers never skipped.
     """
-    from lmeval_layerprune.search.select import greedy_search
-
-    objective = AcceptanceObjective(model, tokenizer, prompts, responses, draft_tokens, max_new_tokens)
-    n_layers = arch_num_layers(base_causal_lm(model).config)
-    return greedy_search(objective, n_layers, n, protect, _MemoryJournal(), progress=progress)  # type: ignore[arg-type]
-
-
-# ------------------------------------------------------------------ the command
-
-
-def _median(xs: Sequence[float]) -> float:
-    s = sorted(xs)
-    if not s:
-        return float("nan")
-    mid = len(s) // 2
-    return s[mid] if len(s) % 2 else (s[mid - 1] + s[mid]) / 2
-
-
-def run_speculate(
-    model: str,
-    drafts: Sequence[str],
-    *,
-    tasks: Sequence[str] | None = None,
-    prompts: str | None = None,
-    include_path: str | None = None,
-    limit: int = 8,
-    max_new_tokens: int = 64,
-    draft_tokens: int = DEFAULT_DRAFT_TOKENS,
-    search: int | None = None,
-    rounds: int = 1,
-    dtype: str = "float32",
-    device: str | None = None,
-    threads: int | None = None,
-    calib: str | None = None,
-    out: str | Path | None = None,
-    progress: bool = True,
-) -> dict[str, Any]:
-    """Measure each draft spec against plain greedy decoding on the same prompts (interleaved rounds).
-
-    Returns (and writes to ``out/speculate.json``, with ``out/speculate.png``) a record with the
-    conditions and, per draft: the layers skipped, acceptance (accepted draft tokens per
-    verification step, share of drafted tokens accepted, share of output tokens from the draft),
-    tokens/s and speed-up against greedy, the speed-up forward counts alone allow, teacher-forced
-    token agreement, and whether every output was identical to greedy.
-    """
-    from tqdm.auto import tqdm
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    from lmeval_layerprune.core.embedded import base_model_name, resolve_pretrained
-
-    if not drafts and not search:
-        raise DraftError("give at least one --draft spec or --search N")
-    if tasks and prompts:
-        raise DraftError("give --tasks or --prompts, not both")
-    if threads:
-        torch.set_num_threads(int(threads))
-    torch.manual_seed(0)
-    path = str(resolve_pretrained(model))
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    tokenizer = AutoTokenizer.from_pretrained(path)
-    lm = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, dtype)).to(device).eval()
-    n_layers = arch_num_layers(lm.config)
-    if tasks:
-        prompt_ids = task_prompts(tokenizer, tasks, limit, include_path)
-        source = "tasks:" + ",".join(tasks)
-    else:
-        prompt_ids = source_prompts(tokenizer, prompts or "bundled", limit)
-        source = prompts or "bundled"
-    specs: list[tuple[str, tuple[int, ...]]] = [
-        (s, resolve_draft(lm, s, tokenizer, calibration=Calibration.of(calib))) for s in drafts
-    ]
-
-    # reference pass (also the warm-up): the model's own greedy output for every prompt
-    refs = [
-        greedy_generate(lm, torch.tensor([p]), max_new_tokens, tokenizer)[0]
-        for p in tqdm(prompt_ids, desc="greedy reference", disable=not progress)
-    ]
-    searched = None
-    if search:
-        searched = search_draft(
-            lm,
-            tokenizer,
-            prompt_ids,
-            refs,
-            int(search),
-            draft_tokens=draft_tokens,
-            max_new_tokens=max_new_tokens,
-            progress=progress,
-        )
-        specs.append((f"search:{search}={format_indices(searched['drop'])}", tuple(searched["drop"])))
-    drafters = [build_drafter(lm, layers, draft_tokens) for _, layers in specs]
-    storage = [shared_storage(lm, d) for d in drafters]
-
-    greedy_s: list[float] = []
-    draft_s: list[list[float]] = [[] for _ in specs]
-    totals = [DraftStats() for _ in specs]
-    identical = [True for _ in specs]
-    greedy_tokens = 0
-    work = rounds * len(prompt_ids) * (1 + len(specs))
-    with tqdm(total=work, desc="speculate", disable=not progress) as bar:
-        for r in range(rounds):
-            g_round = 0.0
-            d_round = [0.0 for _ in specs]
-            for i, p in enumerate(prompt_ids):
-                ids = torch.tensor([p])
-                order = list(range(len(specs)))
-                order = order[(r + i) % len(order) :] + order[: (r + i) % len(order)] if order else order
-                toks, secs = greedy_generate(lm, ids, max_new_tokens, tokenizer)
-                g_round += secs
-                greedy_tokens += len(toks)
-                identical_ref = toks == refs[i]
-                bar.update(1)
-                for j in order:
-                    new, st = assisted_generate(lm, drafters[j], ids, max_new_tokens, tokenizer)
-                    identical[j] &= new == refs[i] and identical_ref
-                    totals[j] = totals[j] + st
-                    d_round[j] += st.seconds
-                    bar.update(1)
-            greedy_s.append(g_round)
-            for j in range(len(specs)):
-                draft_s[j].append(d_round[j])
-
-    ref_tokens = sum(len(x) for x in refs)
-    results = []
-    for j, (text, layers) in enumerate(specs):
-        st = totals[j]
-        ta = token_agreement(lm, tokenizer, prompt_ids, refs, drop=layers)
-        sim = sum((simulate_acceptance(h, draft_tokens, max_new_tokens) for h in ta.hits), DraftStats())
-        keep_share = (n_layers - len(layers)) / n_layers
-        bound = st.new_tokens / (st.steps + st.drafted * keep_share) if st.steps else 0.0
-        results.append(
-            {
-                "spec": text,
-                "layers": list(layers),
-                "skipped": len(layers),
-                "skipped_share": len(layers) / n_layers,
-                **{k: v for k, v in st.to_dict().items() if k != "seconds"},
-                "tokens_per_s": st.new_tokens / st.seconds if st.seconds else 0.0,
-                "speedup": _median([g / d for g, d in zip(greedy_s, draft_s[j], strict=True) if d]),
-                "speedup_rounds": [g / d for g, d in zip(greedy_s, draft_s[j], strict=True) if d],
-                "forward_bound_speedup": bound,
-                "simulated_steps": sim.steps,
-                "simulated_accepted": sim.accepted,
-                "token_agreement": ta.agreement,
-                "identical": identical[j],
-                "extra_weight_bytes": storage[j]["extra_bytes"],
-            }
-        )
-    record = {
-        "model": base_model_name(model) or model,
-        "num_layers": n_layers,
-        "prompts": source,
-        "num_prompts": len(prompt_ids),
-        "max_new_tokens": max_new_tokens,
-        "draft_tokens": draft_tokens,
-        "rounds": rounds,
-        "device": _device_name(device),
-        "dtype": dtype,
-        "threads": torch.get_num_threads(),
-        "greedy": {
-            "tokens": ref_tokens,
-            "tokens_per_s": greedy_tokens / sum(greedy_s) if sum(greedy_s) else 0.0,
-            "seconds_rounds": greedy_s,
-        },
-        "drafts": results,
-        "search": searched,
-    }
-    if out is not None:
-        import json
-
-        folder = Path(out)
-        folder.mkdir(parents=True, exist_ok=True)
-        (folder / SPECULATE_FILE).write_text(json.dumps(record, indent=2))
-        plot_speculate(record, folder / SPECULATE_PLOT)
-    return record
-
-
-def _device_name(device: str) -> str:
-    if str(device).startswith("cuda") and torch.cuda.is_available():
-        return f"{device} ({torch.cuda.get_device_name(torch.device(device))})"
-    import platform
-
-    return f"cpu ({platform.processor() or platform.machine()})"
-
-
-def format_speculate(record: dict[str, Any]) -> str:
-    """The table ``lmeval-prune speculate`` prints."""
-    g = record["greedy"]
-    lines = [
-        f"{record['model']}: {record['num_prompts']} prompts ({record['prompts']}), {record['max_new_tokens']} new "
-        f"tokens, {record['draft_tokens']} draft tokens/step, {record['rounds']} round(s); {record['device']}, "
-        f"{record['dtype']}, {record['threads']} thread(s)",
-        f"plain greedy: {g['tokens_per_s']:.1f} tokens/s",
-        f"{'draft':<28} {'skip':>5} {'acc/step':>8} {'acc rate':>8} {'from draft':>10} {'agree':>6} "
-        f"{'tok/s':>7} {'speed-up':>8} {'bound':>6} identical",
-    ]
-    for d in record["drafts"]:
-        lines.append(
-            f"{d['spec'][:28]:<28} {d['skipped']:>5} {d['accepted_per_step']:>8.2f} {d['acceptance_rate']:>8.1%} "
-            f"{d['drafted_share']:>10.1%} {d['token_agreement']:>6.1%} {d['tokens_per_s']:>7.1f} "
-            f"{d['speedup']:>7.2f}x {d['forward_bound_speedup']:>5.2f}x {'yes' if d['identical'] else 'NO'}"
-        )
-    lines.append(
-        "acc/step: accepted draft tokens per verification step; acc rate: share of drafted tokens accepted; "
-        "bound: the speed-up if a forward cost only its layer count (verification of several tokens as cheap as one)"
-    )
-    return "\n".join(lines)
-
-
-def plot_speculate(record: dict[str, Any], path: str | Path) -> None:
-    """Speed-up and acceptance against layers skipped."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    drafts = sorted(record["drafts"], key=lambda d: d["skipped"])
-    x = [d["skipped"] for d in drafts]
-    fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 4))
-    a1.plot(x, [d["speedup"] for d in drafts], "o", label="measured")
-    a1.plot(x, [d["forward_bound_speedup"] for d in drafts], "s", mfc="none", label="forward-count bound")
-    a1.axhline(1.0, color="grey", lw=0.8)
-    for d in drafts:
-        a1.annotate(d["spec"].split("=")[0], (d["skipped"], d["speedup"]), fontsize=6, alpha=0.7)
-    a1.set_xlabel("layers skipped by the draft")
-    a1.set_ylabel("speed-up vs plain greedy")
-    a1.legend(fontsize=8)
-    a2.plot(x, [d["acceptance_rate"] for d in drafts], "o", label="drafted tokens accepted")
-    a2.plot(x, [d["token_agreement"] for d in drafts], "s", mfc="none", label="token agreement")
-    a2.set_xlabel("layers skipped by the draft")
-    a2.set_ylim(0, 1)
-    a2.legend(fontsize=8)
-    fig.suptitle(f"{record['model']}: self-speculative decoding ({record['device']}, {record['dtype']})", fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    n_layers = arch_num_layers(base_causal_lm(objective.model).config)
+    settings = GreedySettings(n=n, protect=tuple(protect), progress=progress)
+    return greedy_search(objective, n_layers, Journal(None, "speculate"), settings)

@@ -34,7 +34,7 @@ from lmeval_layerprune.core.plan import PruningPlan
 from lmeval_layerprune.core.slicing import layer_subset
 from lmeval_layerprune.core.spec import format_indices
 from lmeval_layerprune.errors import SweepError
-from lmeval_layerprune.heal.run import heal
+from lmeval_layerprune.heal.run import HealSettings, heal
 from lmeval_layerprune.lmeval.hf import PrunedHFLM
 from lmeval_layerprune.lmeval.plugin import register
 from lmeval_layerprune.methods.capture import Calibration, calibration_states
@@ -102,7 +102,8 @@ def published(
 def _heal_checkpoint(settings: SweepSettings, cell: Cell, drop: str, ckpt: Path, progress: bool) -> None:
     """The sweep's only call of :func:`lmeval_layerprune.heal.run.heal`."""
     assert cell.recipe is not None
-    heal(cell.recipe, settings.model, ckpt, drop=drop, overrides=list(settings.heal_overrides), progress=progress)
+    overrides = settings.heal_overrides
+    heal(HealSettings(cell.recipe, settings.model, ckpt, drop=drop, overrides=overrides, progress=progress))
 
 
 class CellRunner:

@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from lmeval_layerprune.search.select import select_layers
+from lmeval_layerprune.search.select import SelectionSettings, select_layers
 from lmeval_layerprune.sweep.settings import SweepSettings
 
 
@@ -44,14 +44,12 @@ def greedy_plan(settings: SweepSettings, out: Path, method: str, k_max: int, pro
         calib=s.calib,
         dtype=s.dtype,
         batch_size=int(s.batch_size) if str(s.batch_size).isdigit() else 8,
-        device=s.device,
-        out=path,
-        progress=progress,
     )
     if s.selection_seed is not None:
         kwargs["selection_seed"] = s.selection_seed
     if s.calib_samples:
         kwargs["calib_samples"] = s.calib_samples
     print(f"sweep: {method} search for {k_max} layers (plan {path})", flush=True)
-    select_layers(s.model, method, k_max, **kwargs)
+    search = SelectionSettings(model=s.model, method=method, n=k_max, **kwargs)
+    select_layers(search, device=s.device, out=path, progress=progress)
     return path

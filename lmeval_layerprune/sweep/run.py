@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from lmeval_layerprune.errors import SweepError
+from lmeval_layerprune.heal.budget import shared_budget
 from lmeval_layerprune.heal.recipe import load_recipe
 from lmeval_layerprune.methods.registry import method_names
 from lmeval_layerprune.sweep.cell import num_layers_of, task_manager
@@ -59,9 +60,8 @@ class Sweep:
         self.num_layers = num_layers_of(settings.model)
         heal = list(settings.heal_cells) if settings.recipe else []
         recipes = settings.recipes
-        if heal:  # a typo in a recipe or an override fails now, not after the in-memory cells
-            for rec in recipes:
-                load_recipe(rec, settings.heal_overrides)
+        if heal:  # a typo in a recipe or an override, or unequal budgets, fail now, not after the in-memory cells
+            shared_budget([load_recipe(rec, settings.heal_overrides) for rec in recipes])
         self.cells = plan_grid(settings.methods, settings.ratios, self.num_layers, heal, recipes or (None,))
 
     def describe(self) -> list[str]:
@@ -141,3 +141,6 @@ def run_sweep(
 
     ``executor``: where the cells run (an :class:`ExecutorSettings`, or an executor); default in process."""
     return Sweep(settings, out, progress=progress).run(executor)
+
+
+__all__ = ["ExecutorSettings", "Sweep", "SweepSettings", "run_sweep"]  # the settings travel with the entry point

@@ -15,7 +15,7 @@ from typing import Any
 
 import datasets
 
-from lmeval_layerprune.probes.splits import disjoint_splits
+from lmeval_layerprune.probes.splits import SplitSettings, disjoint_splits
 
 _OPS = {"+": operator.add, "-": operator.sub, "*": operator.mul}
 
@@ -39,8 +39,5 @@ def first_digit(
         _draw,
         lambda d: d["problem"],
         "first-digit",
-        n=n,
-        seed=seed,
-        eval_seed=eval_seed,
-        fewshot_seed=fewshot_seed,
+        SplitSettings(n=n, seed=seed, eval_seed=eval_seed, fewshot_seed=fewshot_seed),
     )

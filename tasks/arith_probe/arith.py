@@ -23,7 +23,7 @@ from typing import Any
 import datasets
 
 from lmeval_layerprune.probes.distractors import OPERATIONS, multiple_choice
-from lmeval_layerprune.probes.splits import disjoint_splits
+from lmeval_layerprune.probes.splits import SplitSettings, disjoint_splits
 
 WORDS = {"add": "plus", "sub": "minus", "mul": "times"}
 #: operation -> digit counts that have a task
@@ -69,10 +69,7 @@ def make_dataset(
         draw,
         lambda d: (d["a"], d["b"]),
         f"{op}-{digits}",
-        n=n,
-        seed=seed,
-        eval_seed=eval_seed,
-        fewshot_seed=fewshot_seed,
+        SplitSettings(n=n, seed=seed, eval_seed=eval_seed, fewshot_seed=fewshot_seed),
         capacity=(hi - lo + 1) ** 2,
         extra=options,
     )

@@ -15,7 +15,7 @@ from typing import Any
 
 import datasets
 
-from lmeval_layerprune.probes.splits import disjoint_splits
+from lmeval_layerprune.probes.splits import SplitSettings, disjoint_splits
 
 NAMES = ["Tom", "Ana", "Ravi", "Mia", "Sam", "Lena", "Omar", "Kim", "Ben", "Zoe", "Ivan", "Nora"]
 ITEMS = ["apples", "pencils", "stickers", "marbles", "books", "cards", "shells", "coins"]
@@ -111,8 +111,5 @@ def word_problems(
         _draw,
         lambda d: d["question"],
         "word-cot",
-        n=n,
-        seed=seed,
-        eval_seed=eval_seed,
-        fewshot_seed=fewshot_seed,
+        SplitSettings(n=n, seed=seed, eval_seed=eval_seed, fewshot_seed=fewshot_seed),
     )

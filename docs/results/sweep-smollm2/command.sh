@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # The evidence sweep behind docs/results/sweep-smollm2/ (SmolLM2-135M-Instruct, 30 layers, fp32, CPU).
-# Measured 2026-12-02 on a 2-core machine shared with 7 other jobs (load average 9-12), one thread each.
+# Measured 2026-12-02 on a 2-core machine shared with 7 other jobs (load average 9-12), one thread each;
+# the angular-0.1 cell re-run 2026-12-04 with angular's last-token definition (Gromov et al.), the same
+# command restricted to --methods angular --ratios 0,0.1 with the base cell copied in.
 # It ran as two processes writing two sweep folders with identical evaluation settings (the `bi`
 # column in its own folder, with the `base` cell copied in, so both could use the cores at once);
 # one command gives the same grid:

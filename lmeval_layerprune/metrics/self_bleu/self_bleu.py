@@ -11,10 +11,11 @@ from lmeval_layerprune.metrics.compute import self_bleu
 
 _DESCRIPTION = """
 Intra-response Self-BLEU: each response is lower-cased and split into sentences (Punkt
-with NLTK's English parameters, no download) and NLTK word tokens; every sentence of at least
-`order` tokens is scored with BLEU-`order` (NLTK sentence_bleu, smoothing method1) against the
-other such sentences, and the scores are averaged. Responses without two such sentences are
-not scorable: left out of the mean and counted by ``self_bleu_n``.
+with NLTK's English model, shipped in the package; NLTK 3.9.2's algorithm, no download) and
+NLTK word tokens; every sentence of at least `order` tokens is scored with BLEU-`order`
+(NLTK sentence_bleu, smoothing method1) against the other such sentences, and the scores are
+averaged. Responses without two such sentences are not scorable: left out of the mean and
+counted by ``self_bleu_n``.
 """
 
 _KWARGS_DESCRIPTION = """
