@@ -121,3 +121,28 @@ def test_a_draft_cannot_merge() -> None:
     model = tiny_model("llama")
     with pytest.raises(DraftError, match="merges layers"):
         resolve_draft(model, "collapse:2-3")
+
+
+def test_a_collapse_sweep_cell_equals_pruned_hf_and_leaves_the_model_whole(llama_dir, tmp_path) -> None:
+    """One loaded model serves a drop cell and a collapse cell: the collapse is merged for its cell only."""
+    from lmeval_layerprune.sweep.run import SweepSettings, run_sweep
+
+    tasks = ("arith_probe_mc_add_1d",)
+    settings = SweepSettings(
+        model=str(llama_dir), methods=("angular", "collapse"), ratios=(0.0, 0.34), tasks=tasks, limit=3, calib_samples=4
+    )
+    run_sweep(settings, tmp_path / "sweep", progress=False)
+    (found,) = (tmp_path / "sweep" / "collapse-0.34").glob("*/results_*.json")
+    results = json.loads(found.read_text())
+    plan = results["config"]["layer_pruning"]
+    assert plan["method"] == "collapse" and plan["transform"] == "merge" and len(plan["drop"]) == 2
+    (angular,) = (tmp_path / "sweep" / "angular-0.34").glob("*/results_*.json")
+    assert json.loads(angular.read_text())["config"]["layer_pruning"]["drop"] == plan["drop"]  # the same block
+    assert "transform" not in json.loads(angular.read_text())["config"]["layer_pruning"]
+    # the cell's scores equal a separate pruned-hf run of the same collapse
+    import lm_eval
+
+    lm = PrunedHFLM(pretrained=str(llama_dir), drop=results["config"]["model_args"]["drop"], dtype="float32")
+    alone = lm_eval.simple_evaluate(model=lm, tasks=list(tasks), limit=3)
+    for task in tasks:
+        assert alone["results"][task]["acc,none"] == results["results"][task]["acc,none"]

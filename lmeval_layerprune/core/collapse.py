@@ -25,6 +25,7 @@ import torch
 from lmeval_layerprune.core.arch import arch_for, num_layers
 from lmeval_layerprune.core.plan import PruningPlan
 from lmeval_layerprune.core.slicing import prune_model
+from lmeval_layerprune.core.spec import format_indices
 from lmeval_layerprune.errors import DropSpecError
 
 #: the plan's ``extra["transform"]`` of a collapse, and where each run went (``extra["merged_into"]``)
@@ -56,6 +57,24 @@ def merge_targets(n: int, drop: Sequence[int]) -> dict[int, list[int]]:
 def is_merge(plan: PruningPlan | None) -> bool:
     """True when ``plan``'s removed layers are merged into kept ones (layer collapse), not only dropped."""
     return plan is not None and plan.extra.get("transform") == MERGE
+
+
+def mark_merge(plan: PruningPlan, local: Sequence[int], index: Sequence[int] | None = None) -> PruningPlan:
+    """Record in ``plan`` that its layers are merged, not dropped: ``transform`` and ``merged_into``.
+
+    ``local`` are the removed indices of the model the merge runs on; ``index`` maps them to the
+    unpruned parent's indices (the kept list of an already-pruned model; default: the same)."""
+    n = len(index) if index is not None else plan.num_layers
+    index = index if index is not None else range(n)
+    plan.extra["transform"] = MERGE
+    plan.extra["merged_into"] = {str(index[t]): [index[k] for k in run] for t, run in merge_targets(n, local).items()}
+    return plan
+
+
+def merge_spec(drop: Sequence[int]) -> str:
+    """The ``collapse:`` spec of exactly these layers (a single layer is ``collapse:7-7``: ``collapse:7`` counts)."""
+    text = format_indices(drop)
+    return f"collapse:{text}-{text}" if text.isdigit() else f"collapse:{text}"
 
 
 def apply_plan(model: torch.nn.Module, drop: Sequence[int], plan: PruningPlan) -> torch.nn.Module:

@@ -327,7 +327,7 @@ class PruningPlan:
         }
         if self.order is not None:
             d["order"] = list(self.order)
-        for k in ("plan_file", "plan_file_sha256", "plan_method", "writer", "dtype"):
+        for k in ("plan_file", "plan_file_sha256", "plan_method", "writer", "dtype", "transform", "merged_into"):
             if k in self.extra:
                 d[k] = self.extra[k]
         if self.recovery is not None:

@@ -17,7 +17,7 @@ from typing import Any
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
 from lmeval_layerprune.core.arch import num_layers as arch_num_layers
-from lmeval_layerprune.core.collapse import MERGE, merge_targets
+from lmeval_layerprune.core.collapse import MERGE, mark_merge
 from lmeval_layerprune.core.embedded import base_model_name, resolve_pretrained
 from lmeval_layerprune.core.plan import PruningPlan, file_sha256, plan_for, plan_of_spec, read_plan_record
 from lmeval_layerprune.core.spec import VALID_FORMS, DropSpec
@@ -201,10 +201,7 @@ def resolve_drop(
     plan = plan_for(config, local, base_model=name, **fields)
     if method is not None and method.transform == MERGE:
         parent = PruningPlan.from_config(config)
-        index = parent.kept if parent is not None else tuple(range(n))  # local -> parent indices
-        targets = merge_targets(n, local)
-        plan.extra["transform"] = MERGE
-        plan.extra["merged_into"] = {str(index[t]): [index[k] for k in runs] for t, runs in targets.items()}
+        mark_merge(plan, local, parent.kept if parent is not None else None)  # local -> parent indices
     return plan
 
 

@@ -18,6 +18,7 @@ import os
 import socket
 import time
 from collections.abc import Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,7 @@ from lm_eval.tasks import TaskManager
 from transformers import AutoConfig
 
 from lmeval_layerprune.core.arch import num_layers as arch_num_layers
+from lmeval_layerprune.core.collapse import MERGE, collapsed, is_merge, mark_merge, merge_spec
 from lmeval_layerprune.core.embedded import base_model_name, resolve_pretrained
 from lmeval_layerprune.core.layout import CHECKPOINTS, PLAN_FILE, RESULTS_KEY
 from lmeval_layerprune.core.plan import PruningPlan
@@ -181,7 +183,8 @@ class CellRunner:
             states = self._boundary_states() if method.needs_states else None
             drop, scores = choose_layers(method, n, k, states)
             fields = {"scores": scores} if scores is not None else {}
-            return make_plan(s, n, drop, cell.method, f"{cell.method}:{k}", **fields)
+            plan = make_plan(s, n, drop, cell.method, f"{cell.method}:{k}", **fields)
+            return mark_merge(plan, drop) if method.transform == MERGE else plan
         path = plan_path(self.out, cell.method)
         if not path.is_file():  # normally searched before any cell runs (see the executors)
             greedy_plan(s, self.out, cell.method, k, progress=self.progress)
@@ -255,14 +258,16 @@ class CellRunner:
         lm = self.load()
         plan = self.resolve(cell)
         drop = list(plan.drop)
-        model_args = {"pretrained": self.settings.model, "drop": format_indices(drop), "dtype": self.settings.dtype}
+        spec = merge_spec(drop) if is_merge(plan) else format_indices(drop)
+        model_args = {"pretrained": self.settings.model, "drop": spec, "dtype": self.settings.dtype}
         print(
             f"\nsweep: cell {cell.name}: removing {format_indices(drop)} ({len(drop)} of {self.num_layers})",
             flush=True,
         )
         saved = getattr(lm, "drop", ()), getattr(lm, "plan", None)
         with publish_dir(self.out, cell) as folder:
-            with layer_subset(lm.model, drop):
+            # a collapse merges the removed layers into their neighbours for the cell, then restores them
+            with collapsed(lm.model, drop) if is_merge(plan) else nullcontext(), layer_subset(lm.model, drop):
                 lm.drop, lm.plan = tuple(drop), plan  # what pruned-hf's own provenance reports
                 try:
                     self._evaluate(lm, plan, cell, model_args, folder)
@@ -278,7 +283,8 @@ class CellRunner:
         self.release()  # no base model held while training
         ckpt = self.out / CHECKPOINTS / cell.name
         print(f"\nsweep: cell {cell.name}: healing {pruned.drop_text} with {cell.recipe!r} -> {ckpt}", flush=True)
-        _heal_checkpoint(s, cell, pruned.drop_text, ckpt, self.progress)
+        spec = merge_spec(pruned.drop) if is_merge(pruned) else pruned.drop_text
+        _heal_checkpoint(s, cell, spec, ckpt, self.progress)
         register()
         lm = PrunedHFLM(pretrained=str(ckpt), dtype=s.dtype, batch_size=s.batch_size, device=s.device)
         healed = PruningPlan.load(ckpt)
