@@ -29,7 +29,8 @@ TASKS = ("arith_probe_mc_add_1d", "arith_probe_add_1d")
 LIMIT = 3
 TOKEN = Path.home() / ".ray" / "auth_token"
 
-pytestmark = pytest.mark.usefixtures("one_thread")
+# one xdist worker runs every Ray test: one local cluster at a time on the 2 cores
+pytestmark = [pytest.mark.usefixtures("one_thread"), pytest.mark.xdist_group("ray")]
 
 
 def _settings(model: Path, **kw) -> SweepSettings:
