@@ -100,6 +100,16 @@ def _check(folder: OutputFolder, names: Sequence[str]) -> None:
         folder.check(name, owned=_LEGACY.get(name))
 
 
+def check_report(out: str | Path, *, plots: bool = True, tradeoff: bool = False) -> OutputFolder:
+    """Refuse now, before any run is read, what :func:`write_report` would refuse in ``out`` (a link, a file,
+    a file of the report's names that this tool did not write); for a pipeline that writes the report last
+    (``demo``), so that a refusal comes before its hours of work. Returns the checked folder."""
+    folder = report_folder(out)
+    plotted = [PLOT_FILE, TASK_PLOT_FILE, *([TRADEOFF_PLOT_FILE] if tradeoff else [])] if plots else []
+    _check(folder, [REPORT_FILE, REPORT_JSON, *plotted])
+    return folder
+
+
 def write_report(
     paths: Sequence[str | Path],
     out: str | Path | None = None,
@@ -123,9 +133,8 @@ def write_report(
     if out is None:
         first = Path(paths[0])
         out = first if first.is_dir() else first.parent
-    folder = report_folder(out)
+    folder = check_report(out, plots=plots)  # before the runs are read: a refusal costs nothing
     plotted = [PLOT_FILE, TASK_PLOT_FILE] if plots else []
-    _check(folder, [REPORT_FILE, REPORT_JSON, *plotted])  # before the runs are read: a refusal costs nothing
     runs = load_runs([Path(p) for p in paths])
     report = build_report(runs, iters=iters, seed=seed, metric=metric, tasks=tasks)
     attach_speedups(report, bench if bench is not None else _bench_beside(paths))
