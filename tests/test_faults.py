@@ -963,6 +963,19 @@ def test_every_command_refuses_a_users_file_or_a_link_at_an_output_name(llama_di
             target.unlink()
 
 
+def test_selfgen_never_writes_into_an_empty_file_it_did_not_start(chat, tmp_path, capsys):
+    out = tmp_path / "r.jsonl"
+    out.touch()  # the user's placeholder: empty, no OUT.meta.json of ours beside it
+    before = snapshot(tmp_path)
+    sg = ["selfgen", "--teacher", str(chat), "--prompts", "bundled", "--n", "2", "--out", str(out)]
+    clear(*cli(capsys, *sg), str(out), "did not create", "--overwrite")
+    case("foreign file", snapshot(tmp_path) == before and sorted(os.listdir(tmp_path)) == ["r.jsonl"])
+    (tmp_path / "r.jsonl.meta.json").write_text('{"tool": "lmeval-layerprune", "kind": "heal"}')  # not a selfgen one
+    before = snapshot(tmp_path)
+    clear(*cli(capsys, *sg), str(out), "did not create")
+    case("foreign file", lost(before, tmp_path) == 0)
+
+
 def test_report_into_the_current_folder_keeps_the_users_files(tmp_path, capsys, monkeypatch):
     runs = _runs(tmp_path / "runs")
     project = tmp_path / "project"
