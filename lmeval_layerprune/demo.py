@@ -23,9 +23,19 @@ Rerunning the same command reuses every finished cell (the sweep is resumable).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from lmeval_layerprune.core.layout import BENCH_FILE, PLOT_FILE, REPORT_FILE, TASK_PLOT_FILE, TRADEOFF_PLOT_FILE
+from lmeval_layerprune.core.spec import format_indices
+from lmeval_layerprune.hub import write_card
+from lmeval_layerprune.report.stats import GENERATIVE, LIKELIHOOD
+from lmeval_layerprune.report.write import write_report
+from lmeval_layerprune.speed.bench import BenchSettings, run_bench
+from lmeval_layerprune.speed.bench_result import QUICK_WORKLOAD, load_bench
+from lmeval_layerprune.sweep.run import run_sweep
+from lmeval_layerprune.sweep.settings import SweepSettings
 
 DEMO_MODEL = "embedded"
 #: a generative probe and its multiple-choice twin on the same items, for arithmetic and for brackets
@@ -38,47 +48,46 @@ DEMO_LIMIT = 40
 DEMO_DROPS = ("last:20%", "angular:20%")
 
 
-def run_demo(
-    model: str = DEMO_MODEL,
-    *,
-    tasks: Sequence[str] = tuple(DEMO_TASKS.split(",")),
-    methods: Sequence[str] = DEMO_METHODS,
-    ratios: Sequence[float] = DEMO_RATIOS,
-    limit: float | None = DEMO_LIMIT,
-    heal_recipe: str | None = DEMO_RECIPE,
-    output_dir: str | Path = "lmeval_layerprune_demo",
-    device: str = "cpu",
-    batch_size: str = "16",
-    progress: bool = True,
-) -> dict[str, Any]:
-    """Run the pipeline; returns ``{"sweep", "report", "card", "summary"}`` (paths and summary lines)."""
-    from lmeval_layerprune.core.layout import BENCH_FILE, PLOT_FILE, REPORT_FILE, TASK_PLOT_FILE, TRADEOFF_PLOT_FILE
-    from lmeval_layerprune.core.spec import format_indices
-    from lmeval_layerprune.report.write import write_report
-    from lmeval_layerprune.speed.bench import BenchSettings, run_bench
-    from lmeval_layerprune.speed.bench_result import QUICK_WORKLOAD, load_bench
-    from lmeval_layerprune.sweep.run import SweepSettings, run_sweep
+@dataclass
+class DemoSettings:
+    """What the main job runs (``lmeval-prune demo`` flags map one to one)."""
 
-    out = Path(output_dir)
+    model: str = DEMO_MODEL
+    tasks: tuple[str, ...] = tuple(DEMO_TASKS.split(","))
+    methods: tuple[str, ...] = DEMO_METHODS
+    ratios: tuple[float, ...] = DEMO_RATIOS
+    limit: float | None = DEMO_LIMIT
+    heal_recipe: str | None = DEMO_RECIPE
+    output_dir: str = "lmeval_layerprune_demo"
+    device: str = "cpu"
+    batch_size: str = "16"
+    progress: bool = True
+
+
+def run_demo(settings: DemoSettings | None = None) -> dict[str, Any]:
+    """Run the pipeline; returns ``{"sweep", "report", "card", "summary", "bench"}`` (paths and summary lines)."""
+    d = settings or DemoSettings()
+    model, methods, limit, device, progress = d.model, d.methods, d.limit, d.device, d.progress
+    out = Path(d.output_dir)
     sweep_dir, report_dir = out / "sweep", out / "report"
-    ratios = tuple(sorted(float(r) for r in ratios))
+    ratios = tuple(sorted(float(r) for r in d.ratios))
     if 0.0 not in ratios:
         ratios = (0.0, *ratios)
     heal_at = max(ratios)
-    heal_cells = ((methods[0], heal_at),) if heal_recipe and heal_at > 0 else ()
-    settings = SweepSettings(
+    heal_cells = ((methods[0], heal_at),) if d.heal_recipe and heal_at > 0 else ()
+    sweep_settings = SweepSettings(
         model=model,
         methods=tuple(methods),
         ratios=ratios,
-        tasks=tuple(tasks),
+        tasks=tuple(d.tasks),
         limit=limit,
-        batch_size=str(batch_size),
+        batch_size=str(d.batch_size),
         device=device,
-        recipe=heal_recipe if heal_cells else None,
+        recipe=d.heal_recipe if heal_cells else None,
         heal_cells=heal_cells,
     )
     print(f"=== 1-2. sweep: {', '.join(methods)} at {', '.join(f'{r:g}' for r in ratios)} -> {sweep_dir}", flush=True)
-    manifest = run_sweep(settings, sweep_dir, progress=progress)
+    manifest = run_sweep(sweep_settings, sweep_dir, progress=progress)
 
     bench_dir = out / "bench"
     pruned_cells = {name: c for name, c in manifest["cells"].items() if c["plan"]["drop"] and not c.get("checkpoint")}
@@ -94,8 +103,6 @@ def run_demo(
     card = None
     healed = [name for name, cell in manifest["cells"].items() if cell.get("checkpoint")]
     if healed:
-        from lmeval_layerprune.hub import write_card  # the card code (``publish.write_card`` before the hub/ package)
-
         name = healed[0]
         cell = manifest["cells"][name]
         pruned = name.removesuffix("-healed")
@@ -128,8 +135,6 @@ def run_demo(
 
 
 def _type_table(report: Any) -> str:
-    from lmeval_layerprune.report.stats import GENERATIVE, LIKELIHOOD
-
     lines = ["| run | classification retention | generative retention |", "|---|---:|---:|"]
     for info in report.infos:
         t = report.types.get(info.label, {})

@@ -76,6 +76,10 @@ class SweepError(LayerPruneError, ValueError):
     """A sweep that cannot run as asked (bad method, ratio, grid or output folder)."""
 
 
+class ClusterError(LayerPruneError, RuntimeError):
+    """Distributed work that cannot start or finish: Ray missing, a cluster too small, a worker that fails."""
+
+
 class VerificationError(LayerPruneError, RuntimeError):
     """A materialized checkpoint does not reproduce the in-memory slice."""
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -14,7 +15,10 @@ import pytest
 import torch
 
 from lmeval_layerprune.errors import SweepError
-from lmeval_layerprune.sweep.run import SweepSettings, layer_count, parse_methods, parse_ratios, plan_grid, run_sweep
+from lmeval_layerprune.methods.registry import method_names
+from lmeval_layerprune.sweep.grid import layer_count, parse_methods, parse_ratios, plan_grid
+from lmeval_layerprune.sweep.run import run_sweep
+from lmeval_layerprune.sweep.settings import SweepSettings
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -58,7 +62,9 @@ def test_ratio_to_layer_count_matches_drop_specs() -> None:
 
 
 def test_grid_errors_name_the_bad_value() -> None:
-    with pytest.raises(SweepError, match=r"unknown method\(s\) 'shortgpt'; valid: last, bi, angular, iterative, ppl"):
+    valid = ", ".join(method_names())  # the registry's names, in registration order
+    assert valid.startswith("last, bi, angular") and "iterative" in valid
+    with pytest.raises(SweepError, match=re.escape(f"unknown method(s) 'shortgpt'; valid: {valid}")):
         parse_methods("last,shortgpt")
     with pytest.raises(SweepError, match=r"ratio '1' is outside \[0, 1\)"):
         parse_ratios("0,1")
@@ -170,6 +176,61 @@ def test_rerun_skips_done_cells_and_extends_the_grid(swept: Path, llama_dir: Pat
     (tmp_path / "other" / "mine.txt").write_text("x")
     with pytest.raises(SweepError, match="is not a sweep folder"):
         run_sweep(_settings(llama_dir), tmp_path / "other", progress=False)
+
+
+def test_damaged_cells_are_run_again_with_one_line_each(
+    swept: Path, llama_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A truncated results file or samples file is not a finished cell: the rerun says why and redoes it."""
+    import shutil
+
+    out = tmp_path / "grid"
+    shutil.copytree(swept, out)
+    (results,) = (out / "last-0.2").glob("*/results_*.json")
+    results.write_bytes(results.read_bytes()[: results.stat().st_size // 2])
+    (samples,) = (out / "bi-0.2").glob("*/samples_arith_probe_add_1d_*.jsonl")
+    lines = samples.read_text().splitlines(keepends=True)
+    samples.write_text("".join(lines[:-1]))  # one item short, every line whole
+    (base,) = (out / "base").glob("*/results_*.json")
+    base_mtime = base.stat().st_mtime_ns
+    manifest = run_sweep(_settings(llama_dir), out, progress=False)
+    printed = capsys.readouterr().out
+    assert (
+        f"sweep: cell last-0.2 is incomplete ({results.name} does not parse (truncated or damaged?)); running it again"
+        in printed
+    )
+    short = f"{samples.name} has {LIMIT - 1} of {LIMIT} lines (truncated?)"
+    assert f"sweep: cell bi-0.2 is incomplete ({short}); running it again" in printed
+    assert "cell base is incomplete" not in printed and base.stat().st_mtime_ns == base_mtime  # a whole cell stays
+    assert "1 already done, 2 to run" in printed
+    resumed, whole = _cells(out), _cells(swept)
+    assert set(resumed) == set(whole) == set(manifest["cells"])
+    for name in whole:
+        assert _scores(resumed[name]) == _scores(whole[name])
+    assert not list(out.glob(".partial-*"))
+
+
+def test_a_failed_save_is_not_published(llama_dir: Path, tmp_path: Path) -> None:
+    """lm-eval logs "Could not save results" and goes on; under a file-size limit the sweep stops instead,
+    in one line naming the cell and the file, and publishes nothing (issue 27)."""
+    import resource
+
+    out = tmp_path / "small-disk"
+    cmd = [
+        str(BIN / "lmeval-prune"), "sweep", str(llama_dir), "--methods", "last", "--ratios", "0",
+        "--tasks", ",".join(TASKS), "--limit", str(LIMIT), "--out", str(out), "--no-progress",
+    ]  # fmt: skip
+
+    def small_files() -> None:  # results (~10 kB) and the mc samples (~5 kB) do not fit; sweep.json does
+        resource.setrlimit(resource.RLIMIT_FSIZE, (4000, 4000))
+
+    proc = subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=600, preexec_fn=small_files)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"lmeval-prune: error: lm-eval could not save cell base into {out / 'base'}: results_"), last
+    assert "does not parse" in last and "Traceback" not in proc.stderr
+    assert [p.name for p in out.iterdir()] == ["sweep.json"]  # no cell, no partial folder
+    assert json.loads((out / "sweep.json").read_text())["cells"] == {}
 
 
 @pytest.mark.slow

@@ -4,10 +4,20 @@ from __future__ import annotations
 
 import argparse
 
+from lmeval_layerprune.demo import (
+    DEMO_LIMIT,
+    DEMO_METHODS,
+    DEMO_MODEL,
+    DEMO_RATIOS,
+    DEMO_RECIPE,
+    DEMO_TASKS,
+    DemoSettings,
+    run_demo,
+)
+from lmeval_layerprune.sweep.grid import parse_methods, parse_ratios
+
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from lmeval_layerprune.demo import DEMO_LIMIT, DEMO_METHODS, DEMO_MODEL, DEMO_RATIOS, DEMO_RECIPE, DEMO_TASKS
-
     p = sub.add_parser(
         "demo",
         description="The study, small: sweep MODEL over --methods at --ratios on generative probes and their "
@@ -36,15 +46,12 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from lmeval_layerprune.demo import run_demo
-    from lmeval_layerprune.sweep.run import parse_methods, parse_ratios
-
     limit = args.limit
     if limit is not None and limit >= 1:
         limit = int(limit)
-    run_demo(
-        args.model,
-        tasks=[t for t in args.tasks.split(",") if t],
+    settings = DemoSettings(
+        model=args.model,
+        tasks=tuple(t for t in args.tasks.split(",") if t),
         methods=parse_methods(args.methods),
         ratios=parse_ratios(args.ratios),
         limit=limit,
@@ -53,4 +60,5 @@ def run(args: argparse.Namespace) -> int:
         device=args.device,
         batch_size=args.batch_size,
     )
+    run_demo(settings)
     return 0

@@ -7,13 +7,22 @@ import json
 import textwrap
 from typing import Any
 
-from lmeval_layerprune.errors import LayerPruneError
+from lmeval_layerprune.cli._shared import add_dataclass_flags, dataclass_from_args
+from lmeval_layerprune.errors import LayerPruneError, SweepError
+from lmeval_layerprune.methods.registry import method_names
+from lmeval_layerprune.sweep.grid import (
+    DEFAULT_METHODS,
+    DEFAULT_RATIOS,
+    DEFAULT_TASKS,
+    parse_heal_cells,
+    parse_methods,
+    parse_ratios,
+)
+from lmeval_layerprune.sweep.run import run_sweep
+from lmeval_layerprune.sweep.settings import EXECUTORS, ExecutorSettings, SweepSettings
 
 
 def register(sub: Any) -> None:
-    from lmeval_layerprune.methods.registry import method_names
-    from lmeval_layerprune.sweep.run import DEFAULT_METHODS, DEFAULT_RATIOS, DEFAULT_TASKS
-
     p = sub.add_parser(
         "sweep",
         description="Evaluate MODEL unpruned and with each --methods choice of layers removed at each --ratios "
@@ -21,7 +30,8 @@ def register(sub: Any) -> None:
         "(OUT/<cell>/<model>/results_*.json). One loaded model serves every cell (layers are swapped in place); "
         "the unpruned baseline is evaluated once. iterative/ppl run one greedy search to the largest ratio and "
         "take prefixes of its order for the smaller ones. With --recipe, the cells named by --heal are also "
-        "healed and evaluated. Rerun the same command after an interruption: finished cells are kept.",
+        "healed and evaluated. Rerun the same command after an interruption: finished cells are kept. "
+        "--executor ray fans the cells over Ray workers that each hold the model (one machine or a cluster).",
         epilog=textwrap.dedent(
             """\
             examples:
@@ -32,6 +42,8 @@ def register(sub: Any) -> None:
               lmeval-prune sweep embedded --methods last --ratios 0,0.2 --heal last:0.2 \\
                   --recipe demo-selfgen-lora,demo-original-lora --heal-override data=mixed \\
                   --heal-override budget.tokens=4096 --out runs/recovery
+              lmeval-prune sweep embedded --methods last,angular --ratios 0,0.1,0.2 --limit 50 \\
+                  --executor ray --workers 2 --out runs/ray     # two workers, each holding the model
               lmeval-prune report runs/smollm2          # tables, intervals and plots of the grid
             """
         ),
@@ -98,14 +110,13 @@ def register(sub: Any) -> None:
     g.add_argument(
         "--heal-override", action="append", default=[], metavar="SECTION.KEY=VALUE", help="recipe override (repeatable)"
     )
+    g = p.add_argument_group("where the cells run (docs/distributed.md)")
+    add_dataclass_flags(g, ExecutorSettings, choices={"executor": EXECUTORS})
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=_cmd_sweep)
 
 
 def _cmd_sweep(args: argparse.Namespace) -> int:
-    from lmeval_layerprune.errors import SweepError
-    from lmeval_layerprune.sweep.run import SweepSettings, parse_heal_cells, parse_methods, parse_ratios, run_sweep
-
     methods = parse_methods(args.methods)
     ratios = parse_ratios(args.ratios)
     metadata: dict[str, Any] = {}
@@ -148,7 +159,8 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
         heal_overrides=tuple(args.heal_override),
         token_agreement=args.token_agreement,
     )
-    manifest = run_sweep(settings, args.out, progress=not args.no_progress)
+    executor = dataclass_from_args(ExecutorSettings, args)
+    manifest = run_sweep(settings, args.out, progress=not args.no_progress, executor=executor)
     print(f"\nsweep: {len(manifest['cells'])} cells in {args.out}")
     for name, cell in sorted(manifest["cells"].items()):
         print(f"  {name:<24} drop {cell['plan'].get('drop')}  -> {cell['results']}")

@@ -15,7 +15,7 @@ import logging
 import os
 from pathlib import Path
 
-from lmeval_layerprune.core.fsutil import atomic_dir
+from lmeval_layerprune.core.fsutil import atomic_dir, file_lock
 from lmeval_layerprune.core.layout import EMBEDDED_COMPLETE
 from lmeval_layerprune.errors import EmbeddedModelMissing
 
@@ -66,7 +66,9 @@ def embedded_model_dir(convert: bool = True) -> Path:
         return target
     if not convert:
         raise FileNotFoundError(f"the embedded model has not been converted yet (expected at {target})")
-    _convert(gguf, target)
+    with file_lock(target.parent / f".{target.name}.lock"):  # concurrent first uses convert once
+        if not (target / EMBEDDED_COMPLETE).is_file():
+            _convert(gguf, target)
     return target
 
 
