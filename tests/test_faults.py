@@ -19,11 +19,26 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 from conftest import REPO, save_tiny
+from test_report import binary, degrade, write_run
 from test_selfgen import save_chat_tiny
 
 from lmeval_layerprune.core.guard import guard_output, replace_atomically
+from lmeval_layerprune.core.layout import (
+    BENCH_FILE,
+    BENCH_PLOT,
+    CARD_FILE,
+    PLOT_FILE,
+    REPORT_FILE,
+    REPORT_JSON,
+    SELECTION_PLOT,
+    SPECULATE_FILE,
+    SPECULATE_PLOT,
+    TASK_PLOT_FILE,
+    WRITTEN_MANIFEST,
+)
 from lmeval_layerprune.errors import OutputError
 
 ENV = {**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1",
@@ -756,7 +771,10 @@ def test_select_interrupted_says_what_was_kept_and_resumes(llama_dir, tmp_path, 
     _, err = proc.communicate(timeout=120)
     TALLY["kills"] += 1
     case(name, proc.returncode == code, (proc.returncode, err[-2000:]))
-    one_line(name, err, f"select interrupted ({name})", str(journal), "rerun the same command to resume")
+    kept = sum(1 for line in journal.read_text().splitlines() if line.strip())
+    one_line(name, err, f"select interrupted ({name}): {kept} candidate measurement", f"kept in {journal}",
+             "rerun the same command to resume")  # fmt: skip
+    case("interrupt notes", f": {kept} candidate measurement" in err)
     case(name, not out.exists())
     done = subprocess.run([sys.executable, "-m", "lmeval_layerprune.cli", *args], env=ENV, capture_output=True,
                           text=True, cwd=tmp_path)  # fmt: skip
@@ -872,3 +890,296 @@ def test_cli_names_the_path_of_a_full_disk_whatever_raised_it(llama_dir, tmp_pat
         code, err = cli(capsys, "slice", str(llama_dir), "--drop", "1", "--out", str(out))
         clear(code, err, *needles)
         case("ENOSPC" if "space" in needles[0] else "EFBIG" if "large" in needles[0] else "EDQUOT", True)
+
+
+# ======================================================= issue 27, phase 2: every command's files
+#
+# Each command that writes named files into a folder the user may keep other files in: a user's file of an
+# output name is refused in one line naming it and --overwrite, and left as it was (with everything else in
+# the folder); a symbolic link in place of an output name is refused, never written through; the command's
+# own earlier output is replaced. Refusals come before any model is loaded, so these tests are quick.
+
+_PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 64  # bytes `card --plot` copies (it never decodes them)
+
+
+def _runs(root: Path) -> Path:
+    """Two lm-eval runs (unpruned, one layer removed) as `report` reads them."""
+    rng = np.random.default_rng(0)
+    base = {"cls_a": binary(rng, 30, 0.8)}
+    write_run(root / "base", base)
+    write_run(root / "last-1", {"cls_a": degrade(rng, base["cls_a"], 0.9)}, drop=[9])
+    return root
+
+
+def _writers(llama_dir: Path, chat: Path, tmp: Path) -> list[tuple[str, list[str], Path, list[str]]]:
+    """(command, argv, the folder it writes into, the names it writes there) for every writer but heal/slice."""
+    from lmeval_layerprune.checkpoint.materialize import materialize
+
+    runs, out = _runs(tmp / "runs"), tmp / "out"
+    ckpt = materialize(str(llama_dir), "1", tmp / "ckpt")
+    (tmp / "sel.png").write_bytes(_PNG)
+    model = str(llama_dir)
+    return [
+        ("report", ["report", str(runs), "--out", str(out / "rep"), "--bootstrap", "200"], out / "rep",
+         [REPORT_FILE, REPORT_JSON, PLOT_FILE, TASK_PLOT_FILE]),
+        ("report (into the sweep folder)", ["report", str(runs), "--bootstrap", "200"], runs, [REPORT_FILE, PLOT_FILE]),
+        ("analyze", ["analyze", model, "--out", str(out / "an"), "--views", "profiles"], out / "an",
+         ["layer_profiles.csv", "layer_profiles.png"]),
+        ("bench", ["bench", model, "--drop", "1", "--out", str(out / "bench")], out / "bench",
+         [BENCH_FILE, BENCH_PLOT]),
+        ("speculate", ["speculate", model, "--draft", "1", "--out", str(out / "spec")], out / "spec",
+         [SPECULATE_FILE, SPECULATE_PLOT]),
+        ("select --plot", ["select", model, "--method", "last", "--n", "1", "--out", str(out / "sel" / "plan.json"),
+                           "--plot", str(out / "sel" / "plan.png")], out / "sel", ["plan.png"]),
+        ("card", ["card", str(ckpt), "--license", "mit", "--base-model", "me/tiny", "--plot", str(tmp / "sel.png")],
+         ckpt, [CARD_FILE, SELECTION_PLOT]),
+        ("selfgen", ["selfgen", "--teacher", str(chat), "--prompts", "bundled", "--n", "4", "--out",
+                     str(out / "sg" / "r.jsonl")], out / "sg", ["r.jsonl.meta.json"]),
+    ]  # fmt: skip
+
+
+def test_every_command_refuses_a_users_file_or_a_link_at_an_output_name(llama_dir, chat, tmp_path, capsys):
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    doc = elsewhere / "thesis.tex"
+    doc.write_text("years of work")
+    for command, argv, folder, names in _writers(llama_dir, chat, tmp_path / "w"):
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "notes.txt").write_text("the user's notes")
+        for name in names:
+            target = folder / name
+            target.write_bytes(f"the user's own {name}".encode())
+            before = snapshot(folder, elsewhere)
+            code, err = cli(capsys, *argv)
+            clear(code, err, str(target), "did not write", "--overwrite")
+            case("foreign file", lost(before, folder, elsewhere) == 0 and snapshot(folder, elsewhere) == before,
+                 (command, name))  # fmt: skip
+            target.unlink()
+            os.symlink(doc, target)  # an output name that is a link to a document elsewhere
+            before = snapshot(folder, elsewhere)
+            code, err = cli(capsys, *argv)
+            clear(code, err, str(target), "symbolic link")
+            case("symlink", target.is_symlink() and lost(before, folder, elsewhere) == 0, (command, name))
+            target.unlink()
+
+
+def test_selfgen_never_writes_into_an_empty_file_it_did_not_start(chat, tmp_path, capsys):
+    out = tmp_path / "r.jsonl"
+    out.touch()  # the user's placeholder: empty, no OUT.meta.json of ours beside it
+    before = snapshot(tmp_path)
+    sg = ["selfgen", "--teacher", str(chat), "--prompts", "bundled", "--n", "2", "--out", str(out)]
+    clear(*cli(capsys, *sg), str(out), "did not create", "--overwrite")
+    case("foreign file", snapshot(tmp_path) == before and sorted(os.listdir(tmp_path)) == ["r.jsonl"])
+    (tmp_path / "r.jsonl.meta.json").write_text('{"tool": "lmeval-layerprune", "kind": "heal"}')  # not a selfgen one
+    before = snapshot(tmp_path)
+    clear(*cli(capsys, *sg), str(out), "did not create")
+    case("foreign file", lost(before, tmp_path) == 0)
+
+
+def test_report_into_the_current_folder_keeps_the_users_files(tmp_path, capsys, monkeypatch):
+    runs = _runs(tmp_path / "runs")
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "report.md").write_text("# my paper's report\n")
+    (project / "notes.txt").write_text("notes")
+    monkeypatch.chdir(project)
+    before = snapshot(project)
+    clear(*cli(capsys, "report", str(runs), "--out", ".", "--bootstrap", "200"), "report.md", "--overwrite")
+    case("foreign file", lost(before, project) == 0 and snapshot(project) == before)
+    (project / "report.md").rename(project / "my-report.md")
+    before = snapshot(project)
+    code, err = cli(capsys, "report", str(runs), "--out", ".", "--bootstrap", "200")
+    again, err2 = cli(capsys, "report", str(runs), "--out", ".", "--bootstrap", "300")
+    case("own output replaced", code == 0 and again == 0 and json.loads((project / "report.json").read_text())
+         ["bootstrap"] == 300, err + err2)  # fmt: skip
+    case("folder untouched", lost(before, project) == 0)
+
+
+def _listed(folder: Path, *names: str) -> bool:
+    """Every name is in the folder's manifest of written files, unchanged since."""
+    from lmeval_layerprune.core.written import written_by_us
+
+    return all(written_by_us(folder / n) for n in names)
+
+
+def test_every_command_replaces_its_own_earlier_output_and_nothing_else(llama_dir, tmp_path, capsys):
+    from conftest import tiny_model
+
+    from lmeval_layerprune.checkpoint.materialize import materialize
+    from lmeval_layerprune.report.analyze import AnalyzeSettings, analyze
+    from lmeval_layerprune.speed.bench import bench_model
+    from lmeval_layerprune.speed.bench_output import write_bench
+    from lmeval_layerprune.speed.bench_result import BenchWorkload
+    from lmeval_layerprune.speed.speculate_run import write_speculate
+
+    runs = _runs(tmp_path / "runs")
+    inputs = snapshot(runs)
+    rep = tmp_path / "rep"
+    rep.mkdir()
+    (rep / "notes.txt").write_text("mine")
+    mine = snapshot(rep)
+    for iters in (200, 300):  # --out, then into the sweep folder itself (no --out)
+        code, err = cli(capsys, "report", str(runs), "--out", str(rep), "--bootstrap", str(iters))
+        code2, err2 = cli(capsys, "report", str(runs), "--bootstrap", str(iters))
+        case("own output replaced", code == code2 == 0 and json.loads((rep / REPORT_JSON).read_text())["bootstrap"]
+             == iters and _listed(rep, REPORT_FILE, REPORT_JSON, PLOT_FILE), err + err2)  # fmt: skip
+    case("folder untouched", lost(mine, rep) == 0 and lost(inputs, runs) == 0)  # lm-eval's files read, never written
+    (rep / WRITTEN_MANIFEST).unlink()  # a report written before the manifest existed: recognised by its content
+    code, err = cli(capsys, "report", str(runs), "--out", str(rep), "--bootstrap", "200")
+    case("own output replaced", code == 0 and _listed(rep, REPORT_FILE, PLOT_FILE), err)
+    with open(rep / REPORT_FILE, "a") as fh:
+        fh.write("\nmy own conclusions\n")  # edited: the user's now
+    edited = snapshot(rep)
+    clear(*cli(capsys, "report", str(runs), "--out", str(rep), "--bootstrap", "200"), "changed since", "--overwrite")
+    case("edited own file", lost(edited, rep) == 0)
+
+    sel = tmp_path / "sel"
+    for n in (1, 2):
+        code, err = cli(capsys, "select", str(llama_dir), "--method", "last", "--n", str(n), "--out",
+                        str(sel / "plan.json"), "--plot", str(sel / "plan.png"))  # fmt: skip
+        case("own output replaced", code == 0 and _listed(sel, "plan.json", "plan.png"), err)
+
+    ckpt = materialize(str(llama_dir), "1", tmp_path / "ckpt")
+    for k, blob in enumerate((_PNG, _PNG + b"v2")):
+        (tmp_path / f"p{k}.png").write_bytes(blob)
+        code, err = cli(capsys, "card", str(ckpt), "--license", "mit", "--base-model", "me/tiny", "--plot",
+                        str(tmp_path / f"p{k}.png"))  # fmt: skip
+        case("own output replaced", code == 0 and (ckpt / "layer_selection.png").read_bytes() == blob
+             and _listed(ckpt, "README.md", "layer_selection.png"), err)  # fmt: skip
+
+    workload = BenchWorkload(batch_sizes=(1,), prompt_len=4, new_tokens=2, rounds=1, warmup=0)
+    bench = tmp_path / "bench"
+    for _ in range(2):
+        record = bench_model(tiny_model("llama"), [("last:1", (5,))], workload, model_name="tiny", progress=False)
+        write_bench(record, bench)
+        case("own output replaced", json.loads((bench / BENCH_FILE).read_text()) == json.loads(json.dumps(record)))
+    spec = tmp_path / "spec"
+    for speed in (1.1, 1.3):
+        draft = {"spec": "1", "skipped": 1, "speedup": speed, "forward_bound_speedup": 1.2, "acceptance_rate": 0.5,
+                 "token_agreement": 0.6}  # fmt: skip
+        record = {"model": "tiny", "device": "cpu", "dtype": "float32", "drafts": [draft], "greedy": {},
+                  "draft_tokens": 4}  # fmt: skip
+        write_speculate(record, spec)
+        case("own output replaced", json.loads((spec / "speculate.json").read_text()) == record
+             and _listed(spec, "speculate.json", "speculate.png"))  # fmt: skip
+    an = tmp_path / "an"
+    for drop in (None, "1"):
+        analyze(AnalyzeSettings(str(llama_dir), str(an), views=("profiles",), drop=drop, progress=False))
+        rows = (an / "layer_profiles.csv").read_text().splitlines()
+        case("own output replaced", len(rows) == 1 + 6 + (5 if drop else 0) and _listed(an, "layer_profiles.png"))
+
+
+def test_heal_overwrite_and_resume_never_lose_what_the_user_put_in_the_folder(chat, responses, tmp_path, capsys):
+    from transformers import TrainerCallback
+
+    from lmeval_layerprune.core.layout import CHECKPOINTS, HEAL_COMPLETE, HEAL_STATE_FILE, PLAN_FILE, RECIPE_FILE
+    from lmeval_layerprune.heal.run import HealSettings, heal
+
+    out = tmp_path / "healed"
+    previous = tmp_path / ".healed.heal-previous"
+    overrides = [*TINY_HEAL, "sft.max_steps=2", "sft.save_steps=1"]
+    h = ["heal", "--recipe", "selfgen-lora", "--base", str(chat), "--drop", "2-3", "--data", str(responses),
+         "--out", str(out), *overrides]  # fmt: skip
+    code, err = cli(capsys, *h)
+    assert code == 0, err
+    # published whole: complete, every file recorded as this tool's, no training leftovers
+    case("heal publish", (out / HEAL_COMPLETE).is_file() and not (out / CHECKPOINTS).exists()
+         and not (out / ".trainer-final").exists() and _listed(out, "config.json", PLAN_FILE, RECIPE_FILE,
+                                                                 HEAL_STATE_FILE, HEAL_COMPLETE))  # fmt: skip
+    (out / "notes.txt").write_text("my notes")
+    (out / "eval").mkdir()
+    (out / "eval" / "results.json").write_text('{"acc": 0.5}')
+    before = snapshot(out)
+    clear(*cli(capsys, *h, "--overwrite"), "notes.txt", "eval/", "--overwrite", "move them out")
+    case("heal --overwrite", snapshot(out) == before and lost(before, out) == 0 and not previous.exists())
+    (out / "notes.txt").unlink()
+    shutil.rmtree(out / "eval")
+    with open(out / RECIPE_FILE, "a") as fh:
+        fh.write("# my edit\n")  # a file of the run the user edited is theirs now
+    clear(*cli(capsys, *h, "--overwrite"), RECIPE_FILE, "--overwrite")
+    case("heal --overwrite", (out / RECIPE_FILE).read_text().endswith("# my edit\n"))
+    (out / RECIPE_FILE).unlink()
+    code, err = cli(capsys, *h, "--overwrite")
+    case("heal --overwrite", code == 0 and (out / HEAL_COMPLETE).is_file() and not previous.exists(), err)
+
+    class UserWritesDuringTraining(TrainerCallback):
+        def on_save(self, args, state, control, **kw):
+            (out / "notes.txt").write_text("written while it trained")
+
+    settings = dict(drop="2-3", data=str(responses), progress=False, overrides=overrides)
+    shutil.rmtree(out)
+    with pytest.raises(OutputError, match="notes.txt.*the training is kept"):  # refused before the swap
+        heal(HealSettings("selfgen-lora", str(chat), out, callbacks=[UserWritesDuringTraining()], **settings))
+    case("heal publish", (out / "notes.txt").read_text() == "written while it trained"
+         and not (out / HEAL_COMPLETE).exists() and (out / CHECKPOINTS / "checkpoint-2").is_dir())  # fmt: skip
+    with pytest.raises(OutputError, match="notes.txt"):  # a resume: refused before any work
+        heal(HealSettings("selfgen-lora", str(chat), out, **settings))
+    case("heal publish", (out / "notes.txt").is_file())
+    (out / "notes.txt").unlink()
+    heal(HealSettings("selfgen-lora", str(chat), out, **settings))
+    case("heal publish", (out / HEAL_COMPLETE).is_file() and json.loads((out / PLAN_FILE).read_text())
+         ["recovery"]["steps"] == 2)  # fmt: skip
+
+
+@pytest.mark.slow
+def test_selfgen_interrupted_says_how_many_responses_were_kept_and_resumes(chat, tmp_path):
+    out = tmp_path / "r.jsonl"
+    args = ["selfgen", "--teacher", str(chat), "--prompts", "bundled", "--n", "200", "--batch-size", "1",
+            "--max-new-tokens", "16", "--out", str(out)]  # fmt: skip
+    proc = _start(args, tmp_path)
+    _wait_for(lambda: out.exists() and out.read_bytes().count(b"\n") >= 3, proc)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    TALLY["kills"] += 1
+    kept = out.read_bytes().count(b"\n")
+    case("SIGINT", proc.returncode == 130 and 3 <= kept < 200, (proc.returncode, kept, err[-2000:]))
+    one_line("SIGINT", err, f"selfgen interrupted (SIGINT): {kept} of 200 responses kept in {out}",
+             "rerun the same command to resume (only the prompts without a response are generated)")  # fmt: skip
+    case("interrupt notes", f"{kept} of 200 responses" in err)
+    done = subprocess.run([sys.executable, "-m", "lmeval_layerprune.cli", *args], env=ENV, capture_output=True,
+                          text=True, cwd=tmp_path)  # fmt: skip
+    ids = [json.loads(line)["id"] for line in out.read_text().splitlines()]
+    case("SIGINT", done.returncode == 0 and len(ids) == 200 == len(set(ids)), done.stderr[-2000:])
+    TALLY["kills_recovered"] += 1
+
+
+@pytest.mark.slow
+def test_heal_interrupted_names_the_checkpoint_kept_and_resumes(chat, responses, tmp_path):
+    from lmeval_layerprune.core.layout import HEAL_COMPLETE, PLAN_FILE
+
+    out = tmp_path / "healed"
+    args = [
+        "heal",
+        "--recipe",
+        "selfgen-lora",
+        "--base",
+        str(chat),
+        "--drop",
+        "2-3",
+        "--data",
+        str(responses),
+        "--out",
+        str(out),
+        *TINY_HEAL,
+        "sft.max_steps=60",
+        "sft.save_steps=1",
+        "sft.save_total_limit=2",
+    ]
+    proc = _start(args, tmp_path)
+    first = out / "checkpoints" / "checkpoint-2" / "trainer_state.json"
+    _wait_for(first.exists, proc)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    TALLY["kills"] += 1
+    case("SIGTERM", proc.returncode == 143 and not (out / HEAL_COMPLETE).exists(), (proc.returncode, err[-2000:]))
+    ckpts = sorted((out / "checkpoints").glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
+    newest = [p.name for p in ckpts if (p / "trainer_state.json").exists()][-1]
+    one_line("SIGTERM", err, f"heal interrupted (SIGTERM): training checkpoint {newest} kept in {out / 'checkpoints'}",
+             "rerun the same command to resume")  # fmt: skip
+    case("interrupt notes", f"training checkpoint {newest} kept" in err)
+    done = subprocess.run([sys.executable, "-m", "lmeval_layerprune.cli", *args], env=ENV, capture_output=True,
+                          text=True, cwd=tmp_path)  # fmt: skip
+    steps = json.loads((out / PLAN_FILE).read_text())["recovery"]["steps"] if (out / PLAN_FILE).exists() else None
+    case("SIGTERM", done.returncode == 0 and steps == 60 and "resuming from" in done.stdout + done.stderr,
+         done.stderr[-2000:])  # fmt: skip
+    TALLY["kills_recovered"] += 1

@@ -49,19 +49,17 @@ from lmeval_layerprune.core.fsutil import atomic_dir, space_error
 from lmeval_layerprune.core.guard import check_weights, guard_output, is_generated_card, replace_atomically
 from lmeval_layerprune.core.interrupt import keeping
 from lmeval_layerprune.core.layout import (
-    BENCH_FILE,
-    BENCH_PLOT,
     CACHE_COMPLETE,
-    LEGACY_PLAN_FILES,
+    CHECKPOINT_FILES,
     MERGEKIT_FILE,
+    OTHER_COMMANDS_FILES,
     PLAN_ATTR,
     PLAN_FILE,
-    SELECTION_PLOT,
 )
 from lmeval_layerprune.core.plan import PruningPlan
 from lmeval_layerprune.core.slicing import keep_from_drop
-from lmeval_layerprune.core.written import foreign_entries, read_written, record_folder
-from lmeval_layerprune.errors import DiskFullError, LayerPruneError, OutputError, VerificationError
+from lmeval_layerprune.core.written import read_written, record_folder, refuse_foreign
+from lmeval_layerprune.errors import DiskFullError, LayerPruneError, VerificationError
 from lmeval_layerprune.methods.capture import Calibration
 from lmeval_layerprune.methods.resolve import needs_model, parse_spec, resolve_drop
 
@@ -272,16 +270,6 @@ def materialize(
     return out
 
 
-#: what older versions (and the other commands) wrote into a checkpoint folder before the manifest of
-#: written files existed; with a manifest only the files of the other commands count
-CHECKPOINT_FILES = ("config.json", "generation_config.json", "*.safetensors", "model.safetensors.index.json",
-                    "pytorch_model*.bin", "tokenizer.json", "tokenizer_config.json", "tokenizer.model",
-                    "special_tokens_map.json", "added_tokens.json", "vocab.json", "vocab.txt", "merges.txt",
-                    "chat_template.jinja", "chat_template.json", MERGEKIT_FILE, PLAN_FILE, *LEGACY_PLAN_FILES,
-                    CACHE_COMPLETE)  # fmt: skip
-OTHER_COMMANDS_FILES = (BENCH_FILE, BENCH_PLOT, SELECTION_PLOT)
-
-
 def check_only_ours(out: Path) -> None:
     """Refuse ``--overwrite`` over a checkpoint folder that holds files this tool did not write.
 
@@ -289,13 +277,8 @@ def check_only_ours(out: Path) -> None:
     old checkpoint, so the message names them (nothing is moved or deleted).
     """
     known = OTHER_COMMANDS_FILES if read_written(out) else (*CHECKPOINT_FILES, *OTHER_COMMANDS_FILES)
-    foreign = foreign_entries(out, known=known, owned=is_generated_card)
-    if foreign:
-        shown = ", ".join(foreign[:8]) + (f" and {len(foreign) - 8} more" if len(foreign) > 8 else "")
-        raise OutputError(
-            f"--out {out} holds what this tool did not write ({shown}); --overwrite replaces only lmeval-prune's "
-            "own checkpoint and would lose them with it: move them out of the folder (or name another --out)"
-        )
+    why = "--overwrite replaces only lmeval-prune's own checkpoint and would lose them with it"
+    refuse_foreign(out, known=known, owned=is_generated_card, why=why)
 
 
 def _estimate_bytes(src: Path, kept: int, total: int, dtype: str) -> int | None:

@@ -160,6 +160,7 @@ def _interrupted(signum: int, command: str | None, args: argparse.Namespace | No
     for s in _SIGNALS:  # a second Ctrl-C while the line is printed changes nothing
         signal.signal(s, signal.SIG_IGN)
     name, code = _SIGNALS[signum]
+    _close_progress_bars()
     kept, resume = kept_note()
     if kept is None and resume is None:
         kept, resume = _default_note(command, args)
@@ -170,6 +171,17 @@ def _interrupted(signum: int, command: str | None, args: argparse.Namespace | No
         traceback.print_exc()
     print(line, file=sys.stderr, flush=True)
     return code
+
+
+def _close_progress_bars() -> None:
+    """Finish the progress bars still on screen (tqdm, when a command loaded it), so the interrupt line
+    starts a line of its own instead of trailing a bar."""
+    tqdm = sys.modules.get("tqdm")
+    for bar in list(getattr(getattr(tqdm, "tqdm", None), "_instances", None) or ()):
+        try:
+            bar.close()
+        except Exception:  # noqa: BLE001, S112 - a bar that cannot close must not hide the interrupt
+            continue
 
 
 def _raise_terminated(signum: int, frame: Any) -> None:

@@ -7,7 +7,8 @@ import argparse
 import sys
 
 from lmeval_layerprune.cli._shared import add_dataclass_flags, dataclass_from_args
-from lmeval_layerprune.hub import RELATIONS, CardSettings, render, validate_repo
+from lmeval_layerprune.hub.card import RELATIONS, CardSettings, check_card, render
+from lmeval_layerprune.hub.push import validate_repo
 
 HELP = {
     "base_model": "Hub id of the unpruned parent (when the checkpoint records a path)",
@@ -63,6 +64,7 @@ def run(args: argparse.Namespace) -> int:
     settings = dataclass_from_args(
         CardSettings, args, results=args.results, base_results=args.base_results, pruned_results=args.pruned_results
     )
+    check_card(args.dir, settings.plot)  # a README.md or plot in the way: refused before anything is written
     result = render(args.dir, settings)
     path = result.save(args.dir)
     for w in result.warnings:

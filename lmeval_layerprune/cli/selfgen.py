@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 
 from lmeval_layerprune.cli._shared import add_dataclass_flags, dataclass_from_args
+from lmeval_layerprune.core.interrupt import keeping
 from lmeval_layerprune.heal.prompts import BUNDLED_NAME
 from lmeval_layerprune.heal.selfgen import (
     FilterSettings,
@@ -61,6 +62,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+#: how an interrupted selfgen resumes
+RESUME = "rerun the same command to resume (only the prompts without a response are generated)"
+
+
 def run(args: argparse.Namespace) -> int:
     prompts = load_prompts(args.prompts, columns=args.columns, split=args.split, n=args.n, system=args.system)
     settings = SelfgenSettings(
@@ -73,7 +78,8 @@ def run(args: argparse.Namespace) -> int:
         dtype=args.dtype,
         device=args.device,
     )
-    summary = generate_responses(settings, prompts)
+    with keeping(None, resume=RESUME):  # what was kept: generate_responses's note
+        summary = generate_responses(settings, prompts)
     filtered = ", ".join(f"{k} {v}" for k, v in sorted(summary["filtered"].items())) or "none"
     print(
         f"{summary['out']}: {summary['total']} prompts ({summary['generated']} generated now, backend "

@@ -53,7 +53,7 @@ from lmeval_layerprune.core.fsutil import (
     tmp_name,
     translate_space_errors,
 )
-from lmeval_layerprune.core.written import written_by_us
+from lmeval_layerprune.core.written import is_ours
 from lmeval_layerprune.errors import CorruptFileError, ModelKindError, OutputError
 
 __all__ = [
@@ -204,7 +204,7 @@ def _check_inside(given: str, target: Path, text: str, reads: tuple[str, ...] | 
             f"{flag} {given} lies inside the input {text} and is named like the files read from it ({hit}); "
             f"refusing to write there (name an {what} that is not {hit}, or one outside it)"
         )
-    if (target.exists() or target.is_symlink()) and not (written_by_us(target) or (owned and owned(target))):
+    if (target.exists() or target.is_symlink()) and not is_ours(target, owned):
         raise OutputError(
             f"{flag} {given} is a file inside the input {text} that this tool did not write (it may be read); "
             f"refusing to write over it (name another {what})"
@@ -265,7 +265,7 @@ def guard_output(
         return
     if not _occupied(target):
         return
-    if (test is not None and test(target)) or written_by_us(target):
+    if is_ours(target, test):
         return
     kind = "folder" if target.is_dir() else "file"
     raise OutputError(
@@ -393,18 +393,6 @@ def is_generated_card(path: Path) -> bool:
 def mark_card(text: str) -> str:
     """``text`` with :data:`CARD_MARKER` as its last line."""
     return text.rstrip("\n") + "\n\n" + CARD_MARKER + "\n"
-
-
-def guard_card(path: str | os.PathLike[str]) -> None:
-    """Refuse to replace a ``README.md`` that ``lmeval-prune card`` did not write (it is left as it is)."""
-    guard_output(
-        path,
-        overwrite=True,
-        owned=is_generated_card,
-        what="model card",
-        flag="card",
-        hint="Rename it (e.g. to README.hand.md) to keep it and let the card be written, or edit it by hand",
-    )
 
 
 # --------------------------------------------------------------- input checks

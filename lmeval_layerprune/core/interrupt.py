@@ -11,8 +11,11 @@ when the interrupt arrives (so it costs nothing while the command runs)::
         for cell in cells:
             ...
 
-Notes nest: the innermost one is printed. A note that raises is ignored. This module imports
-nothing heavy, so the command line can read it without loading any command.
+Notes nest: the innermost note's text is printed, with the innermost ``resume`` that is set (so a
+library function can say what it kept, ``resume=None``, and the command around it how to resume:
+``heal`` says how a heal run resumes while its self-generation step says how many responses are
+kept). A note that raises, or has no text, is skipped. This module imports nothing heavy, so the
+command line can read it without loading any command.
 """
 
 from __future__ import annotations
@@ -20,14 +23,14 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable, Iterator
 
-Text = str | Callable[[], str]
+Text = str | Callable[[], str | None] | None
 
-_NOTES: list[tuple[Text, str | None]] = []
+_NOTES: list[tuple[Text, Text]] = []
 #: the innermost note when an interrupt left its block (the blocks are gone by the time it is printed)
 _AT_INTERRUPT: list[tuple[str | None, str | None]] = []
 
 
-def note_kept(what: Text, *, resume: str | None = None) -> None:
+def note_kept(what: Text, *, resume: Text = None) -> None:
     """Set the command-wide note (what is kept, how to resume), below any :func:`keeping` block."""
     if _NOTES:
         _NOTES[0] = (what, resume)
@@ -36,8 +39,8 @@ def note_kept(what: Text, *, resume: str | None = None) -> None:
 
 
 @contextlib.contextmanager
-def keeping(what: Text, *, resume: str | None = None) -> Iterator[None]:
-    """The note while the block runs (``what``: text, or a function giving it at interrupt time)."""
+def keeping(what: Text, *, resume: Text = None) -> Iterator[None]:
+    """The note while the block runs (``what``, ``resume``: text, or a function giving it at interrupt time)."""
     _NOTES.append((what, resume))
     depth = len(_NOTES)
     try:
@@ -57,13 +60,21 @@ def kept_note() -> tuple[str | None, str | None]:
 
 
 def _current() -> tuple[str | None, str | None]:
-    for what, resume in reversed(_NOTES):
-        try:
-            text = what() if callable(what) else what
-        except Exception:  # noqa: BLE001 - the note must never hide the interrupt
-            continue
-        return (str(text) if text else None), resume
-    return None, None
+    text = resume = None
+    for what, how in reversed(_NOTES):
+        if resume is None:
+            try:
+                resume = (how() if callable(how) else how) or None
+            except Exception:  # noqa: BLE001 - the note must never hide the interrupt
+                resume = None
+        if text is None:
+            try:
+                text = (what() if callable(what) else what) or None
+            except Exception:  # noqa: BLE001 - the note must never hide the interrupt
+                continue
+        if text is not None and resume is not None:
+            break
+    return (str(text) if text else None), resume
 
 
 def clear_notes() -> None:

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from lmeval_layerprune.core.fsutil import check_writable_in_place, open_append, translate_space_errors
-from lmeval_layerprune.core.guard import replace_atomically
+from lmeval_layerprune.core.output import check_replace, write_output
 from lmeval_layerprune.errors import CorruptFileError, JournalError
 
 TOOL = "lmeval-layerprune"
@@ -223,11 +223,24 @@ class RunManifest:
             raise JournalError(f"{what} was started with other settings ({describe_diff(diff)}); {how}")
         return True
 
+    def is_mine(self, path: Path) -> bool:
+        """True when ``path`` holds a settings file of this kind written by this tool (its marker and kind)."""
+        try:
+            old = json.loads(Path(path).read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, ValueError):
+            return False
+        return isinstance(old, dict) and old.get("tool") == TOOL and old.get("kind") == self.kind
+
+    def check_writable(self) -> None:
+        """Refuse (changing nothing) when a file of the manifest's name is there and is not this tool's."""
+        check_replace(self.path, overwrite=True, owned=self.is_mine, what=f"{self.kind} settings file",
+                      hint="move it away, or name another output")  # fmt: skip
+
     def write(self) -> None:
-        """Save atomically (a kill leaves the old manifest or the new one)."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with replace_atomically(self.path) as tmp:
-            tmp.write_text(json.dumps(self.to_dict(), indent=2) + "\n", encoding="utf-8")
+        """Save by the safe-write rule (:func:`~lmeval_layerprune.core.output.write_output`): atomically, and
+        never over a file of that name that this tool did not write (a user's ``OUT.meta.json``)."""
+        write_output(self.path, json.dumps(self.to_dict(), indent=2) + "\n", overwrite=True, owned=self.is_mine,
+                     what=f"{self.kind} settings file", hint="move it away, or name another output")  # fmt: skip
 
 
 # ------------------------------------------------------------------- journal
@@ -282,6 +295,17 @@ class Journal:
             # proven ours and of these settings: drop the fragment so later appends start on a fresh line
             repair_torn_tail(journal.path)
         return journal
+
+    @staticmethod
+    def is_journal(path: str | Path) -> bool:
+        """True when ``path``'s first line is a record of select's journal (a file this tool appends to)."""
+        try:
+            with open(path, "rb") as fh:
+                first = fh.readline()
+            rec = json.loads(first.decode("utf-8"))
+        except (OSError, UnicodeDecodeError, ValueError):
+            return False
+        return isinstance(rec, dict) and "settings_key" in rec and "raw" in rec
 
     def get(self, rec_id: str) -> dict[str, float] | None:
         return self.records.get(rec_id)

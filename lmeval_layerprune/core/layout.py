@@ -34,6 +34,15 @@ EMBEDDED_COMPLETE = "CONVERSION_COMPLETE"
 CARD_FILE = "README.md"
 #: the selection plot ``card --plot`` writes
 SELECTION_PLOT = "layer_selection.png"
+#: what a checkpoint folder holds (names or ``fnmatch`` patterns): how ``--overwrite`` recognises a
+#: checkpoint written before the manifest of written files existed
+CHECKPOINT_FILES = ("config.json", "generation_config.json", "*.safetensors", "model.safetensors.index.json",
+                    "pytorch_model*.bin", "tokenizer.json", "tokenizer_config.json", "tokenizer.model",
+                    "special_tokens_map.json", "added_tokens.json", "vocab.json", "vocab.txt", "merges.txt",
+                    "chat_template.jinja", "chat_template.json", MERGEKIT_FILE, PLAN_FILE, *LEGACY_PLAN_FILES,
+                    CACHE_COMPLETE)  # fmt: skip
+#: what a LoRA adapter folder (``heal --keep-adapter``) holds besides the tokenizer
+ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors", "adapter_model.bin")
 
 # ------------------------------------------------------------------- healing
 CHECKPOINTS = "checkpoints"
@@ -43,12 +52,18 @@ RECIPE_FILE = "recovery_recipe.yaml"
 HEAL_COMPLETE = "HEAL_COMPLETE"
 #: the settings sidecar of a ``selfgen`` responses file (``<out>`` + this suffix)
 META_SUFFIX = ".meta.json"
+#: the lock file beside a ``selfgen`` responses file (``<out>`` + this suffix)
+LOCK_SUFFIX = ".lock"
+#: the trainer's last save inside a heal run, from which the final checkpoint is built
+TRAINER_FINAL = ".trainer-final"
 
 # --------------------------------------------------------------------- speed
 BENCH_FILE = "layer_pruning_bench.json"
 BENCH_PLOT = "layer_pruning_bench.png"
 SPECULATE_FILE = "speculate.json"
 SPECULATE_PLOT = "speculate.png"
+#: what the other commands write into a checkpoint folder (``bench``, ``card --plot``)
+OTHER_COMMANDS_FILES = (BENCH_FILE, BENCH_PLOT, SELECTION_PLOT)
 
 # ---------------------------------------------------------------- sweep, report
 SWEEP_MANIFEST = "sweep.json"
@@ -62,3 +77,7 @@ REPORT_JSON = "report.json"
 PLOT_FILE = "retention.png"
 TASK_PLOT_FILE = "retention_tasks.png"
 TRADEOFF_PLOT_FILE = "tradeoff.png"
+
+# ------------------------------------------------------------------- analyze
+#: ``lmeval-prune analyze``: view -> the stem of its CSV and PNG (``skip_profile.csv``, ``skip_profile.png``)
+ANALYZE_FILES = {"skip": "skip_profile", "profiles": "layer_profiles", "lens": "logit_lens"}

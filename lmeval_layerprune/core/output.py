@@ -7,8 +7,9 @@
 2. A file that is in the way and that this tool did not write is refused, ``--overwrite`` or not,
    in one line naming the file and ``--overwrite``. "This tool wrote it" means: listed in the
    folder's hidden manifest ``.lmeval-prune-written.json`` and unchanged since (its sha256 matches;
-   see :mod:`lmeval_layerprune.core.written`), or recognised by the caller's ``owned`` test (files
-   written by versions before the manifest). A file the user edited is the user's.
+   see :mod:`lmeval_layerprune.core.written`), or, for a name the manifest does not list, recognised
+   by the caller's ``owned`` test (files written by versions before the manifest). A file the user
+   edited is the user's, whatever its content.
 3. A file of this tool's is replaced only with ``overwrite=True`` (a command passes ``--overwrite``,
    or ``True`` where replacing its own earlier output is the command's documented behaviour).
 4. Links: a symbolic link at the file's name, or an output folder given as a symbolic link, is
@@ -54,7 +55,7 @@ from lmeval_layerprune.core.fsutil import (
     translate_space_errors,
 )
 from lmeval_layerprune.core.guard import Owned, as_owned_test, guard_output
-from lmeval_layerprune.core.written import entry_for, read_written, record_written, written_by_us
+from lmeval_layerprune.core.written import entry_for, is_ours, read_written, record_written
 from lmeval_layerprune.errors import OutputError
 
 __all__ = ["write_output", "check_replace", "OutputFolder"]
@@ -90,8 +91,7 @@ def check_replace(
     if not stat.S_ISREG(st.st_mode):
         kind = "a folder" if stat.S_ISDIR(st.st_mode) else "not a plain file"
         raise OutputError(f"{path} is {kind}; refusing to write the {what} there (name another {flag})")
-    test = as_owned_test(owned)
-    if not (written_by_us(path) or (test is not None and test(path))):
+    if not is_ours(path, as_owned_test(owned)):
         raise OutputError(
             f"{path} exists and lmeval-prune did not write it (or it was changed since); refusing to replace it, "
             f"--overwrite or not (--overwrite replaces only files this tool wrote): "

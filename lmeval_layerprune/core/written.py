@@ -14,6 +14,7 @@ written atomically; a file of that name that is not this tool's manifest is neve
 from __future__ import annotations
 
 import contextlib
+import fnmatch
 import json
 import os
 import stat
@@ -97,6 +98,22 @@ def written_by_us(path: str | os.PathLike[str]) -> bool:
     return entry is not None and matches(path, entry)
 
 
+def is_ours(path: str | os.PathLike[str], legacy: Callable[[Path], bool] | None = None) -> bool:
+    """True when ``path`` is this tool's: listed in its folder's manifest and unchanged since.
+
+    A name the manifest does not list is this tool's only when ``legacy`` (how to recognise what
+    versions before the manifest wrote: a marker line, a JSON schema) accepts it; a listed name that
+    no longer matches was edited or replaced by the user and is theirs, whatever ``legacy`` says. A
+    symbolic link is never this tool's.
+    """
+    path = Path(path)
+    entry = read_written(path.parent).get(path.name)
+    if entry is not None:
+        return matches(path, entry)
+    st = _lstat(path)
+    return legacy is not None and st is not None and not stat.S_ISLNK(st.st_mode) and bool(legacy(path))
+
+
 def record_written(folder: str | os.PathLike[str], entries: Mapping[str, Entry | None]) -> None:
     """Merge ``entries`` (name -> entry; None removes the name) into ``folder``'s manifest, atomically.
 
@@ -157,24 +174,49 @@ def foreign_entries(
 ) -> list[str]:
     """The names in ``folder`` (top level) that this tool did not write, sorted; folders end with ``/``.
 
-    This tool's: listed in the manifest and unchanged, a plain file named in ``known`` (what older
-    versions wrote before the manifest existed), or accepted by ``owned``. A symbolic link is never
-    this tool's.
+    This tool's: listed in the manifest and unchanged; or, for a name the manifest does not list, a
+    plain file named like one in ``known`` (names or ``fnmatch`` patterns: what older versions, or the
+    steps of a run in progress, write without the manifest), or accepted by ``owned``. A listed name
+    that no longer matches was changed by the user and is theirs. A symbolic link is never this tool's.
     """
     folder = Path(folder)
     listed = read_written(folder)
-    known = set(known)
+    known = tuple(known)
     out = []
     for p in sorted(folder.iterdir()):
         if p.name == WRITTEN_MANIFEST:
             continue
         st = os.lstat(p)
-        link = stat.S_ISLNK(st.st_mode)
-        ours = not link and (
-            (p.name in listed and matches(p, listed[p.name]))
-            or (p.name in known and stat.S_ISREG(st.st_mode))
-            or (owned is not None and owned(p))
-        )
+        if stat.S_ISLNK(st.st_mode):
+            ours = False
+        elif p.name in listed:
+            ours = matches(p, listed[p.name])
+        else:
+            ours = (stat.S_ISREG(st.st_mode) and any(fnmatch.fnmatchcase(p.name, k) for k in known)) or (
+                owned is not None and bool(owned(p))
+            )
         if not ours:
             out.append(p.name + ("/" if stat.S_ISDIR(st.st_mode) else ""))
     return out
+
+
+def refuse_foreign(
+    folder: str | os.PathLike[str],
+    *,
+    known: Iterable[str] = (),
+    owned: Callable[[Path], bool] | None = None,
+    flag: str = "--out",
+    why: str = "--overwrite replaces only lmeval-prune's own output and would lose them with it",
+) -> None:
+    """Refuse (changing nothing) when ``folder`` holds what this tool did not write (see :func:`foreign_entries`).
+
+    For a command about to replace ``folder`` as a whole: the message names what would be lost (eight
+    names at most), says ``why``, and asks to move them out.
+    """
+    foreign = foreign_entries(folder, known=known, owned=owned)
+    if foreign:
+        shown = ", ".join(foreign[:8]) + (f" and {len(foreign) - 8} more" if len(foreign) > 8 else "")
+        raise OutputError(
+            f"{flag} {folder} holds what this tool did not write ({shown}); {why}: move them out of the folder "
+            f"(or name another {flag})"
+        )

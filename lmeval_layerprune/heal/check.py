@@ -4,8 +4,8 @@
 The recipe (keys and typed values), the drop spec against the base model's depth, the ``train``
 layers against the pruned depth, the base and teacher (decoder-only, readable weights), the data
 source (readable; responses where the method needs them; plain text for ``cpt``), and the output
-(never an input; ``--overwrite`` only over a heal run; a resume only with the same settings, named
-when they differ).
+(never an input; ``--overwrite`` only over a heal run, and only when the folder holds nothing the
+user put there, which is named; a resume only with the same settings, named when they differ).
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from lmeval_layerprune.core.layout import CHECKPOINTS, HEAL_COMPLETE, HEAL_STATE
 from lmeval_layerprune.core.spec import DropSpec
 from lmeval_layerprune.errors import DropSpecError, HealError, SelfGenError
 from lmeval_layerprune.heal.checkpoints import last_complete_checkpoint
+from lmeval_layerprune.heal.folder import refuse_foreign_in_run
 from lmeval_layerprune.heal.recipe import TRAIN_LAYER_FORMS, Recipe, apply_overrides, load_recipe, validate
 from lmeval_layerprune.heal.selfgen import is_selfgen_file, read_records
 from lmeval_layerprune.heal.sources import Prompt, load_prompts, load_texts
@@ -261,6 +262,10 @@ def _check_output(run: HealRun, spec: DropSpec) -> None:
     if spec.method == "plan" and spec.text.startswith("plan:"):
         inputs.append(spec.text[len("plan:") :].split("@")[0])
     guard_output(out, inputs=inputs, overwrite=s.overwrite, owned=MARKERS, what="output folder")
+    if s.overwrite:  # the earlier run goes as a whole: nothing of the user's may be in it
+        refuse_foreign_in_run(out, why="--overwrite replaces only lmeval-prune's own heal run and would lose them")
+    elif out.is_dir() and (out / HEAL_STATE_FILE).is_file() and not (out / HEAL_COMPLETE).is_file():
+        refuse_foreign_in_run(out, why="the healed checkpoint replaces this folder as a whole and would lose them")
     if not s.overwrite and out.is_dir() and any(out.iterdir()):
         if not (out / HEAL_STATE_FILE).is_file():
             raise HealError(

@@ -8,14 +8,15 @@ or plain text for continued pretraining), trains with checkpoints, and writes a 
 ``OUT/``
     ``config.json`` + weights (LoRA merged) or ``adapter_*`` (``keep_adapter``), the tokenizer,
     ``recovery_recipe.yaml`` (the recipe after overrides), ``layer_pruning.json`` (the plan with its
-    ``recovery`` record), ``HEAL_COMPLETE``; while training also ``checkpoints/`` (removed at the
-    end unless ``keep_checkpoints``) and, for selfgen/kd recipes, ``selfgen_responses.jsonl``.
+    ``recovery`` record), ``heal_state.json``, ``HEAL_COMPLETE``; for selfgen/kd recipes
+    ``selfgen_responses.jsonl``; ``checkpoints/`` while training (kept only with ``keep_checkpoints``).
 
 The steps, one module each: :func:`~.check.check_run` (everything, before any work), :func:`prepare_output`,
 :func:`~.data.prepare_data`, :func:`~.train.load_student`, :func:`~.train.make_trainer`,
-:func:`~.train.train_or_resume`, :func:`write_checkpoint`, :func:`verify_written`, :func:`finish`.
-A killed run started again with the same settings resumes from the last complete checkpoint (a
-damaged newest one is set aside with a warning).
+:func:`~.train.train_or_resume`, :func:`write_checkpoint` (built beside ``OUT``, verified by
+:func:`verify_written`, swapped in whole: :mod:`.folder`), :func:`finish`. A killed run started again
+with the same settings resumes from the last complete checkpoint (a damaged newest one is set aside
+with a warning); Ctrl-C says which checkpoint was kept and how to resume.
 """
 
 from __future__ import annotations
@@ -34,22 +35,23 @@ from transformers import AutoConfig, AutoModelForCausalLM
 from lmeval_layerprune.checkpoint.load import load_pruned_model
 from lmeval_layerprune.checkpoint.materialize import verify_checkpoint
 from lmeval_layerprune.core.embedded import base_model_name
+from lmeval_layerprune.core.guard import replace_atomically
+from lmeval_layerprune.core.interrupt import keeping
 from lmeval_layerprune.core.journal import describe_diff, json_safe
-from lmeval_layerprune.core.layout import CHECKPOINTS, HEAL_COMPLETE, PLAN_ATTR, PLAN_FILE, RECIPE_FILE
+from lmeval_layerprune.core.layout import HEAL_COMPLETE, PLAN_ATTR, PLAN_FILE, RECIPE_FILE, TRAINER_FINAL
 from lmeval_layerprune.core.plan import PruningPlan
 from lmeval_layerprune.core.spec import format_indices
+from lmeval_layerprune.core.written import record_folder
 from lmeval_layerprune.errors import HealError
 from lmeval_layerprune.heal.check import DEFAULT_MIN_EXAMPLES, HealRun, HealSettings, check_run, state_diff
 from lmeval_layerprune.heal.checkpoints import last_complete_checkpoint
 from lmeval_layerprune.heal.data import prepare_data
+from lmeval_layerprune.heal.folder import carry_state, kept_in, refuse_foreign_in_run, resume_hint
+from lmeval_layerprune.heal.folder import previous as previous_run
 from lmeval_layerprune.heal.recipe import Recipe
 from lmeval_layerprune.heal.train import Trained, Training, load_student, make_trainer, torch_dtype, train_or_resume
 
 logger = logging.getLogger(__name__)
-
-
-def _previous(out: Path) -> Path:
-    return out.with_name(f".{out.name}.heal-previous")
 
 
 def prepare_output(run: HealRun) -> bool:
@@ -62,7 +64,7 @@ def prepare_output(run: HealRun) -> bool:
     out = run.out
     manifest = run.manifest()
     if run.settings.overwrite and out.exists():
-        previous = _previous(out)
+        previous = previous_run(out)
         if previous.exists() and not (out / HEAL_COMPLETE).is_file():
             shutil.rmtree(out)  # an unfinished new run; the last complete one is already set aside
         else:
@@ -142,24 +144,11 @@ def recovery_record(run: HealRun, training: Training, counts: dict[str, Any], tr
     }
 
 
-def write_checkpoint(run: HealRun, training: Training, counts: dict[str, Any], trained: Trained, dist: Any) -> Any:
-    """Step 7: the standalone checkpoint in ``OUT`` (merged or adapter, tokenizer, plan, recipe as used).
-
-    Returns the model written (None for an adapter, or on a process other than the main one).
-    """
-    rec, out, trainer, args = run.recipe, run.out, training.trainer, training.args
-    staging = out / ".trainer-final"
-    trainer.save_model(str(staging))
-    if not dist.is_main_process:
-        return None
-    # Build the standalone checkpoint from what the trainer saved (works under DDP / ZeRO-3 / FSDP too).
-    plan = training.plan
-    final = _build_final(run, staging, plan)
-    plan.recovery = recovery_record(run, training, counts, trained)
-    tmp = out / ".final-tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
+def _write_files(run: HealRun, training: Training, counts: dict[str, Any], final: Any, tmp: Path) -> None:
+    """The checkpoint's own files in the new folder ``tmp``: weights or adapter, tokenizer, plan, recipe as used."""
+    rec, args, plan = run.recipe, training.args, training.plan
     if run.settings.keep_adapter:
-        shutil.copytree(staging, tmp)
+        shutil.copytree(run.out / TRAINER_FINAL, tmp, dirs_exist_ok=True)
     else:
         setattr(final.config, PLAN_ATTR, plan.to_dict())
         final.save_pretrained(tmp)
@@ -172,37 +161,57 @@ def write_checkpoint(run: HealRun, training: Training, counts: dict[str, Any], t
         f"# recipe {rec.name!r} as used (overrides applied; base={run.base}); rerun with --recipe {RECIPE_FILE}\n"
         + yaml.safe_dump(used, sort_keys=False)
     )
-    # a kill while moving leaves no HEAL_COMPLETE: the rerun loads the finished trainer state and writes again
-    for item in tmp.iterdir():
-        os.replace(item, out / item.name)
-    tmp.rmdir()
+
+
+def write_checkpoint(run: HealRun, training: Training, counts: dict[str, Any], trained: Trained, dist: Any) -> Any:
+    """Step 7: the standalone checkpoint (merged or adapter, tokenizer, plan, recipe as used) built beside
+    ``OUT``, verified (:func:`verify_written`), marked complete (``HEAL_COMPLETE``), recorded as written by this
+    tool, and swapped in for ``OUT`` in one step, the run's own state carried with it (:mod:`.folder`).
+
+    A kill at any moment leaves the run in progress (a rerun resumes and writes it again) or the finished
+    checkpoint. Returns the model written (None for an adapter, or on a process other than the main one).
+    """
+    out, trainer = run.out, training.trainer
+    trainer.save_model(str(out / TRAINER_FINAL))
+    if not dist.is_main_process:
+        return None
+    # Build the standalone checkpoint from what the trainer saved (works under DDP / ZeRO-3 / FSDP too).
+    final = _build_final(run, out / TRAINER_FINAL, training.plan)
+    training.plan.recovery = recovery_record(run, training, counts, trained)
+    # anything the user put into OUT while it trained would go with the old folder: refused, the training kept
+    refuse_foreign_in_run(out, why="the healed checkpoint replaces this folder as a whole and would lose them "
+                          "(the training is kept: rerun the same command once they are moved)")  # fmt: skip
+    with replace_atomically(out) as tmp:
+        tmp.mkdir()
+        _write_files(run, training, counts, final, tmp)
+        verify_written(run, training, final, dist, tmp)
+        carry_state(out, tmp, checkpoints=run.settings.keep_checkpoints)
+        (tmp / HEAL_COMPLETE).write_text(json.dumps({"steps": trained.steps}) + "\n")
+        record_folder(tmp)  # what a later --overwrite may replace: these files, while unchanged
     return final
 
 
-def verify_written(run: HealRun, training: Training, final: Any, dist: Any) -> None:
-    """Step 8: reload the checkpoint and compare its logits with the trained model (single process, unquantized)."""
+def verify_written(run: HealRun, training: Training, final: Any, dist: Any, where: Path | None = None) -> None:
+    """Reload the checkpoint in ``where`` (default ``OUT``) and compare its logits with the trained model
+    (single process, unquantized)."""
     rec = run.recipe
     if not (run.settings.verify and dist.num_processes == 1 and not rec.quantization and not run.settings.keep_adapter):
         return
+    where = run.out if where is None else where
     trainer = training.trainer
     # 1. what was written is exactly the model in memory (merged, or the full / partial finetune)
     exact = 1e-4 if run.dtype_name == "float32" else 1e-1
-    verify_checkpoint(run.out, final if final is not None else trainer.model, atol=exact, what="the model saved")
+    verify_checkpoint(where, final if final is not None else trainer.model, atol=exact, what="the model saved")
     if rec.lora is not None:
         # 2. merging W + BA only reorders float rounding: the merged logits stay within a small share of
         # the logit scale of the trained adapter model (a wrong merge or a missing layer is far off). The
         # absolute difference grows with the adapter's size (1e-3 to 2e-2 on the 135M model, float32).
-        verify_checkpoint(run.out, trainer.model, atol=exact, rtol=3e-3, what="the trained adapter model")
+        verify_checkpoint(where, trainer.model, atol=exact, rtol=3e-3, what="the trained adapter model")
 
 
-def finish(run: HealRun, steps: int) -> None:
-    """Step 9: drop the staging folders (and the checkpoints unless kept), then mark the run complete."""
-    out = run.out
-    shutil.rmtree(out / ".trainer-final", ignore_errors=True)
-    if not run.settings.keep_checkpoints:
-        shutil.rmtree(out / CHECKPOINTS, ignore_errors=True)
-    (out / HEAL_COMPLETE).write_text(json.dumps({"steps": steps}) + "\n")
-    shutil.rmtree(_previous(out), ignore_errors=True)  # the run --overwrite replaced
+def finish(run: HealRun) -> None:
+    """Step 8: delete the earlier run that ``--overwrite`` set aside (the new checkpoint is complete)."""
+    shutil.rmtree(previous_run(run.out), ignore_errors=True)
 
 
 def heal(settings: HealSettings) -> Path:
@@ -221,19 +230,19 @@ def heal(settings: HealSettings) -> Path:
     from accelerate import PartialState
 
     run = check_run(settings)
-    if prepare_output(run):
-        logger.warning("%s is already complete; nothing to do (use --overwrite to train again)", run.out)
-        return run.out
-    rows, counts = prepare_data(run)
-    dist = PartialState()
-    student, tokenizer, plan = load_student(run, dist)
-    training = make_trainer(run, student, tokenizer, plan, rows)
-    trained = train_or_resume(run, training)
-    final = write_checkpoint(run, training, counts, trained, dist)
-    if not dist.is_main_process:
-        return run.out
-    verify_written(run, training, final, dist)
-    finish(run, trained.steps)
+    out, overwrite = run.out, settings.overwrite
+    with keeping(lambda: kept_in(out), resume=lambda: resume_hint(out, overwrite)):
+        if prepare_output(run):
+            logger.warning("%s is already complete; nothing to do (use --overwrite to train again)", run.out)
+            return run.out
+        rows, counts = prepare_data(run)
+        dist = PartialState()
+        student, tokenizer, plan = load_student(run, dist)
+        training = make_trainer(run, student, tokenizer, plan, rows)
+        trained = train_or_resume(run, training)
+        write_checkpoint(run, training, counts, trained, dist)
+        if dist.is_main_process:
+            finish(run)
     return run.out
 
 

@@ -29,6 +29,7 @@ from typing import Any
 from lmeval_layerprune.core.embedded import base_model_name, resolve_pretrained
 from lmeval_layerprune.core.fsutil import file_lock
 from lmeval_layerprune.core.guard import check_causal_lm, check_weights, guard_output
+from lmeval_layerprune.core.interrupt import keeping
 from lmeval_layerprune.core.journal import (
     RunManifest,
     append_jsonl,
@@ -37,7 +38,7 @@ from lmeval_layerprune.core.journal import (
     repair_torn_tail,
     torn_fragment,
 )
-from lmeval_layerprune.core.layout import META_SUFFIX
+from lmeval_layerprune.core.layout import LOCK_SUFFIX, META_SUFFIX
 from lmeval_layerprune.errors import SelfGenError
 from lmeval_layerprune.heal.backends import TransformersBackend, VLLMBackend, item_seed, pick_backend
 from lmeval_layerprune.heal.settings import FILTERS, FilterSettings, GenerationSettings, SelfgenSettings
@@ -174,8 +175,14 @@ def check_output(out: Path, meta: dict[str, Any], prompts: Sequence[Prompt], inp
         raise SelfGenError(f"--out {out} is a folder; name a .jsonl file")
     manifest = _manifest(out, meta)
     if not out.exists() or out.stat().st_size == 0:
+        if out.exists() and not manifest.is_mine(manifest.path):  # an empty file this tool did not start
+            raise SelfGenError(
+                f"--out {out} exists (empty) and has no {manifest.path.name} of this tool's beside it, so this tool "
+                "did not create it; refusing to write into it, --overwrite or not: remove it, or name another --out"
+            )
+        manifest.check_writable()  # a user's file named like the sidecar is never replaced
         return False
-    if not manifest.path.is_file():
+    if not manifest.path.is_file() or manifest.path.is_symlink():
         raise SelfGenError(
             f"--out {out} exists but has no {manifest.path.name} beside it, so it is not a selfgen output of this "
             "tool; refusing to append to it. Name another --out"
@@ -201,6 +208,19 @@ def check_output(out: Path, meta: dict[str, Any], prompts: Sequence[Prompt], inp
                 "the file belongs to another prompt source (use another --out)"
             )
     return True
+
+
+def kept_responses(out: Path, prompts: Sequence[Prompt]) -> str:
+    """What an interrupted run has kept (read from ``out`` when the interrupt comes), for the one line on Ctrl-C."""
+    wanted = {p.id for p in prompts}
+    try:
+        records, _ = read_jsonl(out, what="selfgen file") if out.is_file() else ([], 0)
+    except Exception:  # noqa: BLE001 - only words for the interrupt line
+        records = []
+    n = len({r.get("id") for r in records if r.get("id") in wanted})
+    if not n:
+        return f"no response was written yet ({out} holds none of these prompts)"
+    return f"{n} of {len(wanted)} responses kept in {out}"
 
 
 def _meta(teacher: str, gen: GenerationSettings, flt: FilterSettings, source: str | None) -> dict[str, Any]:
@@ -299,7 +319,7 @@ def generate_responses(settings: SelfgenSettings, prompts: Sequence[Prompt]) -> 
     inputs = [model_path, source if source and Path(source).expanduser().exists() else None]
     check_output(out, meta, prompts, inputs)  # before the lock file or anything else appears
     out.parent.mkdir(parents=True, exist_ok=True)
-    with file_lock(out.with_name(out.name + ".lock")):
+    with keeping(lambda: kept_responses(out, prompts)), file_lock(out.with_name(out.name + LOCK_SUFFIX)):
         existed = check_output(out, meta, prompts, inputs)  # again, under the lock
         done = {r["id"]: r for r in read_records(out, repair=True)} if existed else {}
         todo = [p for p in prompts if p.id not in done]

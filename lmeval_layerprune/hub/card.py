@@ -23,11 +23,12 @@ from pathlib import Path
 from typing import Any
 
 from lmeval_layerprune import __version__
-from lmeval_layerprune.core.guard import guard_card, mark_card, replace_atomically
+from lmeval_layerprune.core.guard import is_generated_card, mark_card
 from lmeval_layerprune.core.layout import (
     CARD_FILE,
     EMBEDDED_COMPLETE,
 )
+from lmeval_layerprune.core.output import check_replace, write_output
 from lmeval_layerprune.core.spec import format_indices
 from lmeval_layerprune.errors import PublishError
 from lmeval_layerprune.hub.facts import (
@@ -40,6 +41,7 @@ from lmeval_layerprune.hub.portable import Portable
 from lmeval_layerprune.hub.scores import eval_results, findings, load_eval, score_tables
 from lmeval_layerprune.hub.sections import (
     bench_rows,
+    check_selection_plot,
     recovery_section,
     reproduce_section,
     selection_section,
@@ -66,12 +68,27 @@ class CardResult:
         return str(self.card)
 
     def save(self, folder: str | Path) -> Path:
-        """Write the card to ``folder/README.md`` atomically; return its path."""
+        """Write the card to ``folder/README.md`` by the safe-write rule; return its path.
+
+        A ``README.md`` this tool did not write (or a generated card edited since) is refused, never replaced.
+        """
         path = Path(folder).expanduser() / CARD_FILE
-        guard_card(path)  # a hand-written README.md is never replaced
-        with replace_atomically(path) as tmp:
-            tmp.write_text(mark_card(str(self.card)))
-        return path
+        return write_output(path, mark_card(str(self.card)), overwrite=True, owned=is_generated_card,
+                            what="model card", flag="card", hint=CARD_HINT)  # fmt: skip
+
+
+#: what to do about a ``README.md`` in the way that this tool did not write
+CARD_HINT = "rename it (e.g. to README.hand.md) to keep it and let the card be written, or edit it by hand"
+
+
+def check_card(folder: str | Path, plot: str | Path | None = None) -> None:
+    """Refuse now, before anything is rendered or copied, what :meth:`CardResult.save` and the copy of
+    ``plot`` would refuse: a ``README.md`` or a ``layer_selection.png`` in the way that this tool did not write."""
+    folder = Path(folder).expanduser()
+    check_replace(folder / CARD_FILE, overwrite=True, owned=is_generated_card, what="model card", flag="card",
+                  hint=CARD_HINT)  # fmt: skip
+    if plot is not None:
+        check_selection_plot(folder, plot)
 
 
 @dataclass
@@ -256,7 +273,7 @@ def write_card(folder: str | Path, settings: CardSettings | None = None, **field
     """Write the card to ``folder/README.md`` (atomically) and return its path. Unknown parent id or
     license leave fields out with a logged warning unless ``strict=True``. A ``README.md`` this tool
     did not write is refused before any work. ``settings`` / ``fields`` as :func:`render`."""
-    guard_card(Path(folder).expanduser() / CARD_FILE)
+    check_card(folder, card_settings(settings, **fields).plot)
     result = render(folder, settings, **fields)
     for w in result.warnings:
         logger.warning(w)

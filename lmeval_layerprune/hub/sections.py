@@ -6,21 +6,24 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 import shlex
-import shutil
 from collections.abc import Sequence
 from dataclasses import MISSING, is_dataclass
 from dataclasses import fields as fields_of
 from pathlib import Path
 from typing import Any
 
+from lmeval_layerprune.core.guard import is_generated_card
 from lmeval_layerprune.core.layout import (
     BENCH_FILE,
+    CARD_FILE,
     MERGEKIT_FILE,
     RECIPE_FILE,
     SELECTION_PLOT,
 )
+from lmeval_layerprune.core.output import check_replace, write_output
 from lmeval_layerprune.core.spec import format_indices
 from lmeval_layerprune.errors import PublishError
 from lmeval_layerprune.hub.facts import (
@@ -119,6 +122,33 @@ def shown_settings(settings: dict[str, Any] | None) -> dict[str, Any]:
 # ------------------------------------------------------------------ sections
 
 
+def _legacy_selection_plot(path: Path) -> bool:
+    """A selection plot copied before the manifest of written files: shown by the generated card beside it."""
+    card = path.with_name(CARD_FILE)
+    try:
+        return is_generated_card(card) and f"]({path.name})" in card.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return False
+
+
+def check_selection_plot(folder: Path, plot: str | Path) -> bool:
+    """Check ``card --plot``'s copy before anything is written; False when ``plot`` already is the folder's
+    ``layer_selection.png`` (nothing to copy).
+
+    Raises:
+        PublishError: ``plot`` does not exist.
+        OutputError: a ``layer_selection.png`` in the way is a link, or a file this tool did not write.
+    """
+    src = Path(plot).expanduser()
+    if not src.is_file():
+        raise PublishError(f"plot {str(src)!r} does not exist")
+    target = Path(folder).expanduser() / SELECTION_PLOT
+    if not target.is_symlink() and target.exists() and os.path.samefile(src, target):
+        return False
+    check_replace(target, overwrite=True, owned=_legacy_selection_plot, what="selection plot", flag="--plot")
+    return True
+
+
 def selection_section(plan: dict[str, Any], folder: Path, plot: str | Path | None) -> dict[str, Any]:
     """How the layers were chosen: the method, the greedy rounds, the plots (copied into ``folder``)."""
     drop = [int(i) for i in plan["drop"]]
@@ -144,12 +174,9 @@ def selection_section(plan: dict[str, Any], folder: Path, plot: str | Path | Non
         for r in sel.get("rounds", [])
         if "chosen" in r and isinstance(r.get("scores"), dict)
     ]
-    if plot is not None:
-        src = Path(plot).expanduser()
-        if not src.is_file():
-            raise PublishError(f"plot {str(src)!r} does not exist")
-        if src.resolve() != (folder / SELECTION_PLOT).resolve():
-            shutil.copyfile(src, folder / SELECTION_PLOT)
+    if plot is not None and check_selection_plot(folder, plot):
+        write_output(folder / SELECTION_PLOT, Path(plot).expanduser().read_bytes(), overwrite=True,
+                     owned=_legacy_selection_plot, what="selection plot", flag="--plot")  # fmt: skip
     registered = get_method(method) if method in method_names() else None
     transform = (plan.get("extra") or {}).get("transform") or plan.get("transform") or "drop"
     return {

@@ -18,9 +18,10 @@ Each view writes a CSV and a PNG into ``--out``:
 from __future__ import annotations
 
 import csv
+import io
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,8 @@ import torch
 
 from lmeval_layerprune.core.arch import arch_for
 from lmeval_layerprune.core.arch import num_layers as arch_num_layers
+from lmeval_layerprune.core.layout import ANALYZE_FILES
+from lmeval_layerprune.core.output import OutputFolder
 from lmeval_layerprune.core.plan import PruningPlan
 from lmeval_layerprune.core.slicing import layer_subset
 from lmeval_layerprune.errors import AnalyzeError
@@ -45,14 +48,51 @@ VIEWS = ("skip", "profiles", "lens")
 LENS_TASK = "arith_first_digit"
 
 
-def _write_csv(path: Path, rows: list[dict[str, Any]]) -> Path:
+def csv_text(rows: list[dict[str, Any]]) -> str:
+    """``rows`` as CSV text (the columns: every key, in order of first appearance)."""
     keys: list[str] = []
     for r in rows:
         keys.extend(k for k in r if k not in keys)
-    with open(path, "w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=keys)
-        w.writeheader()
-        w.writerows(rows)
+    fh = io.StringIO(newline="")
+    w = csv.DictWriter(fh, fieldnames=keys)
+    w.writeheader()
+    w.writerows(rows)
+    return fh.getvalue()
+
+
+#: how each view's CSV begins: how one written before the manifest of written files is recognised
+_HEADER = {"skip": "skipped_layer,task,", "profiles": "model,layer,block_influence,",
+           "lens": "model,depth,after_layer,"}  # fmt: skip
+
+
+def _legacy(view: str, suffix: str) -> Callable[[Path], bool]:
+    """Recognise a view's CSV (by its header) or PNG (beside such a CSV) written before the manifest existed."""
+
+    def test(path: Path) -> bool:
+        try:
+            with open(path.with_suffix(".csv"), encoding="utf-8") as fh:
+                head = fh.readline()
+        except (OSError, UnicodeDecodeError):
+            return False
+        return head.startswith(_HEADER[view]) and (suffix == ".csv" or path.suffix == ".png")
+
+    return test
+
+
+def analysis_folder(settings: AnalyzeSettings) -> OutputFolder:
+    """``--out`` checked, and every file the requested views write checked, before any model is loaded."""
+    inputs = [settings.model, settings.healed, settings.calib]
+    folder = OutputFolder(settings.out, overwrite=True, inputs=inputs, what="analysis folder")
+    for view in settings.views:
+        for suffix in (".csv", ".png"):
+            folder.check(ANALYZE_FILES[view] + suffix, owned=_legacy(view, suffix))
+    return folder
+
+
+def _write_view(folder: OutputFolder, view: str, rows: list[dict[str, Any]], plot: Callable[..., Any]) -> Path:
+    stem = ANALYZE_FILES[view]
+    path = folder.write(stem + ".csv", csv_text(rows), owned=_legacy(view, ".csv"))
+    folder.write(stem + ".png", lambda tmp: plot(rows, tmp), owned=_legacy(view, ".png"))
     return path
 
 
@@ -338,9 +378,13 @@ def _logit_lens_rows(models: dict[str, Any], settings: AnalyzeSettings) -> list[
 
 
 def analyze(settings: AnalyzeSettings) -> dict[str, Path]:
-    """Write the requested views into ``settings.out``; returns view -> CSV path (PNG beside it)."""
-    out = Path(settings.out)
-    out.mkdir(parents=True, exist_ok=True)
+    """Write the requested views into ``settings.out``; returns view -> CSV path (PNG beside it).
+
+    The files follow the safe-write rule (:class:`~lmeval_layerprune.core.output.OutputFolder`): a file of
+    one of these names that this tool did not write is refused before any model is loaded, and the
+    analysis's own earlier files are replaced.
+    """
+    folder = analysis_folder(settings)
     kw = {"dtype": settings.dtype, "batch_size": settings.batch_size, "device": settings.device}
     models = {"base": _load(settings.model, **kw)}
     if settings.drop:
@@ -352,17 +396,14 @@ def analyze(settings: AnalyzeSettings) -> dict[str, Path]:
         rows = skip_profile(
             models["base"], settings.tasks, limit=settings.limit, metadata=settings.metadata, progress=settings.progress
         )
-        written["skip"] = _write_csv(out / "skip_profile.csv", rows)
-        plot_skip_profile(rows, out / "skip_profile.png")
+        written["skip"] = _write_view(folder, "skip", rows, plot_skip_profile)
     if "profiles" in settings.views:
         rows = layer_profiles(models, calib=settings.calib)
-        written["profiles"] = _write_csv(out / "layer_profiles.csv", rows)
-        plot_profiles(rows, out / "layer_profiles.png")
+        written["profiles"] = _write_view(folder, "profiles", rows, plot_profiles)
     if "lens" in settings.views:
         rows = _logit_lens_rows(models, settings)
         if rows:
-            written["lens"] = _write_csv(out / "logit_lens.csv", rows)
-            plot_lens(rows, out / "logit_lens.png")
+            written["lens"] = _write_view(folder, "lens", rows, plot_lens)
         else:
             logger.warning(
                 "logit lens skipped: %s's tokenizer does not split the ten digit answers into one shared prefix and "

@@ -44,8 +44,10 @@ from pathlib import Path
 from typing import Any
 
 from lmeval_layerprune.core.arch import num_layers as arch_num_layers
-from lmeval_layerprune.core.guard import guard_output, owned_json
+from lmeval_layerprune.core.guard import Reads, guard_output, owned_json
+from lmeval_layerprune.core.interrupt import keeping
 from lmeval_layerprune.core.journal import Journal
+from lmeval_layerprune.core.output import check_replace, write_output
 from lmeval_layerprune.core.plan import PruningPlan
 from lmeval_layerprune.lmeval.hf import PrunedHFLM
 from lmeval_layerprune.methods.capture import (
@@ -191,9 +193,7 @@ def select_layers(
     method = _check_method(settings)
     if journal is None and out is not None:
         journal = Path(str(out) + ".journal.jsonl")
-    if out is not None:  # before any work: never over an input, nor over a file that is not a plan
-        inputs = [settings.model, settings.calib, settings.include_path]
-        guard_output(out, inputs=inputs, overwrite=True, owned=owned_json("drop", "num_layers"))
+    _check_outputs(settings, out, journal, plot)
     lm = PrunedHFLM(pretrained=settings.model, dtype=settings.dtype, batch_size=settings.batch_size, device=device)
     num_layers = arch_num_layers(lm.model.config)
     _check_model(settings, num_layers)
@@ -213,11 +213,38 @@ def select_layers(
         record = Journal.open(journal, settings)  # a journal of other settings is refused before any work
         objective = OBJECTIVES[method.objective](lm, settings)
         search = GreedySettings(settings.n, settings.protect, race=race, exhaustive=exhaustive, progress=progress)
-        plan.update(greedy_search(objective, num_layers, record, search))
+        with keeping(lambda: _kept(record, journal), resume=RESUME):
+            plan.update(greedy_search(objective, num_layers, record, search))
     plan["settings"] = asdict(settings)
     plan = PruningPlan.from_dict(plan, source="the selected plan").to_dict()  # the one plan layout
     if out is not None:
         PruningPlan.from_dict(plan).save(out, folder=False)  # written beside, then renamed: atomic
     if plot is not None:
-        plot_plan(plan, plot)
+        write_output(plot, lambda tmp: plot_plan(plan, tmp), overwrite=True, what="plot", flag="--plot")
     return plan
+
+
+#: how an interrupted greedy selection resumes (what it kept is :func:`_kept`)
+RESUME = "rerun the same command to resume (the measurements in the journal are not repeated)"
+
+
+def _kept(record: Journal, journal: str | Path | None) -> str:
+    """What an interrupted greedy search has kept, for the one line printed on Ctrl-C."""
+    n = len(record.records)
+    if journal is None or not n:
+        return "no measurement was kept" + ("" if journal is None else f" ({journal} holds none yet)")
+    return f"{n} candidate measurement{'s' if n != 1 else ''} kept in {journal}"
+
+
+def _check_outputs(settings: SelectionSettings, out: str | Path | None, journal: str | Path | None,
+                   plot: str | Path | None) -> None:  # fmt: skip
+    """Before any work: no output over an input or inside a model folder (a task folder is read only for its
+    YAMLs: a new file beside them is fine), and no file in the way that is not this tool's."""
+    inputs = [settings.model, settings.calib, Reads(settings.include_path) if settings.include_path else None]
+    if out is not None:  # its own plan is replaced: select's documented behaviour
+        guard_output(out, inputs=inputs, overwrite=True, owned=owned_json("drop", "num_layers"))
+    if journal is not None:
+        guard_output(journal, inputs=inputs, owned=Journal.is_journal, what="journal", flag="--journal", folder=False)
+    if plot is not None:
+        guard_output(plot, inputs=inputs, what="plot", flag="--plot", folder=False)
+        check_replace(plot, overwrite=True, what="plot", flag="--plot")

@@ -47,7 +47,7 @@ from lmeval_layerprune.core.spec import format_indices
 from lmeval_layerprune.errors import BenchError
 from lmeval_layerprune.methods.capture import Calibration
 from lmeval_layerprune.methods.resolve import needs_model, parse_spec, resolve_drop
-from lmeval_layerprune.speed.bench_output import write_bench
+from lmeval_layerprune.speed.bench_output import bench_folder, write_bench
 from lmeval_layerprune.speed.bench_result import (
     QUICK_WORKLOAD,
     SCHEMA,
@@ -341,6 +341,8 @@ def run_bench(settings: BenchSettings) -> dict[str, Any]:
     ``settings.out``, write the JSON and the PNG there (:func:`~lmeval_layerprune.speed.bench_output.write_bench`).
     """
     s = settings
+    if s.out is not None:
+        bench_folder(s.out)  # a file in the way is refused before anything is loaded or measured
     if s.backend == "vllm":
         record = run_bench_vllm(s.model, s.drops, s.workload, dtype=s.dtype)
     else:
@@ -379,6 +381,7 @@ def bench_checkpoint(
     healed checkpoint has other weights but identical cost).
     """
     folder = Path(folder)
+    bench_folder(folder)
     plan = _checkpoint_plan(folder)
     parent = parent or plan.get("base_model")
     if not parent:

@@ -7,8 +7,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from lmeval_layerprune.core.guard import guard_output
 from lmeval_layerprune.core.layout import BENCH_FILE, BENCH_PLOT
+from lmeval_layerprune.core.output import OutputFolder
 from lmeval_layerprune.speed.bench_result import SCHEMA, bench_from_dict, gain_text
 
 
@@ -19,17 +19,25 @@ def _is_bench_file(path: Path) -> bool:
         return False
 
 
+def _is_bench_plot(path: Path) -> bool:
+    return _is_bench_file(path.with_name(BENCH_FILE))
+
+
+def bench_folder(out: str | Path) -> OutputFolder:
+    """``out`` checked for the bench's two files (before anything is measured): a file of either name that
+    this tool did not write is refused; its own earlier bench result is replaced."""
+    folder = OutputFolder(out, overwrite=True, what="bench folder")
+    folder.check(BENCH_FILE, owned=_is_bench_file)
+    folder.check(BENCH_PLOT, owned=_is_bench_plot)
+    return folder
+
+
 def write_bench(record: dict[str, Any], out: str | Path) -> Path:
-    """Write ``record`` as ``out/BENCH_FILE`` and its plot as ``out/BENCH_PLOT``; returns the JSON path."""
-    folder = Path(out)
-    path = folder / BENCH_FILE
-    if path.exists():  # replace only a bench result of ours (never a file of the same name written by hand)
-        guard_output(path, overwrite=True, owned=lambda p: _is_bench_file(p), what="bench file")
-    folder.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(record, indent=2))
-    tmp.replace(path)
-    plot_bench(record, folder / BENCH_PLOT)
+    """Write ``record`` as ``out/BENCH_FILE`` and its plot as ``out/BENCH_PLOT`` (the safe-write rule of
+    :mod:`lmeval_layerprune.core.output`); returns the JSON path."""
+    folder = bench_folder(out)  # both names checked before either is written
+    path = folder.write(BENCH_FILE, json.dumps(record, indent=2), owned=_is_bench_file)
+    folder.write(BENCH_PLOT, lambda tmp: plot_bench(record, tmp), owned=_is_bench_plot)
     return path
 
 

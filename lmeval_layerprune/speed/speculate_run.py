@@ -24,6 +24,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from lmeval_layerprune.core.arch import num_layers as arch_num_layers
 from lmeval_layerprune.core.embedded import base_model_name, resolve_pretrained
 from lmeval_layerprune.core.layout import SPECULATE_FILE, SPECULATE_PLOT
+from lmeval_layerprune.core.output import OutputFolder
 from lmeval_layerprune.core.spec import format_indices
 from lmeval_layerprune.errors import DraftError
 from lmeval_layerprune.lmeval.draft import DEFAULT_DRAFT_TOKENS, build_drafter, resolve_draft, shared_storage
@@ -182,6 +183,8 @@ def _draft_result(
 def run_speculate(settings: SpeculateSettings) -> dict[str, Any]:
     """Measure each draft spec (and with ``search``, the searched draft) against plain greedy decoding."""
     s = settings
+    if s.out is not None:
+        speculate_folder(s.out)  # a file in the way is refused before anything is loaded or measured
     if s.threads:
         torch.set_num_threads(int(s.threads))
     torch.manual_seed(0)
@@ -235,13 +238,34 @@ def run_speculate(settings: SpeculateSettings) -> dict[str, Any]:
     return record
 
 
+def _is_speculate_file(path: Path) -> bool:
+    """A speculate record written before the manifest of written files (its keys)."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        return False
+    return isinstance(data, dict) and {"drafts", "greedy", "draft_tokens"} <= set(data)
+
+
+def _is_speculate_plot(path: Path) -> bool:
+    return _is_speculate_file(path.with_name(SPECULATE_FILE))
+
+
+def speculate_folder(out: str | Path) -> OutputFolder:
+    """``out`` checked for the two files (before anything is measured): a file of either name that this tool
+    did not write is refused; its own earlier record is replaced."""
+    folder = OutputFolder(out, overwrite=True, what="speculate folder")
+    folder.check(SPECULATE_FILE, owned=_is_speculate_file)
+    folder.check(SPECULATE_PLOT, owned=_is_speculate_plot)
+    return folder
+
+
 def write_speculate(record: dict[str, Any], out: str | Path) -> Path:
-    """Write ``record`` as ``out/SPECULATE_FILE`` and its plot as ``out/SPECULATE_PLOT``; returns the JSON path."""
-    folder = Path(out)
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / SPECULATE_FILE
-    path.write_text(json.dumps(record, indent=2))
-    plot_speculate(record, folder / SPECULATE_PLOT)
+    """Write ``record`` as ``out/SPECULATE_FILE`` and its plot as ``out/SPECULATE_PLOT`` (the safe-write rule
+    of :mod:`lmeval_layerprune.core.output`); returns the JSON path."""
+    folder = speculate_folder(out)
+    path = folder.write(SPECULATE_FILE, json.dumps(record, indent=2), owned=_is_speculate_file)
+    folder.write(SPECULATE_PLOT, lambda tmp: plot_speculate(record, tmp), owned=_is_speculate_plot)
     return path
 
 
