@@ -96,7 +96,7 @@ def kept_in(out: Path) -> str:
     elif (out / RESPONSES_FILE).is_file():
         kept = f"no training checkpoint yet; the generated responses are kept in {out / RESPONSES_FILE}"
     elif (out / HEAL_STATE_FILE).is_file():
-        kept = f"nothing generated or trained yet; the run's settings are kept in {out}"
+        kept = f"no training checkpoint saved yet; the run's settings are kept in {out}"
     else:
         kept = f"nothing was written ({out} is as it was)"
     if previous(out).exists():
