@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The recovery-methods comparison behind docs/results/recovery-methods-smollm2/ (SmolLM2-135M-Instruct,
 # 30 layers, fp32, CPU), issue 29: the last 3 of 30 layers removed, healed three ways on the same number
-# of training tokens (32,768, `budget.tokens`), and the same layers collapsed (LaCo) instead of dropped:
+# of training tokens (8,192, `budget.tokens`: about a third of one pass over the 128 answers, so that three heals fit a 2-core CPU), and the same layers collapsed (LaCo) instead of dropped:
 #   selfgen-lora   LoRA r=8 on the unpruned parent's greedy answers to 128 offline prompts
 #   partial-last2  no adapters: the last 2 kept layers, the final norm and the LM head train, same answers
 #   cpt-lora       LoRA r=8, language-modelling loss on the bundled plain-text corpus (no prompts)
