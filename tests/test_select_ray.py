@@ -21,6 +21,7 @@ import torch
 from conftest import tiny_model, tiny_tokenizer
 
 from lmeval_layerprune.core.cluster import ClusterSettings
+from lmeval_layerprune.errors import ClusterError
 from lmeval_layerprune.search.select import SelectionSettings, select_layers
 
 REPO = Path(__file__).resolve().parents[1]
@@ -177,6 +178,22 @@ def test_ray_select_resumes_a_killed_searchs_journal(
     assert ids[:keep] == [json.loads(line)["id"] for line in lines[:keep]]
 
 
+@pytest.mark.slow
+def test_a_worker_that_cannot_load_the_model_is_one_error(model: Path, tmp_path: Path) -> None:
+    """Config readable (the driver counts the layers), weights missing: one error, no hang, no plan."""
+    pytest.importorskip("ray")
+    broken = tmp_path / "no-weights"
+    broken.mkdir()
+    for f in model.iterdir():
+        if not f.name.endswith(".safetensors"):
+            (broken / f.name).write_bytes(f.read_bytes())
+    settings = SelectionSettings(str(broken), "ppl", 1, calib_samples=2)
+    with pytest.raises(ClusterError, match=r"^Ray worker w\d could not load ") as e:
+        select_layers(settings, out=tmp_path / "p.json", progress=False, executor=RAY2)
+    assert str(broken) in str(e.value) and "\n" not in str(e.value)
+    assert not (tmp_path / "p.json").exists()
+
+
 def _search_workers(tag: str) -> list[int]:
     """Process ids of this test's Ray search workers (their environment carries ``tag``)."""
     found = []
@@ -245,5 +262,8 @@ def test_cli_ray_select_survives_a_killed_worker_and_an_interrupted_run(
     _same_plan(plan, references["exact"], references["exhaustive"])
     ids = [json.loads(line)["id"] for line in journal.read_text().splitlines()]
     assert len(ids) == len(set(ids))
+    deadline = time.time() + 60  # Ray ends its workers as the session closes, asynchronously
+    while _search_workers(tag) and time.time() < deadline:
+        time.sleep(0.5)
     assert not _search_workers(tag), "a Ray worker outlived the search"
     assert _token_state() == before

@@ -55,22 +55,24 @@ class SearchWorker:
 
     def ready(self) -> tuple[str, ObjectiveFacts]:
         """Build the objective now (load the model); returns ``host:pid`` and what the loop needs of it."""
+        return worker_label(), ObjectiveFacts.of(self._objective())
+
+    def _objective(self) -> Objective:
         if self.objective is None:
             try:
                 self.objective = self.factory(self.device)
             except Exception as e:  # any reason a model does not load: one line, not a remote traceback
                 first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
                 raise ClusterError(f"Ray worker {self.name} could not load {self.what}: {first}") from None
-        return worker_label(), ObjectiveFacts.of(self.objective)
+        return self.objective
 
     def measure(self, round_: tuple[int, ...] | None, m: Measurement) -> dict[str, float]:
         """Measure ``m`` in round ``round_`` (the layers the round has removed; None before the rounds)."""
-        self.ready()
-        assert self.objective is not None
+        objective = self._objective()
         if round_ is not None and round_ != self.round:
-            self.objective.start_round(list(round_))
+            objective.start_round(list(round_))
         self.round = round_
-        return measure(self.objective, m)
+        return measure(objective, m)
 
 
 class RayEvaluator:
