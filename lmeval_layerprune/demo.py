@@ -31,8 +31,9 @@ from lmeval_layerprune.core.layout import BENCH_FILE, PLOT_FILE, REPORT_FILE, TA
 from lmeval_layerprune.core.spec import format_indices
 from lmeval_layerprune.hub import write_card
 from lmeval_layerprune.report.stats import GENERATIVE, LIKELIHOOD
-from lmeval_layerprune.report.write import write_report
+from lmeval_layerprune.report.write import check_report, write_report
 from lmeval_layerprune.speed.bench import BenchSettings, run_bench
+from lmeval_layerprune.speed.bench_output import bench_folder
 from lmeval_layerprune.speed.bench_result import QUICK_WORKLOAD, load_bench
 from lmeval_layerprune.sweep.run import run_sweep
 from lmeval_layerprune.sweep.settings import SweepSettings
@@ -86,10 +87,13 @@ def run_demo(settings: DemoSettings | None = None) -> dict[str, Any]:
         recipe=d.heal_recipe if heal_cells else None,
         heal_cells=heal_cells,
     )
+    bench_dir = out / "bench"
+    # what the last steps would refuse (a file of the user's under a bench or report name), refused now
+    bench_folder(bench_dir)
+    check_report(report_dir, tradeoff=True)
     print(f"=== 1-2. sweep: {', '.join(methods)} at {', '.join(f'{r:g}' for r in ratios)} -> {sweep_dir}", flush=True)
     manifest = run_sweep(sweep_settings, sweep_dir, progress=progress)
 
-    bench_dir = out / "bench"
     pruned_cells = {name: c for name, c in manifest["cells"].items() if c["plan"]["drop"] and not c.get("checkpoint")}
     print(f"\n=== 3. bench: speed and memory of {', '.join(pruned_cells)} beside the parent -> {bench_dir}", flush=True)
     drops = tuple(format_indices(c["plan"]["drop"]) for c in pruned_cells.values())

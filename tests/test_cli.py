@@ -147,6 +147,17 @@ def test_resolve_and_archs_commands(llama_dir, tmp_path) -> None:
     assert archs.returncode == 0 and "qwen3" in archs.stdout and "gemma3_text" in archs.stdout
 
 
+def test_output_piped_into_a_reader_that_leaves_is_not_an_error(tmp_path) -> None:
+    """`lmeval-prune methods | head -1`: the reader is gone before the command writes; exit 0, no error line."""
+    proc = subprocess.Popen(
+        [_exe("lmeval-prune"), "methods"], cwd=tmp_path, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    proc.stdout.close()  # long before the command has started up and printed anything
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == 0, err
+    assert err == ""
+
+
 def test_lm_eval_cli_for_every_architecture(tmp_path) -> None:
     """lm-eval's own CLI entry point evaluates pruned-hf on a tiny model of each family.
 

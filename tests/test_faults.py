@@ -1183,3 +1183,44 @@ def test_heal_interrupted_names_the_checkpoint_kept_and_resumes(chat, responses,
     case("SIGTERM", done.returncode == 0 and steps == 60 and "resuming from" in done.stdout + done.stderr,
          done.stderr[-2000:])  # fmt: skip
     TALLY["kills_recovered"] += 1
+
+
+def test_demo_refuses_a_users_file_at_a_report_or_bench_name_before_the_sweep(llama_dir, tmp_path, capsys):
+    """The demo writes its bench and report last (after the sweep's hours on a real model): what those would
+    refuse is refused before the sweep starts, and nothing is written (issue 27)."""
+    for sub, name in (("report", "report.md"), ("bench", BENCH_FILE)):
+        out = tmp_path / f"demo-{sub}"
+        mine = out / sub / name
+        mine.parent.mkdir(parents=True)
+        mine.write_text("the user's own")
+        before = snapshot(out)
+        code, err = cli(capsys, "demo", "--model", str(llama_dir), "--tasks", "arith_probe_add_1d", "--limit", "2",
+                        "--no-heal", "--output-dir", str(out))  # fmt: skip
+        clear(code, err, str(mine), "did not write")
+        case("foreign file", snapshot(out) == before and not (out / "sweep").exists(), ("demo", name))
+
+
+@pytest.mark.slow
+def test_sweep_interrupted_says_how_many_cells_were_kept_and_resumes(llama_dir, tmp_path):
+    out = tmp_path / "grid"
+    args = ["sweep", str(llama_dir), "--methods", "last,bi", "--ratios", "0,0.2,0.5", "--tasks", "arith_probe_add_1d",
+            "--limit", "3", "--no-progress", "--out", str(out)]  # fmt: skip
+    log = tmp_path / "log.txt"
+    with log.open("w") as fh:
+        proc = subprocess.Popen([sys.executable, "-m", "lmeval_layerprune.cli", *args], env=ENV, cwd=tmp_path,
+                                stdout=fh, stderr=subprocess.STDOUT)  # fmt: skip
+        _wait_for(lambda: (out / "base").is_dir(), proc)
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=120)
+    err = log.read_text()
+    TALLY["kills"] += 1
+    kept = sum((out / c).is_dir() for c in ("base", "last-0.2", "bi-0.2", "last-0.5", "bi-0.5"))
+    case("SIGINT", proc.returncode == 130 and kept >= 1, (proc.returncode, err[-3000:]))
+    one_line("SIGINT", err, f"sweep interrupted (SIGINT): {kept} of 5 cells complete in {out}",
+             "rerun the same command to run the rest")  # fmt: skip
+    case("interrupt notes", not list(out.glob(".partial-*")), sorted(p.name for p in out.iterdir()))
+    done = subprocess.run([sys.executable, "-m", "lmeval_layerprune.cli", *args], env=ENV, capture_output=True,
+                          text=True, cwd=tmp_path)  # fmt: skip
+    manifest = json.loads((out / "sweep.json").read_text())
+    case("SIGINT", done.returncode == 0 and len(manifest["cells"]) == 5, done.stderr[-2000:])
+    TALLY["kills_recovered"] += 1

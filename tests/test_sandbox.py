@@ -40,13 +40,15 @@ def layers(config: str, harm: str) -> dict:
 
 
 def _sandbox_processes() -> list[int]:
-    """PIDs of sandbox bootstraps still alive (there must be none once run_program returned)."""
+    """PIDs of sandbox bootstraps left behind: alive although their run is over, which ``run_program``
+    ends by removing the run's working folder. Sandboxes still running (other tests on other pytest-xdist
+    workers) keep theirs and are not counted."""
     marker = sandbox._BOOTSTRAP.strip().splitlines()[0].encode()
     found = []
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             try:
-                if marker in (entry / "cmdline").read_bytes():
+                if marker in (entry / "cmdline").read_bytes() and os.readlink(entry / "cwd").endswith(" (deleted)"):
                     found.append(int(entry.name))
             except OSError:
                 pass

@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from lmeval_layerprune.errors import SweepError
+from lmeval_layerprune.core.layout import PLAN_FILE, WRITTEN_MANIFEST
+from lmeval_layerprune.errors import OutputError, SweepError
 from lmeval_layerprune.methods.registry import method_names
 from lmeval_layerprune.sweep.grid import layer_count, parse_methods, parse_ratios, plan_grid
 from lmeval_layerprune.sweep.run import run_sweep
@@ -210,6 +211,31 @@ def test_damaged_cells_are_run_again_with_one_line_each(
     assert not list(out.glob(".partial-*"))
 
 
+def test_the_users_files_in_a_sweep_folder_are_never_replaced(swept: Path, llama_dir: Path, tmp_path: Path) -> None:
+    """A folder of the user's named like a cell, and a sweep.json the user edited, are refused in one line
+    and left as they were; the sweep's own files are recorded as written by it (issue 27)."""
+    import shutil
+
+    out = tmp_path / "grid"
+    shutil.copytree(swept, out)
+    written = json.loads((out / WRITTEN_MANIFEST).read_text())["files"]
+    assert "sweep.json" in written
+    assert {PLAN_FILE} <= set(json.loads((out / "last-0.2" / WRITTEN_MANIFEST).read_text())["files"])
+    mine = out / "last-0.5" / "notes.txt"
+    mine.parent.mkdir()
+    mine.write_text("my notes")
+    with pytest.raises(SweepError, match="is named like the sweep cell last-0.5 but is not one"):
+        run_sweep(_settings(llama_dir, ratios=(0.0, 0.2, 0.5)), out, progress=False)
+    assert mine.read_text() == "my notes"
+    shutil.rmtree(mine.parent)
+    manifest = out / "sweep.json"
+    edited = manifest.read_text().replace('"format"', '"my_note": "keep", "format"', 1)
+    manifest.write_text(edited)
+    with pytest.raises(OutputError, match="move it away and rerun the same command"):
+        run_sweep(_settings(llama_dir), out, progress=False)
+    assert manifest.read_text() == edited
+
+
 def test_a_failed_save_is_not_published(llama_dir: Path, tmp_path: Path) -> None:
     """lm-eval logs "Could not save results" and goes on; under a file-size limit the sweep stops instead,
     in one line naming the cell and the file, and publishes nothing (issue 27)."""
@@ -229,7 +255,7 @@ def test_a_failed_save_is_not_published(llama_dir: Path, tmp_path: Path) -> None
     last = proc.stderr.strip().splitlines()[-1]
     assert last.startswith(f"lmeval-prune: error: lm-eval could not save cell base into {out / 'base'}: results_"), last
     assert "does not parse" in last and "Traceback" not in proc.stderr
-    assert [p.name for p in out.iterdir()] == ["sweep.json"]  # no cell, no partial folder
+    assert sorted(p.name for p in out.iterdir()) == [WRITTEN_MANIFEST, "sweep.json"]  # no cell, no partial folder
     assert json.loads((out / "sweep.json").read_text())["cells"] == {}
 
 

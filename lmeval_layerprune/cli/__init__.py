@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
+import select
 import signal
 import sys
 import textwrap
@@ -199,6 +200,16 @@ def _failed(e: BaseException, args: argparse.Namespace | None, debug: bool) -> i
     return 2
 
 
+def _stdout_closed() -> bool:
+    """Whether the reader of stdout has gone (the far end of a pipe closed: POLLERR on the write end)."""
+    try:
+        poller = select.poll()
+        poller.register(sys.stdout.fileno(), select.POLLOUT)
+        return any(ev & (select.POLLERR | select.POLLHUP) for _, ev in poller.poll(0))
+    except (AttributeError, OSError, ValueError):  # no poll (Windows), no file descriptor
+        return True
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run one command. Bad input, a full disk: one error line, exit code 2. ``SIGINT`` / ``SIGTERM``: one
     line saying what was kept and how to resume, exit code 130 / 143. ``LMEVAL_PRUNE_DEBUG=1`` or
@@ -225,6 +236,12 @@ def main(argv: list[str] | None = None) -> int:
             parser.print_help()
             return 0
         return args.func(args)
+    except BrokenPipeError as e:  # `lmeval-prune methods | head`: the reader left; nothing is wrong
+        if not _stdout_closed():
+            return _failed(e, args, debug)  # another pipe (a subprocess, a socket) broke
+        # Python's recipe (docs: signal, "Note on SIGPIPE"): point stdout at devnull so the exit flush is quiet
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except KeyboardInterrupt as e:  # SIGINT, and SIGTERM as Terminated
         return _interrupted(signal.SIGTERM if isinstance(e, Terminated) else signal.SIGINT, command, args, debug)
     except (LayerPruneError, OSError, ValueError, ImportError) as e:

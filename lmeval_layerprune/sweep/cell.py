@@ -273,7 +273,9 @@ class CellRunner:
                     lm.drop, lm.plan = saved
             if self.settings.token_agreement:
                 self._agreement.write(lm, drop, folder)
-            write_json(folder / PLAN_FILE, plan.to_dict())  # the full record, read by its healed cells
+            write_json(
+                folder / PLAN_FILE, plan.to_dict(), what="cell plan"
+            )  # the full record, read by its healed cells
 
     def _run_healed(self, cell: Cell, pruned: PruningPlan | None) -> None:
         s = self.settings

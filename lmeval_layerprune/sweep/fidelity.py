@@ -43,4 +43,4 @@ class AgreementProbe:
             drop=list(drop),
             max_new_tokens=self.max_new_tokens,
         )
-        write_json(folder / TOKEN_AGREEMENT_FILE, result.to_dict())
+        write_json(folder / TOKEN_AGREEMENT_FILE, result.to_dict(), what="token agreement")

@@ -19,6 +19,8 @@ from lmeval_layerprune.sweep.settings import SweepSettings, settings_diff
 from lmeval_layerprune.sweep.store import PARTIAL, check_run, write_json
 
 FORMAT = 1
+#: what to do when sweep.json was edited: the sweep rebuilds it from the cell folders
+MANIFEST_HINT = "it is rebuilt from the cell folders: move it away and rerun the same command"
 
 
 def read_manifest(out: Path) -> dict[str, Any] | None:
@@ -51,7 +53,7 @@ def open_out(out: Path, settings: SweepSettings) -> dict[str, Any]:
         raise SweepError(f"--out {out} exists and is not a sweep folder (no {SWEEP_MANIFEST}); choose a new folder")
     out.mkdir(parents=True, exist_ok=True)
     manifest = {"format": FORMAT, "settings": fixed, "cells": {}}
-    write_json(out / SWEEP_MANIFEST, manifest)
+    write_json(out / SWEEP_MANIFEST, manifest, what="sweep manifest", hint=MANIFEST_HINT)
     return manifest
 
 
@@ -95,7 +97,7 @@ class ManifestWriter:
             if entry is not None:
                 cells[folder.name] = entry
         manifest = {"format": FORMAT, "settings": self.settings.fixed(), "cells": cells}
-        write_json(self.out / SWEEP_MANIFEST, manifest)
+        write_json(self.out / SWEEP_MANIFEST, manifest, what="sweep manifest", hint=MANIFEST_HINT)
         return manifest
 
 

@@ -34,6 +34,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from lmeval_layerprune.core.interrupt import keeping
 from lmeval_layerprune.errors import SweepError
 from lmeval_layerprune.heal.budget import shared_budget
 from lmeval_layerprune.heal.recipe import load_recipe
@@ -118,9 +119,19 @@ class Sweep:
         )
         bar = GridProgress(len(pending), enabled=self.progress)
         results = executor.run(job, pending, bar)  # type: ignore[union-attr]
+        finished = [done]
+
+        def kept() -> str:  # read only when an interrupt arrives
+            return (
+                f"{finished[0]} of {len(self.cells)} cells complete in {self.out} (a cell is published only once "
+                "complete: the cells that were running are not kept)"
+            )
+
         try:
-            for _ in results:
-                writer.rebuild()
+            with keeping(kept, resume="rerun the same command to run the rest"):
+                for _ in results:
+                    finished[0] += 1
+                    writer.rebuild()
         finally:
             getattr(results, "close", lambda: None)()  # an executor's session (Ray) ends here, not at collection
             bar.close()

@@ -21,7 +21,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from lmeval_layerprune.core.guard import owned_json
 from lmeval_layerprune.core.layout import PLAN_FILE, RESULTS_GLOB, TOKEN_AGREEMENT_FILE
+from lmeval_layerprune.core.output import write_output
+from lmeval_layerprune.errors import SweepError
 from lmeval_layerprune.sweep.grid import Cell
 
 PARTIAL = ".partial-"
@@ -31,14 +34,13 @@ def cell_dir(out: Path, cell: Cell) -> Path:
     return Path(out) / cell.name
 
 
-def write_json(path: Path, data: Any) -> None:
-    """Write ``data`` as JSON to a temporary name beside ``path`` (unique per writer) and rename it."""
-    tmp = path.with_name(f".{path.name}.{socket.gethostname()}-{os.getpid()}.tmp")
-    try:
-        tmp.write_text(json.dumps(data, indent=2, default=str) + "\n")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+def write_json(path: Path, data: dict[str, Any], *, what: str, hint: str = "") -> None:
+    """Write ``data`` as JSON by the safe-write rule (:func:`~lmeval_layerprune.core.output.write_output`):
+    beside ``path`` then renamed, recorded in the folder's list of what this tool wrote; an earlier file
+    of the sweep's is replaced (one written before that list existed is recognised by ``data``'s first two
+    keys), a file the user put or edited there is refused in one line."""
+    text = json.dumps(data, indent=2, default=str) + "\n"
+    write_output(path, text, overwrite=True, owned=owned_json(*list(data)[:2]), what=what, hint=hint)
 
 
 # ------------------------------------------------------------------ checking
@@ -163,11 +165,25 @@ def clear_partials(out: Path) -> list[Path]:
     return removed
 
 
+def _written_by_sweep(folder: Path) -> bool:
+    """Whether ``folder`` holds what a sweep cell is published with (a cell is checked before it is)."""
+    return (folder / PLAN_FILE).is_file() or any(folder.glob(f"*/{RESULTS_GLOB}")) or any(folder.glob(RESULTS_GLOB))
+
+
 def discard_cell(out: Path, cell: Cell) -> None:
-    """Move an incomplete cell out of the way (renamed to a partial first: never half-deleted in place)."""
+    """Move an incomplete cell out of the way (renamed to a partial first: never half-deleted in place).
+
+    Raises:
+        SweepError: the folder holds nothing a sweep writes (a folder of the user's named like the cell).
+    """
     folder = cell_dir(out, cell)
     if not folder.exists():
         return
+    if folder.is_symlink() or not folder.is_dir() or not _written_by_sweep(folder):
+        raise SweepError(
+            f"{folder} is named like the sweep cell {cell.name} but is not one (no results file); it is left "
+            "alone: move it out of the sweep folder and rerun the same command"
+        )
     trash = Path(out) / f"{partial_name(cell)}-damaged"
     os.replace(folder, trash)
     shutil.rmtree(trash, ignore_errors=True)
