@@ -8,6 +8,7 @@ import argparse
 import sys
 
 from lmeval_layerprune.cli._shared import add_dataclass_flags, dataclass_from_args
+from lmeval_layerprune.core.cluster import EXECUTORS, ClusterSettings
 from lmeval_layerprune.core.spec import format_indices
 from lmeval_layerprune.methods.registry import KINDS, method_names
 from lmeval_layerprune.search.select import SelectionSettings, describe_round, select_layers
@@ -41,7 +42,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Choose N layers to remove from MODEL and write a plan JSON usable as drop=plan:PATH. "
         "iterative: greedy search scored by lm-eval tasks on a selection split (a different generator seed); "
         "ppl: greedy search on calibration perplexity; the other methods choose in one pass. "
-        "Greedy searches are resumable: rerun the same command after an interruption.",
+        "Greedy searches are resumable: rerun the same command after an interruption. "
+        "--executor ray measures each round's candidates on Ray workers that each hold the model (the same plan).",
     )
     add_dataclass_flags(
         p,
@@ -66,6 +68,17 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="iterative: score every item of every candidate; by default a candidate stops as soon as it "
         "can no longer win (exact: the same plan, fewer items)",
     )
+    g = p.add_argument_group("where a greedy search measures its candidates (docs/distributed.md)")
+    add_dataclass_flags(
+        g,
+        ClusterSettings,
+        choices={"executor": EXECUTORS},
+        help={
+            "executor": "local: this process (default); ray: Ray workers that each hold the model, several "
+            "candidates at a time, the same plan (pip install 'lmeval-layerprune[ray]')",
+            "max_retries": "ray: re-runs of one measurement whose worker died, before the search stops",
+        },
+    )
     p.set_defaults(func=run)
 
 
@@ -77,8 +90,8 @@ def run(args: argparse.Namespace) -> int:
         out=args.out,
         journal=args.journal,
         plot=args.plot,
-        race=args.race,
-        exhaustive=args.exhaustive,
+        mode="race" if args.race else "exhaustive" if args.exhaustive else "exact",
+        executor=dataclass_from_args(ClusterSettings, args),
     )
     print(f"{args.method}: remove layers {plan['drop']} of {plan['num_layers']} ({format_indices(plan['drop'])})")
     for r in plan.get("rounds", []):
@@ -89,6 +102,10 @@ def run(args: argparse.Namespace) -> int:
             f"  {search['mode']}: {search['items_evaluated']} of {search['items_exhaustive']} candidate items "
             f"evaluated, {search['stopped']} candidates stopped early"
         )
+    ran = search.get("executor")
+    if ran:
+        repeated = len(ran["repeated"])
+        print(f"  {ran['name']}: {ran['workers']} worker(s); {repeated} measurement(s) repeated after a worker died")
     for w in plan.get("warnings", []):
         print(f"warning: {w}", file=sys.stderr)
     if args.out:

@@ -1,4 +1,6 @@
-"""A Ray session for any stage that fans work out (sweep cells today; search candidates next).
+"""A Ray session for any stage that fans work out (sweep cells, search candidates), and what they share:
+the flags of where work runs (:class:`ClusterSettings`), worker sizing, a worker's set-up, and reading a
+worker's result (:func:`remote_value`).
 
 Ray is an optional dependency (``pip install 'lmeval-layerprune[ray]'``) imported only here, and
 only when a session is opened::
@@ -26,17 +28,58 @@ import importlib.util
 import math
 import os
 import secrets
+import socket
 import sys
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
-from lmeval_layerprune.errors import ClusterError
+from lmeval_layerprune.errors import ClusterError, LayerPruneError
 
 RAY_EXTRA = "pip install 'lmeval-layerprune[ray]'"
 _AUTH_VARS = ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN")
 #: one token per driver process: Ray caches the token it read, so every local session of a process shares it
 _TOKEN = secrets.token_hex(32)
+#: the executors ``sweep --executor`` and ``select --executor`` know
+EXECUTORS = ("local", "ray")
+
+
+@dataclass
+class ClusterSettings:
+    """Where the work runs: ``local`` (one process, one loaded model; the default) or ``ray`` (workers
+    that each hold the model, on this machine or a cluster). Nothing here changes a result."""
+
+    executor: str = field(
+        default="local",
+        metadata={"help": "local: one process, one loaded model (default); ray: Ray workers (pip install "
+        "'lmeval-layerprune[ray]')"},
+    )  # fmt: skip
+    workers: int | None = field(
+        default=None,
+        metadata={"help": "ray: workers, each holding the model (default: as many as the resources allow)"},
+    )
+    gpus_per_worker: float | None = field(
+        default=None, metadata={"help": "ray: GPUs per worker, fractions allowed (default: 1 with GPUs, else 0)"}
+    )
+    threads_per_worker: int = field(
+        default=1, metadata={"help": "ray: CPU threads (Ray num_cpus, OMP_NUM_THREADS) per worker"}
+    )
+    ray_address: str | None = field(
+        default=None,
+        metadata={
+            "help": "ray: join this cluster (e.g. auto, or HEAD:6379); default: start a local one, stop it after"
+        },
+    )
+    max_retries: int = field(
+        default=2,
+        metadata={"help": "ray: re-runs of one piece of work whose worker died or timed out, before the run stops"},
+    )
+
+    def worker_gpus(self, cluster: Cluster) -> float:
+        """GPUs per worker: as asked, else 1 on a cluster with GPUs and 0 without."""
+        if self.gpus_per_worker is not None:
+            return self.gpus_per_worker
+        return 1.0 if cluster.gpus else 0.0
 
 
 def require_ray() -> None:
@@ -93,6 +136,28 @@ class Cluster:
 def worker_resources(gpus: float, threads: int) -> dict[str, Any]:
     """Ray ``options`` of one worker (actor or task)."""
     return {"num_cpus": threads, "num_gpus": gpus}
+
+
+def worker_label() -> str:
+    """``host:pid`` of this process, for progress lines."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def lost_errors(ray: Any) -> tuple[type[BaseException], ...]:
+    """The Ray errors that mean the worker is gone (killed, out of memory, node lost), not that the work failed."""
+    return (ray.exceptions.RayActorError, ray.exceptions.WorkerCrashedError, ray.exceptions.TaskCancelledError)
+
+
+def remote_value(ray: Any, ref: Any, failed: str, error: type[LayerPruneError] = ClusterError) -> Any:
+    """``ray.get(ref)``, with a worker's own :class:`LayerPruneError` raised as itself and any other failure
+    of the work as one ``error`` line starting ``failed``. Lost workers (:func:`lost_errors`) propagate."""
+    try:
+        return ray.get(ref)
+    except ray.exceptions.RayTaskError as e:
+        cause = e.cause if isinstance(getattr(e, "cause", None), BaseException) else None
+        if isinstance(cause, LayerPruneError):
+            raise cause from None
+        raise error(f"{failed}: {cause or e}") from None
 
 
 def prepare_worker(gpus: float, threads: int) -> str:

@@ -16,14 +16,19 @@ averaged, and the best candidate is removed; repeat until ``n`` layers are gone.
 * ``race``: successive halving within each round (:data:`RACE_RUNGS`), approximate.
 * Every result is appended to the journal as soon as it is known, so a killed search restarted
   with the same journal continues where it stopped and ends with the same plan.
+* The measurements run on an :class:`~.protocols.Evaluator`: in process (:class:`LocalEvaluator`,
+  one at a time in the loop's own order) or on Ray workers (:mod:`.parallel`), several at a time.
+  The loop alone keeps the tallies, the bounds, the journal and the choice: a candidate's next
+  chunk is handed out only if no candidate is certain to rank above it, and the elimination rule
+  is exact in any order of results, so every evaluator chooses the same layers.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections import defaultdict, deque
+from collections.abc import Callable, Iterator, Sequence
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -31,7 +36,15 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from lmeval_layerprune.search.protocols import ItemObjective, ItemTask, Objective, SearchJournal
+from lmeval_layerprune.search.protocols import (
+    Evaluator,
+    ItemTask,
+    Measurement,
+    Objective,
+    ObjectiveFacts,
+    SearchJournal,
+    measure,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -180,6 +193,28 @@ def _candidate_id(dropped: Sequence[int]) -> str:
     return "drop:" + ",".join(map(str, sorted(dropped)))
 
 
+class LocalEvaluator:
+    """Measures in this process, one at a time, when collected: the loop's own order."""
+
+    def __init__(self, objective: Objective) -> None:
+        self.objective = objective
+        self._queued: Measurement | None = None
+
+    def start_round(self, dropped: Sequence[int]) -> None:
+        self.objective.start_round(dropped)
+
+    def capacity(self) -> int:
+        return 0 if self._queued is not None else 1
+
+    def submit(self, m: Measurement) -> None:
+        self._queued = m
+
+    def collect(self) -> tuple[Measurement, dict[str, float]]:
+        m, self._queued = self._queued, None
+        assert m is not None, "nothing was submitted"
+        return m, measure(self.objective, m)
+
+
 @dataclass
 class _Round:
     """What one round has measured so far."""
@@ -216,10 +251,25 @@ def greedy_search(
 class GreedySearch:
     """One greedy search (:func:`greedy_search`), split into its steps: the baselines, the rounds, the
     candidates of a round (scored whole, or item chunk by item chunk with early elimination), the
-    choice, and the result."""
+    choice, and the result.
 
-    def __init__(self, objective: Objective, num_layers: int, journal: SearchJournal, settings: GreedySettings) -> None:
-        self.objective, self.journal, self.settings = objective, journal, settings
+    ``evaluator`` runs the measurements (default: :class:`LocalEvaluator` of ``objective``, in this
+    process); with another evaluator ``objective`` may be just its :class:`ObjectiveFacts`."""
+
+    def __init__(
+        self,
+        objective: Objective | ObjectiveFacts,
+        num_layers: int,
+        journal: SearchJournal,
+        settings: GreedySettings,
+        evaluator: Evaluator | None = None,
+    ) -> None:
+        if evaluator is None:
+            assert not isinstance(objective, ObjectiveFacts), "an objective's facts need an evaluator to measure"
+            evaluator = LocalEvaluator(objective)
+        self.evaluator = evaluator
+        self.facts = objective if isinstance(objective, ObjectiveFacts) else ObjectiveFacts.of(objective)
+        self.journal, self.settings = journal, settings
         self.num_layers = num_layers
         self.protect = set(settings.protect)
         self.candidates_total = num_layers - len(self.protect)
@@ -230,12 +280,10 @@ class GreedySearch:
             )
         self.rungs = RACE_RUNGS if settings.race else (1.0,)
         # scored item by item when the objective can bound its items
-        self.items: ItemObjective | None = None
-        if isinstance(objective, ItemObjective) and objective.item_tasks is not None:
-            self.items = objective
-        self.tasks: list[ItemTask] = list(self.items.item_tasks or []) if self.items is not None else []
-        self.index_ties = not (self.items is not None and self.items.has_secondary)
-        self.eliminate = self.items is not None and not settings.exhaustive and not settings.race
+        self.items = self.facts.item_tasks is not None
+        self.tasks: list[ItemTask] = list(self.facts.item_tasks or [])
+        self.index_ties = not (self.items and self.facts.has_secondary)
+        self.eliminate = self.items and not settings.exhaustive and not settings.race
         self.warnings: list[str] = []
         self.dropped: list[int] = []
         self.rounds: list[dict[str, Any]] = []
@@ -244,37 +292,59 @@ class GreedySearch:
         self.evaluations = self.items_evaluated = self.items_exhaustive = 0
         self.bases: dict[float, dict[str, float]] = {}
         self.exact_base: dict[str, Fraction] = {}
-        self.num_chunks = 0
+        self.num_chunks = self.facts.num_chunks
         self.total_items = sum(t.n for t in self.tasks)
 
     # ------------------------------------------------------------ measuring
 
-    def _measure(self, rec_id: str, drop: list[int], fraction: float, **extra: Any) -> dict[str, float]:
-        rec_id = rec_id if fraction == 1.0 else f"{rec_id}@{fraction:.4f}"
-        raw = self.journal.get(rec_id)
-        if raw is None:
-            raw = self.objective(drop) if fraction == 1.0 else self.objective(drop, fraction=fraction)
-            self.journal.add(rec_id, raw, **extra)
-        return raw
+    @staticmethod
+    def _measurement(
+        rec_id: str, drop: Sequence[int], fraction: float = 1.0, chunk: int | None = None, **extra: Any
+    ) -> Measurement:
+        """The model without ``drop``, whole at ``fraction`` or item chunk ``chunk``; ``extra`` goes to the journal."""
+        if chunk is not None:
+            rec_id, extra = f"{rec_id}#{chunk}", {"chunk": chunk, **extra}
+        elif fraction != 1.0:
+            rec_id = f"{rec_id}@{fraction:.4f}"
+        return Measurement(rec_id, tuple(drop), chunk, fraction, extra.get("candidate"), extra)
 
-    def _measure_chunk(self, rec_id: str, drop: list[int], k: int, **extra: Any) -> dict[str, float]:
-        assert self.items is not None
-        rec_id = f"{rec_id}#{k}"
-        raw = self.journal.get(rec_id)
-        if raw is None:
-            raw = self.items.chunk(drop, k)
-            self.journal.add(rec_id, raw, chunk=k, **extra)
-        return raw
+    def _pump(self, source: Callable[[], Measurement | None]) -> Iterator[tuple[Measurement, dict[str, float]]]:
+        """Measure what ``source`` hands out, as many at a time as the evaluator takes, and yield each
+        result as soon as it is known: read back from the journal, or measured and then journaled.
+
+        ``source`` is asked again after every result, so it decides with everything known so far; None
+        means nothing to hand out now (the pump ends when nothing is in flight either)."""
+        pending = 0
+        while True:
+            while self.evaluator.capacity() > 0:
+                m = source()
+                if m is None:
+                    break
+                raw = self.journal.get(m.rec_id)
+                if raw is not None:
+                    yield m, raw
+                else:
+                    self.evaluator.submit(m)
+                    pending += 1
+            if not pending:
+                return
+            m, raw = self.evaluator.collect()
+            pending -= 1
+            self.journal.add(m.rec_id, raw, **m.extra)
+            yield m, raw
 
     def _baselines(self) -> None:
         """The full model's scores at every budget (item by item at the full budget when chunked)."""
-        chunked = self.items is not None
-        self.bases = {f: self._measure("baseline", [], f) for f in self.rungs if f != 1.0 or not chunked}
-        if self.items is not None:
-            self.num_chunks = self.items.num_chunks
+        wanted = [self._measurement("baseline", [], f) for f in self.rungs if f != 1.0 or not self.items]
+        wanted += [self._measurement("baseline", [], chunk=k) for k in range(self.num_chunks if self.items else 0)]
+        queue = deque(wanted)
+        got = {m.rec_id: raw for m, raw in self._pump(lambda: queue.popleft() if queue else None)}
+        self.bases = {m.fraction: got[m.rec_id] for m in wanted if m.chunk is None}
+        if self.items:
             tally = _Tally()
-            for k in range(self.num_chunks):
-                tally.add(self._measure_chunk("baseline", [], k))
+            for m in wanted:
+                if m.chunk is not None:
+                    tally.add(got[m.rec_id])
             self.exact_base = {t.name: tally.sums[t.name] / t.n if t.n else Fraction(0) for t in self.tasks}
             self.bases[1.0] = {name: float(v) for name, v in self.exact_base.items()}
         for task, value in self.bases[1.0].items():
@@ -307,7 +377,7 @@ class GreedySearch:
                     best,
                     float(rnd.scores[best]),
                     len(rnd.stopped),
-                    rnd.items if self.items is not None else "-",
+                    rnd.items if self.items else "-",
                     self.seconds[-1],
                 )
         return self._result()
@@ -316,7 +386,7 @@ class GreedySearch:
         """Score the round's candidates, rung by rung when racing."""
         alive = [i for i in range(self.num_layers) if i not in self.dropped and i not in self.protect]
         rnd = _Round(r, alive)
-        self.objective.start_round(self.dropped)
+        self.evaluator.start_round(self.dropped)
         # strong candidates first (the previous round's scores) so the bar rises early;
         # the first round, and objectives without elimination, go deepest first (hidden-state reuse)
         order = sorted(
@@ -324,65 +394,104 @@ class GreedySearch:
         )
         for fraction in self.rungs:
             final = fraction == 1.0
-            low_bounds: dict[int, Fraction] = {}
-            for c in order if final else sorted(rnd.alive, reverse=True):
-                if c not in rnd.alive:
-                    continue
-                self.evaluations += 1
-                bar.set_postfix(round=f"{r + 1}/{self.settings.n}", layer=c, budget=fraction, stopped=len(rnd.stopped))
-                if final and self.items is not None:
-                    self._score_items(rnd, c, low_bounds, bar)
-                else:
-                    self._score_whole(rnd, c, fraction)
-                    bar.update(1)
-                rnd.budget[c] = fraction
+            todo = [c for c in (order if final else sorted(rnd.alive, reverse=True)) if c in rnd.alive]
+            if final and self.items:
+                self._score_items(rnd, todo, bar)
+            else:
+                self._score_whole(rnd, todo, fraction, bar)
             if not final:
                 ranked = sorted(rnd.alive, key=lambda c: (rnd.scores[c], c), reverse=True)
                 rnd.alive = ranked[: max(2, -(-len(ranked) // RACE_KEEP))]
         return rnd
 
-    def _score_whole(self, rnd: _Round, c: int, fraction: float) -> None:
-        drop = sorted([*self.dropped, c])
-        raw = self._measure(_candidate_id(drop), drop, fraction, round=rnd.index, candidate=c)
-        normal = normalized(raw, self.bases[fraction], self.objective.higher_is_better, self.objective.lower_is_better)
-        rnd.scores[c] = Fraction(normal)
+    def _show(self, bar: Any, rnd: _Round, c: int, fraction: float) -> None:
+        bar.set_postfix(round=f"{rnd.index + 1}/{self.settings.n}", layer=c, budget=fraction, stopped=len(rnd.stopped))
 
-    def _score_items(self, rnd: _Round, c: int, low_bounds: dict[int, Fraction], bar: Any) -> None:
-        """Candidate ``c`` chunk by chunk, stopped as soon as another candidate certainly ranks above it."""
-        drop = sorted([*self.dropped, c])
-        cid = _candidate_id(drop)
-        tally = rnd.tallies[c] = _Tally()
-        self.items_exhaustive += self.total_items
-        done = 0
-        low, high = retention_bounds(tally.sums, tally.counts, self.tasks, self.exact_base)
-        for k in range(self.num_chunks):
-            by = certainly_beaten(c, high, low_bounds, self.index_ties) if self.eliminate else None
-            if by is not None:
-                rnd.stopped[c] = {"items": done, "of": self.total_items, "bound": float(high), "by": by}
-                if self.journal.get(f"{cid}#stop") is None:
-                    self.journal.add(f"{cid}#stop", {"items": float(done), "bound": float(high)}, by=by)
-                break
-            got = tally.add(self._measure_chunk(cid, drop, k, round=rnd.index, candidate=c))
-            done += got
-            low, high = retention_bounds(tally.sums, tally.counts, self.tasks, self.exact_base)
-            low_bounds[c] = low
+    def _score_whole(self, rnd: _Round, todo: list[int], fraction: float, bar: Any) -> None:
+        """Every candidate of ``todo`` measured whole at ``fraction`` of the budget."""
+        queue = deque(todo)
+
+        def source() -> Measurement | None:
+            if not queue:
+                return None
+            c = queue.popleft()
+            self.evaluations += 1
+            self._show(bar, rnd, c, fraction)
+            drop = sorted([*self.dropped, c])
+            return self._measurement(_candidate_id(drop), drop, fraction, round=rnd.index, candidate=c)
+
+        facts = self.facts
+        for m, raw in self._pump(source):
+            assert m.candidate is not None
+            normal = normalized(raw, self.bases[fraction], facts.higher_is_better, facts.lower_is_better)
+            rnd.scores[m.candidate] = Fraction(normal)
+            rnd.budget[m.candidate] = fraction
+            bar.update(1)
+
+    def _score_items(self, rnd: _Round, todo: list[int], bar: Any) -> None:
+        """The candidates of ``todo`` chunk by chunk, each chunk after the one before (one in flight per
+        candidate), strongest candidates first; before its next chunk a candidate is stopped as soon as
+        another one is certain to rank above it (:func:`certainly_beaten`, exact whatever the order)."""
+        low_bounds: dict[int, Fraction] = {}
+        next_k = dict.fromkeys(todo, 0)
+        done = dict.fromkeys(todo, 0)
+        busy: set[int] = set()
+        for c in todo:
+            rnd.tallies[c] = _Tally()
+            self.items_exhaustive += self.total_items
+            self.evaluations += 1
+
+        def source() -> Measurement | None:
+            for c in todo:
+                if c in busy or c in rnd.stopped or next_k[c] >= self.num_chunks:
+                    continue
+                tally = rnd.tallies[c]
+                high = retention_bounds(tally.sums, tally.counts, self.tasks, self.exact_base)[1]
+                by = certainly_beaten(c, high, low_bounds, self.index_ties) if self.eliminate else None
+                if by is not None:
+                    self._stop(rnd, c, done[c], high, by, bar)
+                    continue
+                if next_k[c] == 0:
+                    self._show(bar, rnd, c, 1.0)
+                busy.add(c)
+                drop = sorted([*self.dropped, c])
+                return self._measurement(_candidate_id(drop), drop, chunk=next_k[c], round=rnd.index, candidate=c)
+            return None
+
+        for m, raw in self._pump(source):
+            c = m.candidate
+            assert c is not None
+            busy.discard(c)
+            tally = rnd.tallies[c]
+            got = tally.add(raw)
+            done[c] += got
+            next_k[c] += 1
+            low_bounds[c] = retention_bounds(tally.sums, tally.counts, self.tasks, self.exact_base)[0]
             bar.update(got / max(self.total_items, 1))
-        else:
-            rnd.scores[c] = low
-        rnd.items += done
-        if c in rnd.stopped:
-            bar.update((self.total_items - done) / max(self.total_items, 1))
+        for c in todo:
+            rnd.items += done[c]
+            if c not in rnd.stopped:  # every chunk measured: the bounds meet at the score
+                tally = rnd.tallies[c]
+                rnd.scores[c] = retention_bounds(tally.sums, tally.counts, self.tasks, self.exact_base)[0]
+
+    def _stop(self, rnd: _Round, c: int, done: int, high: Fraction, by: int, bar: Any) -> None:
+        """Candidate ``c`` can no longer win: record why (in the round and, once, in the journal)."""
+        rnd.stopped[c] = {"items": done, "of": self.total_items, "bound": float(high), "by": by}
+        cid = _candidate_id(sorted([*self.dropped, c]))
+        if self.journal.get(f"{cid}#stop") is None:
+            self.journal.add(f"{cid}#stop", {"items": float(done), "bound": float(high)}, by=by)
+        bar.update((self.total_items - done) / max(self.total_items, 1))
 
     def _choose(self, rnd: _Round) -> int:
         """Pick the round's layer, remember it, and record the round."""
         finalists = {c: rnd.scores[c] for c in rnd.alive if c not in rnd.stopped}
         second = None
-        if self.items is not None and not self.index_ties and self.tasks:
+        if self.items and not self.index_ties and self.tasks:
             second = {c: rnd.tallies[c].secondary(self.tasks) for c in finalists}.get
         best, ties, used = pick_best(finalists, second)
         self.dropped.append(best)
         self.items_evaluated += rnd.items
-        if self.items is not None and self.tasks:
+        if self.items and self.tasks:
             self.previous = {
                 c: (float(rnd.scores[c]) if c in finalists else t.estimate(self.tasks, self.exact_base))
                 for c, t in rnd.tallies.items()
@@ -396,7 +505,7 @@ class GreedySearch:
             "chosen": best,
             "scores": {str(c): float(rnd.scores[c]) for c in sorted(rnd.scores) if c not in rnd.stopped},
         }
-        if self.items is not None:
+        if self.items:
             record["items"] = rnd.items
         if rnd.stopped:
             record["stopped"] = {str(c): rnd.stopped[c] for c in sorted(rnd.stopped)}
@@ -421,11 +530,8 @@ class GreedySearch:
 
     def _result(self) -> dict[str, Any]:
         race, exhaustive = self.settings.race, self.settings.exhaustive
-        chunked = self.items is not None
-        reason = None
-        if not chunked:
-            own = self.objective.no_bounds_reason if isinstance(self.objective, ItemObjective) else None
-            reason = own or "objective not scored item by item"
+        chunked = self.items
+        reason = None if chunked else self.facts.no_bounds_reason or "objective not scored item by item"
         result: dict[str, Any] = {
             "drop": sorted(self.dropped),
             "order": self.dropped,
@@ -441,9 +547,9 @@ class GreedySearch:
             "reason": reason,
             "tie_break": "index" if self.index_ties else "secondary, then index",
         }
-        if self.items is not None and self.tasks:
+        if self.items and self.tasks:
             result["search"].update(
-                chunk_size=self.items.chunk_size,
+                chunk_size=self.facts.chunk_size,
                 items_per_candidate=self.total_items,
                 items_evaluated=self.items_evaluated,
                 items_exhaustive=self.items_exhaustive,

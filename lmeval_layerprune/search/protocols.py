@@ -13,7 +13,12 @@ The loop knows nothing of models, tasks or files. It talks to:
   the loop bounds what a partly scored candidate can still reach and stops it once another one is
   certain to rank above it (exact early elimination);
 * a :class:`SearchJournal`: ``get``/``add`` of raw results by record id, so a killed search resumes
-  (:class:`lmeval_layerprune.core.journal.Journal` on disk; ``Journal(None, key)`` in memory).
+  (:class:`lmeval_layerprune.core.journal.Journal` on disk; ``Journal(None, key)`` in memory);
+* an :class:`Evaluator`: where the objective runs. The loop hands it :class:`Measurement` s (as many
+  at a time as it takes) and collects the results as they finish; in process
+  (:class:`lmeval_layerprune.search.greedy.LocalEvaluator`, one at a time, in the loop's order) or
+  on Ray workers that each hold the model (:mod:`lmeval_layerprune.search.parallel`). What the loop
+  needs to know of the objective itself travels as :class:`ObjectiveFacts`.
 
 Objectives subclass these protocols explicitly (:class:`Objective` gives ``lower_is_better`` and
 ``start_round`` their defaults); anything with the same members works too.
@@ -23,7 +28,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from collections.abc import Set as AbstractSet
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
 
@@ -90,3 +95,69 @@ class SearchJournal(Protocol):
     def get(self, rec_id: str) -> dict[str, float] | None: ...
 
     def add(self, rec_id: str, raw: dict[str, float], **extra: Any) -> None: ...
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """One measurement the loop asks for: the model without ``drop``, as item chunk ``chunk`` or whole (at
+    ``fraction`` of the budget). ``rec_id`` is its journal record; ``candidate`` the layer it tries
+    (None for the full model); ``extra`` what the journal records beside the result."""
+
+    rec_id: str
+    drop: tuple[int, ...]
+    chunk: int | None = None
+    fraction: float = 1.0
+    candidate: int | None = None
+    extra: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+
+
+def measure(objective: Objective, m: Measurement) -> dict[str, float]:
+    """What one measurement asks of ``objective`` (the same call in process and on a worker)."""
+    drop = list(m.drop)
+    if m.chunk is not None:
+        assert isinstance(objective, ItemObjective)
+        return objective.chunk(drop, m.chunk)
+    return objective(drop) if m.fraction == 1.0 else objective(drop, fraction=m.fraction)
+
+
+class Evaluator(Protocol):
+    """Where measurements run. ``capacity`` is how many more it takes now; ``submit`` hands one over;
+    ``collect`` waits for the next to finish (in any order) and returns it with its raw result;
+    ``start_round`` says which layers the next measurements' round has removed (hidden-state reuse)."""
+
+    def start_round(self, dropped: Sequence[int]) -> None: ...
+
+    def capacity(self) -> int: ...
+
+    def submit(self, m: Measurement) -> None: ...
+
+    def collect(self) -> tuple[Measurement, dict[str, float]]: ...
+
+
+@dataclass(frozen=True)
+class ObjectiveFacts:
+    """What the greedy loop knows of an objective besides its results (picklable: a Ray worker sends it).
+
+    ``item_tasks`` is None when the objective is scored whole (then ``no_bounds_reason`` may say why)."""
+
+    higher_is_better: bool
+    lower_is_better: frozenset[str] = frozenset()
+    item_tasks: tuple[ItemTask, ...] | None = None
+    chunk_size: int = 0
+    num_chunks: int = 0
+    has_secondary: bool = False
+    no_bounds_reason: str | None = None
+
+    @classmethod
+    def of(cls, objective: Objective) -> ObjectiveFacts:
+        items = isinstance(objective, ItemObjective)
+        bounded = items and objective.item_tasks is not None
+        return cls(
+            higher_is_better=bool(objective.higher_is_better),
+            lower_is_better=frozenset(getattr(objective, "lower_is_better", ())),
+            item_tasks=tuple(objective.item_tasks or ()) if bounded else None,
+            chunk_size=int(objective.chunk_size) if bounded else 0,
+            num_chunks=int(objective.num_chunks) if bounded else 0,
+            has_secondary=bool(getattr(objective, "has_secondary", False)) if bounded else False,
+            no_bounds_reason=getattr(objective, "no_bounds_reason", None) if items else None,
+        )

@@ -31,19 +31,27 @@ Better than the original code of the paper on each point:
   costs no extra pass (the mean log-probability of the reference answer as far as greedy
   generation followed it, or of the gold choice), then by the higher index;
 * every candidate's result is appended to a journal as soon as it is known, so a killed
-  run restarted with the same arguments continues where it stopped and ends with the same plan.
+  run restarted with the same arguments continues where it stopped and ends with the same plan;
+* with ``executor=ClusterSettings("ray", workers=N)`` each round's candidates are measured on N Ray
+  workers that each hold the model (:mod:`lmeval_layerprune.search.parallel`): the same plan.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
+import logging
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from transformers import AutoConfig
+
 from lmeval_layerprune.core.arch import num_layers as arch_num_layers
+from lmeval_layerprune.core.cluster import EXECUTORS, ClusterSettings, require_ray
+from lmeval_layerprune.core.embedded import resolve_pretrained
 from lmeval_layerprune.core.guard import Reads, guard_output, owned_json
 from lmeval_layerprune.core.interrupt import keeping
 from lmeval_layerprune.core.journal import Journal
@@ -60,10 +68,15 @@ from lmeval_layerprune.methods.registry import LayerMethod, get_method, method_n
 from lmeval_layerprune.methods.resolve import choose_layers
 from lmeval_layerprune.search.greedy import GreedySettings, greedy_search
 from lmeval_layerprune.search.objectives import DEFAULT_CHUNK_SIZE, PerplexityObjective, TaskObjective
+from lmeval_layerprune.search.parallel import ray_greedy_search
 from lmeval_layerprune.search.plot import plot_plan
 from lmeval_layerprune.search.protocols import Objective
 
+logger = logging.getLogger(__name__)
+
 DEFAULT_TASKS = ("arith_probe",)
+#: how the greedy search runs: exact early elimination (default), every item, or successive halving
+MODES = ("exact", "exhaustive", "race")
 DEFAULT_SELECTION_SEED = 777
 
 
@@ -121,6 +134,16 @@ OBJECTIVES: dict[str, Callable[[PrunedHFLM, SelectionSettings], Objective]] = {
 }
 
 
+def _load_model(settings: SelectionSettings, device: str | None) -> PrunedHFLM:
+    return PrunedHFLM(pretrained=settings.model, dtype=settings.dtype, batch_size=settings.batch_size, device=device)
+
+
+def load_objective(settings: SelectionSettings, objective: str, device: str | None) -> Objective:
+    """The greedy objective ``objective`` (a key of :data:`OBJECTIVES`) on ``settings.model`` loaded on
+    ``device``: what each Ray worker of ``select --executor ray`` builds once."""
+    return OBJECTIVES[objective](_load_model(settings, device), settings)
+
+
 def describe_round(plan: dict[str, Any], record: dict[str, Any]) -> str:
     """One line for a round: the layer, its retention and what that number is."""
     c = record["chosen"]
@@ -169,8 +192,8 @@ def select_layers(
     journal: str | Path | None = None,
     plot: str | Path | None = None,
     progress: bool = True,
-    race: bool = False,
-    exhaustive: bool = False,
+    mode: str = "exact",
+    executor: ClusterSettings | None = None,
 ) -> dict[str, Any]:
     """Choose ``settings.n`` layers to remove from ``settings.model`` and return (and optionally write) the plan.
 
@@ -178,28 +201,44 @@ def select_layers(
 
     Args:
         settings: what determines the result (model, method, n, the objective's tasks or calibration).
-        device: where to run the model (default: cuda if available, else cpu).
+        device: where to run the model (default: cuda if available, else cpu; Ray workers: their own).
         out: write the plan JSON here (usable as ``drop=plan:PATH``).
         journal: resumable record of every measurement (default: ``<out>.journal.jsonl``).
         plot: write a PNG of the scores here.
         progress: show a progress bar.
-        race: successive halving within each greedy round (approximate; see
+        mode: greedy methods: ``exact`` (early elimination, the default), ``exhaustive`` (every item of
+            every candidate; the same plan) or ``race`` (successive halving per round, approximate; see
             :func:`~lmeval_layerprune.search.greedy.greedy_search`).
-        exhaustive: score every item of every candidate (no early elimination; the same plan).
+        executor: where a greedy search measures its candidates: in this process (default, or
+            ``executor="local"``) or on Ray workers that each hold the model (``ClusterSettings("ray", ...)``;
+            :mod:`lmeval_layerprune.search.parallel`). One-pass methods always run in this process.
 
     Returns:
         The plan: ``model``, ``num_layers``, ``drop``, ``method``, scores and settings.
     """
     method = _check_method(settings)
+    if mode not in MODES:
+        raise ValueError(f"unknown search mode {mode!r}; expected one of {', '.join(MODES)}")
+    executor = executor or ClusterSettings()
+    if executor.executor not in EXECUTORS:
+        raise ValueError(f"unknown executor {executor.executor!r}; expected one of {', '.join(EXECUTORS)}")
+    on_ray = executor.executor == "ray" and method.kind == "greedy"
+    if on_ray:
+        require_ray()  # before any work
     if journal is None and out is not None:
         journal = Path(str(out) + ".journal.jsonl")
     _check_outputs(settings, out, journal, plot)
-    lm = PrunedHFLM(pretrained=settings.model, dtype=settings.dtype, batch_size=settings.batch_size, device=device)
-    num_layers = arch_num_layers(lm.model.config)
+    lm = None if on_ray else _load_model(settings, device)
+    config = lm.model.config if lm is not None else AutoConfig.from_pretrained(str(resolve_pretrained(settings.model)))
+    num_layers = arch_num_layers(config)
     _check_model(settings, num_layers)
 
     plan: dict[str, Any] = {"model": settings.model, "num_layers": num_layers, "method": settings.method}
     if method.kind != "greedy":  # one pass, in this model's own layer numbers
+        assert lm is not None
+        if executor.executor == "ray":
+            logger.info("select: %s chooses in one pass, in this process (--executor applies to greedy methods)",
+                        method.name)  # fmt: skip
         states = None
         if method.needs_states:
             calibration = Calibration.of(settings.calib, settings.calib_samples)
@@ -211,10 +250,16 @@ def select_layers(
     else:
         assert method.objective is not None
         record = Journal.open(journal, settings)  # a journal of other settings is refused before any work
-        objective = OBJECTIVES[method.objective](lm, settings)
-        search = GreedySettings(settings.n, settings.protect, race=race, exhaustive=exhaustive, progress=progress)
+        search = GreedySettings(
+            settings.n, settings.protect, race=mode == "race", exhaustive=mode == "exhaustive", progress=progress
+        )
         with keeping(lambda: _kept(record, journal), resume=RESUME):
-            plan.update(greedy_search(objective, num_layers, record, search))
+            if on_ray:
+                factory = functools.partial(load_objective, settings, method.objective)
+                plan.update(ray_greedy_search(factory, settings.model, num_layers, record, search, executor))
+            else:
+                assert lm is not None
+                plan.update(greedy_search(OBJECTIVES[method.objective](lm, settings), num_layers, record, search))
     plan["settings"] = asdict(settings)
     plan = PruningPlan.from_dict(plan, source="the selected plan").to_dict()  # the one plan layout
     if out is not None:

@@ -14,8 +14,6 @@ from __future__ import annotations
 import gc
 import json
 import logging
-import os
-import socket
 import time
 from collections.abc import Sequence
 from contextlib import nullcontext
@@ -313,8 +311,3 @@ def run_cell(settings: SweepSettings, cell: Cell, out: str | Path, lm: Any = Non
     of that model in place and restored; without it, what the cell needs is loaded (and freed).
     A cell already published (by another writer) is left as it is. Returns the published cell."""
     return CellRunner(settings, out, lm=lm).run(cell)
-
-
-def worker_label() -> str:
-    """``host:pid`` of this process, for progress lines."""
-    return f"{socket.gethostname()}:{os.getpid()}"

@@ -26,9 +26,17 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from lmeval_layerprune.core.cluster import prepare_worker, ray_session, require_ray, worker_resources
+from lmeval_layerprune.core.cluster import (
+    lost_errors,
+    prepare_worker,
+    ray_session,
+    remote_value,
+    require_ray,
+    worker_label,
+    worker_resources,
+)
 from lmeval_layerprune.errors import ClusterError, LayerPruneError, SweepError
-from lmeval_layerprune.sweep.cell import CellResult, CellRunner, published, worker_label
+from lmeval_layerprune.sweep.cell import CellResult, CellRunner, published
 from lmeval_layerprune.sweep.greedy import greedy_plan
 from lmeval_layerprune.sweep.grid import Cell
 from lmeval_layerprune.sweep.progress import GridProgress
@@ -100,7 +108,7 @@ class RayExecutor:
     def run(self, job: SweepJob, cells: Sequence[Cell], progress: GridProgress) -> Iterator[CellResult]:
         es = self.settings
         with ray_session(es.ray_address) as cluster:
-            gpus = es.gpus_per_worker if es.gpus_per_worker is not None else (1.0 if cluster.gpus else 0.0)
+            gpus = es.worker_gpus(cluster)
             threads = es.threads_per_worker
             self.workers = cluster.fit_workers(es.workers, gpus, threads)
             progress.note(
@@ -122,7 +130,7 @@ class _Driver:
         self.actor_cls = ray.remote(CellWorker).options(**res, max_restarts=0)
         self.heal_fn = ray.remote(heal_task).options(**res, max_retries=0)
         self.search_fn = ray.remote(search_task).options(**res, max_retries=0)
-        self.lost = (ray.exceptions.RayActorError, ray.exceptions.WorkerCrashedError, ray.exceptions.TaskCancelledError)
+        self.lost = lost_errors(ray)
         self.inflight: dict[Any, _Job] = {}
         self.actors: dict[str, Any] = {}  # worker name -> actor handle
         self.idle: list[str] = []
@@ -267,15 +275,8 @@ class _Driver:
 
     def _get(self, ref: Any, work: _Job) -> Any:
         """``ray.get`` with a worker's own error (a :class:`LayerPruneError`) raised as itself."""
-        ray = self.ray
-        try:
-            return ray.get(ref)
-        except ray.exceptions.RayTaskError as e:
-            cause = e.cause if isinstance(getattr(e, "cause", None), BaseException) else None
-            if isinstance(cause, LayerPruneError):
-                raise cause from None
-            what = f"cell {work.cell.name}" if work.cell else f"the {work.kind} step"
-            raise SweepError(f"{what} failed on Ray worker {work.worker}: {cause or e}") from None
+        what = f"cell {work.cell.name}" if work.cell else f"the {work.kind} step"
+        return remote_value(self.ray, ref, f"{what} failed on Ray worker {work.worker}", SweepError)
 
     def _collect(self, ref: Any, work: _Job, queue: collections.deque[Cell], waiting: list[Cell]) -> CellResult | None:
         try:

@@ -6,10 +6,10 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from lmeval_layerprune.core.cluster import EXECUTORS, ClusterSettings
 from lmeval_layerprune.sweep.grid import DEFAULT_METHODS, DEFAULT_RATIOS, DEFAULT_TASKS, parse_recipes
 
-#: the executors ``sweep --executor`` knows
-EXECUTORS = ("local", "ray")
+__all__ = ["EXECUTORS", "ExecutorSettings", "SweepSettings", "settings_diff"]  # EXECUTORS: core.cluster's, for the CLI
 
 
 @dataclass
@@ -64,34 +64,10 @@ def settings_diff(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
 
 
 @dataclass
-class ExecutorSettings:
-    """Where the cells run: ``local`` (one process, one loaded model; the default) or ``ray`` (workers
-    that each hold the model, on this machine or a cluster). Nothing here changes a cell's scores."""
+class ExecutorSettings(ClusterSettings):
+    """Where the cells run (:class:`~lmeval_layerprune.core.cluster.ClusterSettings`, shared with ``select``),
+    and how long one cell may take. Nothing here changes a cell's scores."""
 
-    executor: str = field(
-        default="local",
-        metadata={"help": "local: one process, one loaded model (default); ray: Ray workers (pip install "
-        "'lmeval-layerprune[ray]')"},
-    )  # fmt: skip
-    workers: int | None = field(
-        default=None,
-        metadata={"help": "ray: workers, each holding the model (default: as many as the resources allow)"},
-    )
-    gpus_per_worker: float | None = field(
-        default=None, metadata={"help": "ray: GPUs per worker, fractions allowed (default: 1 with GPUs, else 0)"}
-    )
-    threads_per_worker: int = field(
-        default=1, metadata={"help": "ray: CPU threads (Ray num_cpus, OMP_NUM_THREADS) per worker"}
-    )
-    ray_address: str | None = field(
-        default=None,
-        metadata={
-            "help": "ray: join this cluster (e.g. auto, or HEAD:6379); default: start a local one, stop it after"
-        },
-    )
     cell_timeout: float | None = field(
         default=None, metadata={"help": "ray: seconds a cell may run before its worker is killed and the cell re-run"}
-    )
-    max_retries: int = field(
-        default=2, metadata={"help": "ray: re-runs of a cell whose worker died or timed out, before the sweep stops"}
     )
