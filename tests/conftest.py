@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,11 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")  # else huggingface_hub may fetch a registry online
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    # started in the background by a shell without job control (`cmd &` in a script): SIGINT is ignored, and
+    # an ignored signal stays ignored in every child, so the tests that press Ctrl-C on a command would see
+    # it run to the end. A handler is reset to the default in children, so they start as from a terminal.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 if os.environ.get("PYTEST_XDIST_WORKER"):
     # pytest-xdist runs one worker per core (./test.sh: -n 2): one thread each, and for their subprocesses
     os.environ["OMP_NUM_THREADS"] = "1"
