@@ -37,6 +37,13 @@ PROSE_SHARE = re.compile(r"(-?\d+)% of the (?:loss|lost)")
 LAYERS = re.compile(r"^\d+(?:-\d+)?(?:\s*[,+]\s*\d+(?:-\d+)?)*$")
 COUNT = re.compile(r"^(\d+)\s*/\s*(\d+)$")
 KINDS = {"classification": "likelihood", "likelihood": "likelihood", "generative": "generative", "gap": "gap"}
+#: cost columns of a recovery table -> the key of a recovery record's ``cost``
+COSTS = {
+    "trainable parameters": "trainable_parameters",
+    "training tokens": "training_tokens",
+    "training time": "train_seconds",
+}
+COST = re.compile(r"^([\d,]+(?:\.\d+)?)\s*(M|k|min|s)?(?:\s*\((\d+(?:\.\d+)?)%\))?$")
 
 
 @dataclass
@@ -194,6 +201,10 @@ def check_block(block: Block) -> list[str]:
             title = header[col].lower() if block.table and col < len(header) else ""
             kind = next((k for word, k in KINDS.items() if word in title), None)
             where = f"{block.source} row {n + 1} ({cells[0][:40]!r})"
+            cost = next((key for word, key in COSTS.items() if word in title), None)
+            if cost is not None:
+                problems += check_cost(cell, report, named, cost, where)
+                continue
             found = candidates(facts, named, kind)
             problems += check_cell(cell, found, resolution, where, strict=block.table, labels=named)
     return problems
@@ -245,6 +256,26 @@ def check_cell(
         if not any(_same(m.group(0), v) for f in facts for v in f.values):
             problems.append(f"{where}: {m.group(0)} is not in the report (cell {cell!r})")
     return problems
+
+
+def check_cost(cell: str, report: dict, named: set[str], key: str, where: str) -> list[str]:
+    """A cost cell (``2,198,016 (1.7%)``, ``35.4M``, ``8,192``, ``8.19k``, ``1.4 min``, ``51 s``) against the
+    heal records of the runs its row names, to the printed digits (the share: of the model's parameters)."""
+    m = COST.match(cell.replace("**", "").strip())
+    if m is None:
+        return [f"{where}: cost {cell!r} is not a number this check reads"]
+    number, unit, share = m.groups()
+    scale = {"M": 1e6, "k": 1e3, "min": 60.0}.get(unit or "", 1.0)
+    for r in report.get("recovery", []):
+        c = r.get("cost") or {}
+        if r["healed"] not in named or c.get(key) is None:
+            continue
+        ok = _same(number.replace(",", ""), c[key] / scale)
+        if share is not None:
+            ok = ok and c.get("total_parameters") and _same(share, 100 * c[key] / c["total_parameters"])
+        if ok:
+            return []
+    return [f"{where}: {cell} is not the {key} of {sorted(named)} in the report"]
 
 
 def _indices(text: str) -> set[int]:
