@@ -68,20 +68,23 @@ def _token_state() -> tuple[bool, float | None]:
 # ------------------------------------------------------------------ no Ray needed
 
 
-def test_without_ray_the_executor_is_one_line_naming_the_extra(llama_dir: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("command", ["sweep", "select"])
+def test_without_ray_the_executor_is_one_line_naming_the_extra(command: str, llama_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / ("o" if command == "sweep" else "p.json")
+    grid = ["--methods", "last", "--ratios", "0"] if command == "sweep" else ["--method", "iterative", "--n", "1"]
+    argv = [command, str(llama_dir), *grid, "--tasks", "arith_probe_add_1d", "--limit", "2", "--out", str(out)]
     code = (
         "import sys; sys.modules['ray'] = None\n"  # as if Ray were not installed
         "from lmeval_layerprune.cli import main\n"
-        f"sys.exit(main(['sweep', {str(llama_dir)!r}, '--methods', 'last', '--ratios', '0', '--tasks', "
-        f"'arith_probe_add_1d', '--limit', '2', '--out', {str(tmp_path / 'o')!r}, '--executor', 'ray']))"
+        f"sys.exit(main({[*argv, '--executor', 'ray']!r}))"
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=ENV, timeout=300)
     assert proc.returncode == 2, proc.stderr[-2000:]
-    lines = proc.stderr.strip().splitlines()
-    assert lines[-1] == (
+    assert proc.stderr.strip().splitlines()[-1] == (
         "lmeval-prune: error: the ray executor needs Ray, which is not installed: pip install 'lmeval-layerprune[ray]'"
     )
     assert "Traceback" not in proc.stderr
+    assert not list(tmp_path.glob("p.json*"))  # select: no journal started
 
 
 def test_workers_that_cannot_fit_are_refused_before_any_start() -> None:

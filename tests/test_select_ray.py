@@ -107,21 +107,6 @@ def _same_plan(mine: dict, ref: dict, exhaustive: dict) -> None:
 # ------------------------------------------------------------------ no Ray needed
 
 
-def test_without_ray_select_is_one_line_naming_the_extra(llama_dir: Path, tmp_path: Path) -> None:
-    code = (
-        "import sys; sys.modules['ray'] = None\n"  # as if Ray were not installed
-        "from lmeval_layerprune.cli import main\n"
-        f"sys.exit(main(['select', {str(llama_dir)!r}, '--method', 'iterative', '--n', '1', '--tasks', "
-        f"'arith_probe_add_1d', '--limit', '2', '--out', {str(tmp_path / 'p.json')!r}, '--executor', 'ray']))"
-    )
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=ENV, timeout=300)
-    assert proc.returncode == 2, proc.stderr[-2000:]
-    assert proc.stderr.strip().splitlines()[-1] == (
-        "lmeval-prune: error: the ray executor needs Ray, which is not installed: pip install 'lmeval-layerprune[ray]'"
-    )
-    assert "Traceback" not in proc.stderr and not (tmp_path / "p.json.journal.jsonl").exists()
-
-
 # --------------------------------------------------------------------- with Ray
 
 

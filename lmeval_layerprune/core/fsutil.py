@@ -64,6 +64,11 @@ def tmp_dir_is_live(path: Path) -> bool:
     pid, host = owner
     if host != socket.gethostname().replace("-", "_"):
         return True
+    return process_alive(pid)
+
+
+def process_alive(pid: int) -> bool:
+    """Whether a process ``pid`` exists on this host (one of another user's counts)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from lmeval_layerprune.core.fsutil import process_alive
 from lmeval_layerprune.core.guard import owned_json
 from lmeval_layerprune.core.layout import PLAN_FILE, RESULTS_GLOB, TOKEN_AGREEMENT_FILE
 from lmeval_layerprune.core.output import write_output
@@ -144,15 +145,7 @@ def _owner_alive(name: str) -> bool:
     if len(host_pid) != 2 or not host_pid[1].isdigit() or not host_pid[0].endswith(socket.gethostname()):
         return False
     pid = int(host_pid[1])
-    if pid == os.getpid():
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    return pid != os.getpid() and process_alive(pid)
 
 
 def clear_partials(out: Path) -> list[Path]:
