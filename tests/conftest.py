@@ -133,6 +133,16 @@ def save_tiny(model_type: str, path: Path, seed: int = 0, **overrides) -> Path:
     return path
 
 
+def without_weights(model: Path, dest: Path) -> Path:
+    """A copy of the model folder ``model`` at ``dest`` with every file but its weights (config readable,
+    loading fails): a model a worker cannot load."""
+    dest.mkdir()
+    for f in model.iterdir():
+        if not f.name.endswith(".safetensors"):
+            (dest / f.name).write_bytes(f.read_bytes())
+    return dest
+
+
 def renumber_state_dict(state_dict: dict, keep: list[int]) -> dict:
     """Test-side mapping of a full state dict onto a model with only ``keep`` layers."""
     new_index = {orig: new for new, orig in enumerate(keep)}

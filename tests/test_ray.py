@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import without_weights
 
 from lmeval_layerprune.core.cluster import Cluster
 from lmeval_layerprune.errors import ClusterError
@@ -235,11 +236,7 @@ def test_a_hanging_cell_is_killed_and_run_again(llama_dir: Path, tmp_path: Path)
 def test_a_worker_that_cannot_load_the_model_is_one_error(llama_dir: Path, tmp_path: Path) -> None:
     """Config readable (the driver plans the grid), weights missing: one line, no hang, nothing published."""
     pytest.importorskip("ray")
-    broken = tmp_path / "no-weights"
-    broken.mkdir()
-    for f in llama_dir.iterdir():
-        if not f.name.endswith(".safetensors"):
-            (broken / f.name).write_bytes(f.read_bytes())
+    broken = without_weights(llama_dir, tmp_path / "no-weights")
     cmd = [
         str(BIN / "lmeval-prune"), "sweep", str(broken), "--methods", "last", "--ratios", "0,0.2",
         "--tasks", TASKS[1], "--limit", "2", "--out", str(tmp_path / "o"), "--no-progress", "--executor", "ray",

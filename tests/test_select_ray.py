@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import tiny_model, tiny_tokenizer
+from conftest import tiny_model, tiny_tokenizer, without_weights
 
 from lmeval_layerprune.core.cluster import ClusterSettings
 from lmeval_layerprune.errors import ClusterError
@@ -167,11 +167,7 @@ def test_ray_select_resumes_a_killed_searchs_journal(
 def test_a_worker_that_cannot_load_the_model_is_one_error(model: Path, tmp_path: Path) -> None:
     """Config readable (the driver counts the layers), weights missing: one error, no hang, no plan."""
     pytest.importorskip("ray")
-    broken = tmp_path / "no-weights"
-    broken.mkdir()
-    for f in model.iterdir():
-        if not f.name.endswith(".safetensors"):
-            (broken / f.name).write_bytes(f.read_bytes())
+    broken = without_weights(model, tmp_path / "no-weights")
     settings = SelectionSettings(str(broken), "ppl", 1, calib_samples=2)
     with pytest.raises(ClusterError, match=r"^Ray worker w\d could not load ") as e:
         select_layers(settings, out=tmp_path / "p.json", progress=False, executor=RAY2)
